@@ -1,0 +1,50 @@
+"""Shoal: a peer-to-peer, end-to-end encrypted, content-addressed file store.
+
+The public API is what this module exports: ``Node`` (asyncio, runs a node in-process),
+``Client`` (blocking, talks to a running node's local HTTP API) and the errors.
+"""
+
+from shoal.client.http import Client
+from shoal.client.node import FileReader, Node
+from shoal.errors import (
+    AddressInUse,
+    ConfigError,
+    HandshakeError,
+    IntegrityError,
+    InvalidCapability,
+    NotFound,
+    PeerUnavailable,
+    ProtocolError,
+    QuorumNotMet,
+    RequestTimeout,
+    ShoalError,
+    StorageError,
+    TransportError,
+)
+from shoal.node.types import FileEntry, PeerState, PeerStatus, StoreResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddressInUse",
+    "Client",
+    "ConfigError",
+    "FileEntry",
+    "FileReader",
+    "HandshakeError",
+    "IntegrityError",
+    "InvalidCapability",
+    "Node",
+    "NotFound",
+    "PeerState",
+    "PeerStatus",
+    "PeerUnavailable",
+    "ProtocolError",
+    "QuorumNotMet",
+    "RequestTimeout",
+    "ShoalError",
+    "StorageError",
+    "StoreResult",
+    "TransportError",
+    "__version__",
+]

@@ -1,0 +1,316 @@
+"""Local HTTP API of a running node (aiohttp), used by the CLI and ``shoal.Client``.
+
+How it works: :func:`serve_api` binds 127.0.0.1 on a port chosen by the OS, makes a random
+bearer token and publishes both in ``<data dir>/api.json`` (mode 0600, written atomically), so
+only users who can read the data dir can talk to the node. Every request must carry
+``Authorization: Bearer <token>``. Bodies stream both ways: a PUT body is handed to
+``Node.store`` as an async iterator of pieces and a GET is written piece by piece as the node
+decrypts, so no request holds a whole file in memory. ``ShoalError`` subclasses become JSON
+errors ``{"error": {"type", "message"}}`` with a fitting status; see ``docs/http-api.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.helpers import content_disposition_header
+
+from shoal.client.http import API_FILE_NAME, check_read_cap
+from shoal.client.node import Node
+from shoal.content.caps import looks_like_cap
+from shoal.errors import (
+    ConfigError,
+    IntegrityError,
+    InvalidCapability,
+    NotFound,
+    PeerUnavailable,
+    QuorumNotMet,
+    ShoalError,
+    StorageError,
+)
+
+__all__ = ["ApiServer", "error_status", "serve_api"]
+
+log = logging.getLogger(__name__)
+
+PIECE_SIZE: Final = 1024 * 1024
+
+# Only JSON bodies would ever be buffered (``request.read()``), and no endpoint takes one:
+# file bodies are streamed from ``request.content``, which ``client_max_size`` does not limit.
+CLIENT_MAX_SIZE: Final = 1024 * 1024
+
+# Most specific first: the first matching class decides the status.
+_STATUS_BY_ERROR: Final[tuple[tuple[type[ShoalError], int], ...]] = (
+    (NotFound, 404),
+    (InvalidCapability, 400),
+    (ConfigError, 400),
+    (QuorumNotMet, 502),
+    (PeerUnavailable, 502),
+    (IntegrityError, 422),
+    (StorageError, 507),
+)
+
+_NODE_KEY: Final = web.AppKey("node", Node)
+_TOKEN_KEY: Final = web.AppKey("token", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_status(exc: ShoalError) -> int:
+    """HTTP status for a ``ShoalError`` (500 for kinds that have no better one)."""
+    for cls, status in _STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def _error_response(status: int, type_name: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response(
+        {"error": {"type": type_name, "message": message, **extra}}, status=status
+    )
+
+
+def _shoal_error_response(exc: ShoalError) -> web.Response:
+    status = error_status(exc)
+    if status == 500:
+        log.error("API request failed: %s", exc, exc_info=exc)
+    extra = {"placed": exc.placed} if isinstance(exc, QuorumNotMet) else {}
+    return _error_response(status, type(exc).__name__, str(exc), **extra)
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into the JSON error shape, including aiohttp's own 404/405."""
+    try:
+        return await handler(request)
+    except ShoalError as exc:
+        return _shoal_error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        type_name = "NotFound" if exc.status == 404 else "ShoalError"
+        return _error_response(
+            exc.status, type_name, f"{exc.reason}: {request.method} {request.path}"
+        )
+    except Exception as exc:
+        log.exception("API request %s %s failed", request.method, request.path)
+        return _error_response(500, "ShoalError", f"internal error: {type(exc).__name__}: {exc}")
+
+
+@web.middleware
+async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse any request without the right bearer token (constant-time comparison)."""
+    expected = f"Bearer {request.app[_TOKEN_KEY]}".encode()
+    given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+    if not hmac.compare_digest(given, expected):
+        return _error_response(
+            401,
+            "ConfigError",
+            f"missing or wrong API token: send 'Authorization: Bearer <token>' with the token "
+            f"from {API_FILE_NAME} in the node's data dir",
+        )
+    return await handler(request)
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[_NODE_KEY].status())
+
+
+async def _peers(request: web.Request) -> web.Response:
+    return web.json_response([p.to_json() for p in request.app[_NODE_KEY].peers()])
+
+
+async def _list_files(request: web.Request) -> web.Response:
+    entries = await request.app[_NODE_KEY].list_files()
+    return web.json_response([e.to_json() for e in entries])
+
+
+async def _put_file(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    media_type = request.headers.get("Content-Type")
+
+    received = 0
+
+    async def pieces() -> AsyncIterator[bytes]:
+        nonlocal received
+        async for piece in request.content.iter_chunked(PIECE_SIZE):
+            received += len(piece)
+            yield piece
+
+    cap = await request.app[_NODE_KEY].store(name, pieces(), media_type=media_type)
+    return web.json_response({"name": name, "cap": cap, "size": received}, status=201)
+
+
+async def _get_file(request: web.Request) -> web.StreamResponse:
+    return await _stream_file(request, request.match_info["name"])
+
+
+async def _get_cap(request: web.Request) -> web.StreamResponse:
+    cap = request.match_info["cap"]
+    check_read_cap(cap)
+    return await _stream_file(request, cap)
+
+
+async def _stream_file(request: web.Request, name_or_cap: str) -> web.StreamResponse:
+    """Stream a file; an error before the first byte is a JSON error, after it an abort."""
+    node = request.app[_NODE_KEY]
+    async with node.get(name_or_cap) as reader:
+        # Read ahead one piece so that a failure to fetch the first blocks still gets a
+        # proper error status instead of a truncated 200.
+        piece = await reader.read(PIECE_SIZE)
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": reader.media_type or "application/octet-stream",
+                "Content-Disposition": content_disposition_header(
+                    "attachment", filename=reader.name or "file"
+                ),
+            },
+        )
+        response.content_length = reader.size
+        try:
+            await response.prepare(request)
+            while piece:
+                await response.write(piece)
+                piece = await reader.read(PIECE_SIZE)
+        except ConnectionError:
+            log.debug("client went away while getting %s", _loggable(name_or_cap))
+            return response
+        except Exception as exc:
+            # Headers are out, so the only honest signal left is a short body: close the
+            # connection and the client sees fewer bytes than Content-Length.
+            log.warning("get of %s failed mid-transfer: %s", _loggable(name_or_cap), exc)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+
+async def _remove_file(request: web.Request) -> web.Response:
+    entry = await request.app[_NODE_KEY].remove(request.match_info["name"])
+    return web.json_response(entry.to_json())
+
+
+def _loggable(name_or_cap: str) -> str:
+    # A read cap is a secret: log only its CID part.
+    return name_or_cap.rsplit(":", 1)[0] + ":..." if looks_like_cap(name_or_cap) else name_or_cap
+
+
+def make_app(node: Node, token: str) -> web.Application:
+    """Build the aiohttp application serving ``node`` (no socket, no ``api.json``)."""
+    app = web.Application(
+        client_max_size=CLIENT_MAX_SIZE, middlewares=[_errors_middleware, _auth_middleware]
+    )
+    app[_NODE_KEY] = node
+    app[_TOKEN_KEY] = token
+    app.router.add_get("/v1/status", _status)
+    app.router.add_get("/v1/peers", _peers)
+    app.router.add_get("/v1/files", _list_files)
+    app.router.add_put("/v1/files/{name}", _put_file)
+    app.router.add_get("/v1/files/{name}", _get_file)
+    app.router.add_delete("/v1/files/{name}", _remove_file)
+    app.router.add_get("/v1/caps/{cap}", _get_cap)
+    return app
+
+
+class ApiServer:
+    """The running API: its ``url``, ``token`` and the ``api.json`` it published."""
+
+    def __init__(self, node: Node, data_dir: str | os.PathLike[str], *, port: int = 0) -> None:
+        """Prepare to serve ``node``; nothing listens until :meth:`start`.
+
+        Args:
+            node: The running node to expose.
+            data_dir: The node's data dir, where ``api.json`` is written.
+            port: TCP port on 127.0.0.1; 0 lets the OS choose.
+        """
+        self.node = node
+        self.data_dir = Path(data_dir)
+        self.api_file = self.data_dir / API_FILE_NAME
+        self.token = secrets.token_urlsafe(32)
+        self.url = ""
+        self._port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Listen on 127.0.0.1 and publish ``api.json``."""
+        runner = web.AppRunner(make_app(self.node, self.token), access_log=None)
+        await runner.setup()
+        self._runner = runner
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", self._port)
+            await site.start()
+            port = runner.addresses[0][1]  # the port the OS chose
+            self.url = f"http://127.0.0.1:{port}"
+            self._publish()
+        except BaseException:
+            await self.close()
+            raise
+
+    def _publish(self) -> None:
+        info = {
+            "url": self.url,
+            "token": self.token,
+            "pid": os.getpid(),
+            "node_id": self.node.node_id,
+        }
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".api.", suffix=".tmp")
+            try:
+                os.fchmod(fd, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    json.dump(info, out)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, self.api_file)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.api_file}: {exc.strerror or exc}") from exc
+
+    async def close(self) -> None:
+        """Stop serving and remove ``api.json`` (if it is still ours)."""
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(self.api_file.read_text(encoding="utf-8")).get("token") == self.token:
+                self.api_file.unlink()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serve_api(
+    node: Node, data_dir: str | os.PathLike[str], *, port: int = 0
+) -> AsyncIterator[ApiServer]:
+    """Serve the HTTP API of ``node`` on 127.0.0.1 for the duration of the block.
+
+    Example::
+
+        async with Node.start(data_dir) as node, serve_api(node, data_dir) as api:
+            print(api.url)
+
+    Raises:
+        StorageError: ``api.json`` cannot be written into ``data_dir``.
+    """
+    server = ApiServer(node, data_dir, port=port)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()

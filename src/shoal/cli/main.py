@@ -1,0 +1,243 @@
+"""The ``shoal`` command line.
+
+``init``, ``run`` and ``demo`` run nodes in this process; the other commands talk to the node
+running on ``--data-dir`` through its local HTTP API (``shoal.Client``). Results go to stdout
+(``--json`` for scripts), progress bars and messages to stderr. Every ``ShoalError`` becomes one
+line ``error: <message>`` and exit code 1; bad usage exits 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from shoal.cli.demo import run_demo
+from shoal.cli.output import format_age, format_size, format_table, transfer_progress
+from shoal.cli.run import configure_logging, run_node
+from shoal.client.http import Client
+from shoal.client.node import init_data_dir
+from shoal.errors import ShoalError
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class ShoalGroup(click.Group):
+    """Maps errors to one line on stderr and an exit code, for every subcommand."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ShoalError as exc:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            click.echo(f"error: {message}", err=True)
+            raise click.exceptions.Exit(EXIT_ERROR) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            # The reader of stdout went away (`shoal ls | head`): stop quietly, and point
+            # stdout at /dev/null so the interpreter's final flush does not complain.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(EXIT_ERROR) from None
+
+
+def data_dir_option(*, required: bool = True) -> Callable[[F], F]:
+    """The ``--data-dir`` option every command shares (also ``SHOAL_DATA_DIR``)."""
+    return click.option(
+        "--data-dir",
+        "data_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="SHOAL_DATA_DIR",
+        show_envvar=True,
+        required=required,
+        help="The node's data directory.",
+    )
+
+
+def json_option(f: F) -> F:
+    """The ``--json`` flag: machine-readable output on stdout."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+@click.group(cls=ShoalGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shoal", prog_name="shoal")
+def cli() -> None:
+    """Shoal: a peer-to-peer, end-to-end encrypted, content-addressed file store."""
+
+
+@cli.command()
+@data_dir_option()
+def init(data_dir: Path) -> None:
+    """Create a data dir: node key, config and convergence secret."""
+    node_id, created = init_data_dir(data_dir)
+    if created:
+        click.echo(f"initialized {data_dir}", err=True)
+    else:
+        click.echo(f"{data_dir} is already initialized", err=True)
+    click.echo(node_id)
+
+
+@cli.command()
+@data_dir_option()
+@click.option(
+    "--listen",
+    default="127.0.0.1:0",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address for peers to connect to (port 0: any free port).",
+)
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A peer to connect to (repeatable); it may start later.",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Copies of each block to place (default from config, usually 3).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def run(
+    data_dir: Path, listen: str, peers: tuple[str, ...], replicas: int | None, verbose: bool
+) -> None:
+    """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM."""
+    configure_logging(verbose)
+    asyncio.run(run_node(data_dir, listen=listen, peers=list(peers), replicas=replicas))
+
+
+@cli.command()
+@data_dir_option()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", help="Name in the catalog (default: the file's name).")
+def put(data_dir: Path, file: Path, name: str | None) -> None:
+    """Store FILE through the running node; print its read cap as the last line."""
+    name = name or file.name
+    with Client.from_data_dir(data_dir) as client, transfer_progress(f"put {name}") as bar:
+        result = client.put(file, name=name, progress=bar)
+    click.echo(f"stored {result['name']} ({format_size(result.get('size'))})", err=True)
+    click.echo(result["cap"])
+
+
+@cli.command()
+@data_dir_option()
+@click.argument("name_or_cap", metavar="NAME_OR_CAP")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Where to write the file ('-' for stdout).",
+)
+def get(data_dir: Path, name_or_cap: str, output: Path) -> None:
+    """Get a file by name or read cap (shoal:r:...) and write it to OUTPUT."""
+    with Client.from_data_dir(data_dir) as client, transfer_progress("get") as bar:
+        if str(output) == "-":
+            stdout = sys.stdout.buffer
+            size = client.get_into(name_or_cap, stdout, progress=bar)
+            stdout.flush()
+        else:
+            size = client.get(name_or_cap, output, progress=bar)
+    if str(output) != "-":
+        click.echo(f"wrote {output} ({format_size(size)})", err=True)
+
+
+@cli.command(name="ls")
+@data_dir_option()
+@json_option
+def ls(data_dir: Path, as_json: bool) -> None:
+    """List the files in the node's catalog."""
+    with Client.from_data_dir(data_dir) as client:
+        files = client.list_files()
+    if as_json:
+        _print_json(files)
+        return
+    rows = [[f["name"], format_size(f.get("size")), f["cap"]] for f in files]
+    click.echo(format_table(["NAME", "SIZE", "CAP"], rows))
+
+
+@cli.command()
+@data_dir_option()
+@click.argument("name")
+def rm(data_dir: Path, name: str) -> None:
+    """Remove NAME from the node's catalog (and unpin its blocks locally)."""
+    with Client.from_data_dir(data_dir) as client:
+        client.remove(name)
+    click.echo(f"removed {name}")
+
+
+@cli.command()
+@data_dir_option()
+@json_option
+def peers(data_dir: Path, as_json: bool) -> None:
+    """List the peers the node knows: node ID, address, state (up/down), last seen."""
+    with Client.from_data_dir(data_dir) as client:
+        found = client.peers()
+    if as_json:
+        _print_json(found)
+        return
+    rows = [
+        [p["node_id"], p.get("address") or "-", p["state"], format_age(p.get("last_seen"))]
+        for p in found
+    ]
+    click.echo(format_table(["NODE ID", "ADDRESS", "STATE", "LAST SEEN"], rows))
+
+
+@cli.command()
+@data_dir_option()
+@json_option
+def status(data_dir: Path, as_json: bool) -> None:
+    """Show the node's ID, addresses, peers and storage use."""
+    with Client.from_data_dir(data_dir) as client:
+        info = client.status()
+    if as_json:
+        _print_json(info)
+        return
+    for key, value in info.items():
+        shown = value if isinstance(value, str | int | float) else json.dumps(value)
+        click.echo(f"{key}: {shown}")
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Exit after the round trip instead of running on.")
+@click.option(
+    "--ephemeral-ports", is_flag=True, help="Listen on free ports instead of 3000/4000/5000."
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the three data dirs here (default: a temporary dir removed at exit).",
+)
+def demo(once: bool, ephemeral_ports: bool, data_root: Path | None) -> None:
+    """Start three nodes, store picture_1.png from one and get it back from the network."""
+    configure_logging()
+    asyncio.run(run_demo(once=once, ephemeral_ports=ephemeral_ports, data_root=data_root))
+
+
+def main() -> None:
+    """Console-script entry point of ``shoal``."""
+    cli(prog_name="shoal")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""What the CLI prints: plain aligned tables, sizes, times and progress bars.
+
+Tables are plain text rather than rich tables so that long capability strings are never folded
+or cut when stdout is a pipe or a narrow terminal. Progress bars go to stderr, keeping stdout
+for results that scripts read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+__all__ = ["format_age", "format_size", "format_table", "transfer_progress"]
+
+
+def format_size(size: int | float | None) -> str:
+    """``1536`` → ``"1.5 KiB"``; None → ``"?"``."""
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_age(timestamp: float | None, now: float | None = None) -> str:
+    """Seconds since ``timestamp`` in words: ``"5s ago"``, ``"3m ago"``; None → ``"never"``."""
+    if timestamp is None:
+        return "never"
+    age = max(0.0, (time.time() if now is None else now) - timestamp)
+    if age < 60:
+        return f"{age:.0f}s ago"
+    if age < 3600:
+        return f"{age / 60:.0f}m ago"
+    if age < 86400:
+        return f"{age / 3600:.0f}h ago"
+    return f"{age / 86400:.0f}d ago"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces; the last column is never padded."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in (headers, *rows):
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+class _Bar:
+    """Progress callback for ``Client.put``/``get``: ``bar(bytes_done, total_or_None)``."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress = progress
+        self._task = task
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self._progress.update(self._task, advance=done, total=total)
+
+
+@contextmanager
+def transfer_progress(description: str) -> Iterator[_Bar]:
+    """A rich progress bar on stderr (bytes, MB/s, ETA) for the duration of the block."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    with progress:
+        yield _Bar(progress, progress.add_task(description, total=None))

@@ -1,0 +1,1 @@
+"""The public Python API: ``Node`` (in-process, asyncio) and ``Client`` (blocking, HTTP)."""

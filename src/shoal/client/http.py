@@ -1,0 +1,410 @@
+"""The blocking ``shoal.Client``: talks to a running node through its local HTTP API.
+
+``shoal run`` writes ``<data dir>/api.json`` (URL, bearer token, pid, node ID, mode 0600) and
+removes it on exit; :meth:`Client.from_data_dir` reads it. Transfers stream both ways in 1 MiB
+pieces, so memory stays bounded whatever the file size. The endpoints are described in
+``docs/http-api.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mimetypes
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Final
+from urllib.parse import quote
+
+import httpx
+
+from shoal import errors
+from shoal.content.caps import ReadCap, looks_like_cap, parse_cap
+from shoal.errors import (
+    ConfigError,
+    InvalidCapability,
+    PeerUnavailable,
+    RequestTimeout,
+    ShoalError,
+    StorageError,
+    TransportError,
+)
+
+__all__ = [
+    "API_FILE_NAME",
+    "Client",
+    "TransferProgress",
+    "check_read_cap",
+    "read_api_info",
+]
+
+API_FILE_NAME: Final = "api.json"
+"""The file in a data dir where ``shoal run`` publishes the API address and token."""
+
+PIECE_SIZE: Final = 1024 * 1024
+
+TransferProgress = Callable[[int, int | None], None]
+"""Progress callback: ``(bytes just transferred, total size or None if unknown)``."""
+
+# A put answers only once the write quorum is met and a get may wait for slow holders, so
+# reads get a generous timeout; there is no total timeout (a 10 GiB transfer takes a while).
+_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=300.0, write=300.0, pool=5.0)
+
+
+def read_api_info(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``<data_dir>/api.json``.
+
+    Args:
+        data_dir: The node's data directory.
+
+    Returns:
+        The parsed file: ``url`` and ``token`` (str), ``pid`` (int), ``node_id`` (str).
+
+    Raises:
+        ConfigError: The file is missing (no node running) or malformed.
+    """
+    path = Path(data_dir) / API_FILE_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no running node for data dir {data_dir}: start it with "
+            f"`shoal run --data-dir {data_dir}`"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        info = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: remove it and restart the node") from exc
+    if not (
+        isinstance(info, dict)
+        and isinstance(info.get("url"), str)
+        and isinstance(info.get("token"), str)
+        and isinstance(info.get("pid"), int)
+        and isinstance(info.get("node_id"), str)
+    ):
+        raise ConfigError(
+            f"{path} lacks url, token, pid or node_id: remove it and restart the node"
+        )
+    return info
+
+
+def _error_from_response(response: httpx.Response) -> ShoalError:
+    """Turn an error response into the ``ShoalError`` subclass its JSON body names."""
+    try:
+        body = response.json()
+        err = body["error"]
+        type_name, message = str(err["type"]), str(err["message"])
+    except (ValueError, KeyError, TypeError):
+        text = response.text.strip().splitlines()
+        detail = text[0] if text else response.reason_phrase
+        return ShoalError(f"node API answered {response.status_code}: {detail}")
+    cls = getattr(errors, type_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ShoalError)):
+        return ShoalError(message)
+    if cls is errors.QuorumNotMet:
+        placed = err.get("placed")
+        return errors.QuorumNotMet(message, placed=placed if isinstance(placed, dict) else None)
+    return cls(message)
+
+
+def check_read_cap(cap: str) -> None:
+    """Raise ``InvalidCapability`` unless ``cap`` is a well-formed read cap string."""
+    if not isinstance(parse_cap(cap), ReadCap):
+        raise InvalidCapability(
+            "a verify cap (shoal:v:...) cannot read a file: use a read cap (shoal:r:...)"
+        )
+
+
+class Client:
+    """Blocking client for a running node's local HTTP API.
+
+    Usually made with :meth:`from_data_dir`; use it as a context manager or call
+    :meth:`close`. Every failure is raised as a :class:`~shoal.errors.ShoalError` subclass:
+    errors reported by the node keep their type (``NotFound``, ``QuorumNotMet``, ...).
+
+    Example::
+
+        with Client.from_data_dir("n1") as client:
+            cap = client.put("picture_1.png")["cap"]
+            client.get(cap, "copy.png")
+    """
+
+    def __init__(self, url: str, token: str, *, data_dir: str | os.PathLike[str] | None = None):
+        """Connect lazily to the API at ``url`` with bearer ``token``.
+
+        Args:
+            url: Base URL of the node's API, e.g. ``http://127.0.0.1:43117``.
+            token: The bearer token from ``api.json``.
+            data_dir: The data dir the URL came from, only used in error messages.
+        """
+        self.url = url
+        self._data_dir = data_dir
+        self._http = httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=_TIMEOUT,
+            trust_env=False,  # never send the token through a proxy from the environment
+        )
+
+    @classmethod
+    def from_data_dir(cls, data_dir: str | os.PathLike[str]) -> Client:
+        """Make a client for the node running on ``data_dir`` (reads its ``api.json``).
+
+        Raises:
+            ConfigError: No node is running for that data dir.
+        """
+        info = read_api_info(data_dir)
+        return cls(info["url"], info["token"], data_dir=data_dir)
+
+    def close(self) -> None:
+        """Close the underlying connections."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- simple calls ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Return the node's status (node ID, address, peers, blocks and bytes stored, ...)."""
+        result: dict[str, Any] = self._json("GET", "/v1/status")
+        return result
+
+    def peers(self) -> list[dict[str, Any]]:
+        """Return the known peers: ``node_id``, ``address``, ``state`` (up/down), ``last_seen``."""
+        result: list[dict[str, Any]] = self._json("GET", "/v1/peers")
+        return result
+
+    def list_files(self) -> list[dict[str, Any]]:
+        """Return the node's catalog: ``name``, ``cap``, ``size``, ``media_type``, ``created``."""
+        result: list[dict[str, Any]] = self._json("GET", "/v1/files")
+        return result
+
+    def remove(self, name: str) -> dict[str, Any]:
+        """Remove ``name`` from the node's catalog and return its entry.
+
+        Raises:
+            NotFound: No such name.
+        """
+        result: dict[str, Any] = self._json("DELETE", _file_path(name))
+        return result
+
+    # -- transfers ---------------------------------------------------------------------------
+
+    def put(
+        self,
+        path_or_fileobj: str | os.PathLike[str] | IO[bytes],
+        name: str | None = None,
+        progress: TransferProgress | None = None,
+    ) -> dict[str, Any]:
+        """Store a file through the node, streaming it in 1 MiB pieces.
+
+        Args:
+            path_or_fileobj: A path, or a binary file object open for reading.
+            name: Name in the catalog; defaults to the file's base name.
+            progress: Called as ``progress(bytes_sent, total_or_None)`` after each piece.
+
+        Returns:
+            ``{"name", "cap", "size"}``; ``cap`` is the read cap string.
+
+        Raises:
+            ConfigError: No name given and none can be derived from the file object.
+            StorageError: The local file cannot be read.
+            QuorumNotMet: The node could not place enough copies.
+        """
+        if isinstance(path_or_fileobj, str | os.PathLike):
+            path = Path(path_or_fileobj)
+            try:
+                with path.open("rb") as fileobj:
+                    return self._put_fileobj(fileobj, name or path.name, progress)
+            except OSError as exc:
+                raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if name is None:
+            raw_name = getattr(path_or_fileobj, "name", None)
+            if not isinstance(raw_name, str) or not os.path.basename(raw_name):
+                raise ConfigError("put needs a name for a file object without one")
+            name = os.path.basename(raw_name)
+        return self._put_fileobj(path_or_fileobj, name, progress)
+
+    def _put_fileobj(
+        self, fileobj: IO[bytes], name: str, progress: TransferProgress | None
+    ) -> dict[str, Any]:
+        total = _remaining_size(fileobj)
+        headers = {"Content-Type": mimetypes.guess_type(name)[0] or "application/octet-stream"}
+        if total is not None:
+            # With a known length httpx sends Content-Length instead of chunked encoding.
+            headers["Content-Length"] = str(total)
+
+        def pieces() -> Iterator[bytes]:
+            sent = 0
+            while piece := fileobj.read(PIECE_SIZE):
+                sent += len(piece)
+                if total is not None and sent > total:
+                    raise StorageError(f"{name} grew while it was being uploaded")
+                yield piece
+                if progress is not None:
+                    progress(len(piece), total)
+            if total is not None and sent != total:
+                raise StorageError(f"{name} shrank while it was being uploaded")
+
+        with self._request("PUT", _file_path(name), content=pieces(), headers=headers) as resp:
+            resp.read()
+            result: dict[str, Any] = resp.json()
+            return result
+
+    def get(
+        self,
+        name_or_cap: str,
+        dest_path: str | os.PathLike[str],
+        progress: TransferProgress | None = None,
+    ) -> int:
+        """Fetch a file by name or read cap into ``dest_path``, atomically.
+
+        The bytes go to a temporary file next to ``dest_path``, which is fsynced and renamed
+        into place only when the whole file arrived; on any failure nothing is left at
+        ``dest_path`` (an existing file there is kept as it was).
+
+        Args:
+            name_or_cap: A name in the node's catalog, or a read cap ``shoal:r:...``.
+            dest_path: Where to write the file.
+            progress: Called as ``progress(bytes_received, total)`` after each piece.
+
+        Returns:
+            The file's size in bytes.
+
+        Raises:
+            NotFound: No such name, or the file's blocks cannot be found.
+            InvalidCapability: ``name_or_cap`` starts with ``shoal:`` but is no read cap.
+            TransportError: The transfer was cut short.
+            StorageError: The destination cannot be written.
+        """
+        dest = Path(dest_path)
+        try:
+            fd, tmp_name = tempfile.mkstemp(
+                dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
+            )
+        except OSError as exc:
+            raise StorageError(f"cannot write into {dest.parent}: {exc.strerror or exc}") from exc
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                size = self.get_into(name_or_cap, out, progress)
+                out.flush()
+                os.fsync(out.fileno())
+            # mkstemp makes the file 0600; give it the mode a plain open() would have.
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o666 & ~umask)
+            tmp.replace(dest)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+            raise
+        return size
+
+    def get_into(
+        self, name_or_cap: str, out: IO[bytes], progress: TransferProgress | None = None
+    ) -> int:
+        """Stream a file by name or read cap into the binary file object ``out``.
+
+        Unlike :meth:`get` this is not atomic: on failure ``out`` holds a prefix of the file.
+
+        Returns:
+            The file's size in bytes.
+
+        Raises:
+            TransportError: The transfer was cut short (fewer bytes than announced).
+        """
+        if looks_like_cap(name_or_cap):
+            check_read_cap(name_or_cap)
+            url = "/v1/caps/" + quote(name_or_cap.strip(), safe=":")
+        else:
+            url = _file_path(name_or_cap)
+        with self._request("GET", url) as resp:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length is not None and length.isdigit() else None
+            received = 0
+            try:
+                for piece in resp.iter_raw(PIECE_SIZE):
+                    out.write(piece)
+                    received += len(piece)
+                    if progress is not None:
+                        progress(len(piece), total)
+            except httpx.HTTPError as exc:
+                raise self._map_transport_error(exc, transfer=True) from exc
+            if total is not None and received != total:
+                raise TransportError(
+                    f"transfer of {name_or_cap} cut short: got {received} of {total} bytes"
+                )
+            return received
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _json(self, method: str, url: str) -> Any:
+        with self._request(method, url) as resp:
+            resp.read()
+            try:
+                return resp.json()
+            except ValueError as exc:
+                raise ShoalError(f"node API sent a malformed answer to {method} {url}") from exc
+
+    @contextlib.contextmanager
+    def _request(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """Send a request, yield the streaming response, raise the mapped error on failure."""
+        try:
+            with self._http.stream(method, url, **kwargs) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _error_from_response(resp)
+                yield resp
+        except httpx.HTTPError as exc:
+            raise self._map_transport_error(exc, transfer=False) from exc
+
+    def _map_transport_error(self, exc: httpx.HTTPError, *, transfer: bool) -> ShoalError:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            if self._data_dir is not None:
+                return ConfigError(
+                    f"no node answers at {self.url} for data dir {self._data_dir} (stale "
+                    f"{API_FILE_NAME}: the node was stopped or crashed): start it with "
+                    f"`shoal run --data-dir {self._data_dir}`"
+                )
+            return PeerUnavailable(f"no node answers at {self.url}: is `shoal run` running?")
+        if isinstance(exc, httpx.TimeoutException):
+            return RequestTimeout(f"the node at {self.url} did not answer in time")
+        if transfer or isinstance(exc, httpx.RemoteProtocolError):
+            return TransportError(f"the node closed the connection mid-transfer: {exc}")
+        return TransportError(f"request to the node at {self.url} failed: {exc}")
+
+
+def _file_path(name: str) -> str:
+    if not name:
+        raise ConfigError("a file name must not be empty")
+    return "/v1/files/" + quote(name, safe="")
+
+
+def _remaining_size(fileobj: IO[bytes]) -> int | None:
+    """Bytes left to read in ``fileobj`` if it is a regular seekable file, else None."""
+    try:
+        if not fileobj.seekable():
+            return None
+        pos = fileobj.tell()
+        end = fileobj.seek(0, os.SEEK_END)
+        fileobj.seek(pos)
+    except (OSError, ValueError):
+        return None
+    return max(end - pos, 0)

@@ -1,0 +1,390 @@
+"""The public asyncio API: ``shoal.Node``.
+
+Example::
+
+    async with shoal.Node.start("n1", listen="127.0.0.1:0", peers=["127.0.0.1:3000"]) as node:
+        cap = await node.store("picture_1.png", open("picture_1.png", "rb"))
+        async with node.get("picture_1.png") as reader:   # or the cap string
+            data = await reader.read()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import mimetypes
+import os
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from shoal.content import Chunker, ReadCap, looks_like_cap, parse_cap
+from shoal.errors import ConfigError, InvalidCapability, NotFound, StorageError
+from shoal.ids import encode_id
+from shoal.node.datadir import NodeConfig, init_data_dir as _init_data_dir
+from shoal.node.get import FileStream, open_file, walk_block_ids
+from shoal.node.put import store_file
+from shoal.node.runtime import NodeRuntime, RuntimeOptions
+from shoal.node.types import FileEntry, PeerState, PeerStatus, StoreResult
+
+Data = bytes | bytearray | memoryview | IO[bytes] | AsyncIterable[bytes] | os.PathLike[str]
+Progress = Callable[[int], None]  # called with the number of bytes just done
+
+DEFAULT_MEDIA_TYPE = "application/octet-stream"
+
+
+class FileReader:
+    """A verified, decrypted file being read from the network, in order.
+
+    ``name``, ``size`` and ``media_type`` come from the manifest. ``read(n=-1)`` returns up to
+    ``n`` bytes (everything left if -1, ``b""`` at the end); ``async for chunk in reader``
+    yields the file chunk by chunk, which keeps memory bounded for any file size.
+    """
+
+    def __init__(self, stream: FileStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self.name = stream.info.name
+        self.size = stream.info.size
+        self.media_type = stream.info.media_type
+
+    async def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes; ``-1`` reads to the end (bounded only by the file size)."""
+        while n < 0 or len(self._buffer) < n:
+            chunk = await self._stream.next_chunk()
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if n < 0 or n >= len(self._buffer):
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            return data
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._buffer:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            yield data
+        while (chunk := await self._stream.next_chunk()) is not None:
+            yield chunk
+
+
+def _media_type(name: str, given: str | None) -> str:
+    if given:
+        return given
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or DEFAULT_MEDIA_TYPE
+
+
+class Node:
+    """A running Shoal node: listens, connects to peers, stores and gets files.
+
+    Create it with ``Node.start(...)``, an async context manager that stops the node (closing
+    every connection and background task) on exit.
+    """
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self._rt = runtime
+        self.node_id = encode_id(runtime.node_id)
+        self.data_dir = runtime.data.path
+
+    @property
+    def listen_address(self) -> str:
+        """The ``host:port`` this node actually listens on."""
+        return self._rt.manager.listen_address
+
+    @classmethod
+    @asynccontextmanager
+    async def start(
+        cls,
+        data_dir: str | os.PathLike[str],
+        *,
+        listen: str | None = None,
+        peers: Sequence[str] = (),
+        replicas: int | None = None,
+        network: str | None = None,
+        options: RuntimeOptions | None = None,
+    ) -> AsyncIterator[Node]:
+        """Start a node on ``data_dir`` (initialized on first use).
+
+        Args:
+            data_dir: the node's directory (key, config, blocks, catalog).
+            listen: ``host:port`` to listen on; default from config.toml, else 127.0.0.1:0.
+            peers: bootstrap peers, ``host:port``, added to those in config.toml.
+            replicas: copies of each block (default 3, capped by the number of live nodes).
+            network: network name; nodes of different networks refuse each other.
+            options: low-level tunables (timeouts, chunk size, window), mainly for tests.
+
+        Raises:
+            AddressInUse: ``listen`` is taken.
+            ConfigError: the data dir or an argument is invalid.
+        """
+        data, _ = _init_data_dir(Path(data_dir))
+        config: NodeConfig = data.config
+        base = options or RuntimeOptions()
+        opts = dataclasses.replace(
+            base,
+            listen=listen or config.listen,
+            peers=tuple(dict.fromkeys([*config.peers, *base.peers, *peers])),
+            replicas=replicas if replicas is not None else config.replicas,
+            network=network or config.network,
+        )
+        if opts.replicas < 1:
+            raise ConfigError("replicas must be at least 1")
+        runtime = NodeRuntime(data, opts)
+        await runtime.start()
+        try:
+            yield cls(runtime)
+        finally:
+            await runtime.aclose()
+
+    # -- files ---------------------------------------------------------------------------------
+
+    async def store(
+        self,
+        name: str,
+        data: Data,
+        *,
+        media_type: str | None = None,
+        progress: Progress | None = None,
+    ) -> str:
+        """Store ``data`` under ``name``; return the read cap string.
+
+        ``data`` may be bytes, a binary file object, a path or an async iterable of bytes; it
+        is read in chunks, never whole. Succeeds only when every block is on R nodes (R =
+        replicas, capped by live nodes); raises ``QuorumNotMet`` otherwise, and then no
+        catalog entry is written.
+        """
+        result = await self.store_with_result(
+            name, data, media_type=media_type, progress=progress
+        )
+        return result.cap
+
+    async def store_with_result(
+        self,
+        name: str,
+        data: Data,
+        *,
+        media_type: str | None = None,
+        progress: Progress | None = None,
+    ) -> StoreResult:
+        """Like ``store`` but returns the full ``StoreResult`` (size, blocks, replicas)."""
+        if not name or "\x00" in name or len(name) > 1024:
+            raise ConfigError("a file name must be 1 to 1024 characters, without NUL")
+        mtime: float | None = None
+        close: IO[bytes] | None = None
+        source: Any = data
+        if isinstance(data, os.PathLike):
+            path = Path(data)
+            try:
+                source = close = await self._rt.io(path.open, "rb")
+                mtime = (await self._rt.io(path.stat)).st_mtime
+            except OSError as exc:
+                raise NotFound(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            chunks = self._chunks(source)
+            return await store_file(
+                self._rt,
+                name,
+                chunks,
+                media_type=_media_type(name, media_type),
+                mtime=mtime,
+                progress=progress,
+            )
+        finally:
+            if close is not None:
+                close.close()
+
+    async def _chunks(self, source: Any) -> AsyncIterator[bytes | memoryview]:
+        size = self._rt.options.chunk_size
+        if isinstance(source, bytes | bytearray | memoryview):
+            view = memoryview(source).cast("B")
+            for start in range(0, len(view), size):
+                yield view[start : start + size]
+        elif hasattr(source, "read"):
+            reader: IO[bytes] = source
+            while True:
+                try:
+                    chunk = await self._rt.io(reader.read, size)
+                except OSError as exc:
+                    raise StorageError(f"reading the input failed: {exc}") from exc
+                if not chunk:
+                    break
+                # read() on a raw file may return short pieces; top up to a whole chunk.
+                while len(chunk) < size:
+                    more = await self._rt.io(reader.read, size - len(chunk))
+                    if not more:
+                        break
+                    chunk += more
+                yield chunk
+        elif isinstance(source, AsyncIterable):
+            chunker = Chunker(size)
+            async for piece in source:
+                for chunk in chunker.feed(piece):
+                    yield chunk
+            last = chunker.finish()
+            if last is not None:
+                yield last
+        else:
+            raise TypeError(f"cannot store data of type {type(source).__name__}")
+
+    async def resolve(self, name_or_cap: str) -> ReadCap:
+        """The read cap for a cap string or a name in this node's catalog."""
+        if looks_like_cap(name_or_cap):
+            cap = parse_cap(name_or_cap)
+            if not isinstance(cap, ReadCap):
+                raise InvalidCapability(
+                    "a verify cap (shoal:v:...) can check a file but not read it: "
+                    "use the read cap (shoal:r:...)"
+                )
+            return cap
+        entry = await self._rt.io(self._rt.catalog.get_file, name_or_cap)
+        if entry is None:
+            raise NotFound(
+                f"no file named {name_or_cap!r} in this node's catalog "
+                "(files stored through other nodes are read with their cap, shoal:r:...)"
+            )
+        return ReadCap.parse(entry.cap)
+
+    def get(self, name_or_cap: str) -> AbstractAsyncContextManager[FileReader]:
+        """Open a file by name or read cap; use as ``async with node.get(x) as reader``."""
+        return self._get(name_or_cap)
+
+    @asynccontextmanager
+    async def _get(self, name_or_cap: str) -> AsyncIterator[FileReader]:
+        cap = await self.resolve(name_or_cap)
+        stream = await open_file(self._rt, cap)
+        try:
+            yield FileReader(stream)
+        finally:
+            await stream.aclose()
+
+    async def get_to_file(
+        self, name_or_cap: str, path: str | os.PathLike[str], *, progress: Progress | None = None
+    ) -> int:
+        """Write the file to ``path`` atomically (temp file + rename); return its size.
+
+        On any failure nothing is left at ``path`` (and no temporary file either).
+        """
+        target = Path(path)
+        async with self.get(name_or_cap) as reader:
+            tmp = target.with_name(f".{target.name}.shoal-{os.getpid()}-{id(reader):x}.tmp")
+            try:
+                out = await self._rt.io(tmp.open, "wb")
+            except OSError as exc:
+                raise StorageError(f"cannot write {tmp}: {exc.strerror}") from exc
+            try:
+                written = 0
+                async for chunk in reader:
+                    await self._rt.io(out.write, chunk)
+                    written += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                await self._rt.io(out.flush)
+                await self._rt.io(os.fsync, out.fileno())
+                out.close()
+                await self._rt.io(os.replace, tmp, target)
+            except BaseException:
+                out.close()
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+        return written
+
+    async def list_files(self) -> list[FileEntry]:
+        """Every name in this node's catalog, sorted."""
+        entries = await self._rt.io(self._rt.catalog.list_files)
+        return [
+            FileEntry(
+                name=e.name, cap=e.cap, size=e.size, media_type=e.media_type, created=e.created
+            )
+            for e in entries
+        ]
+
+    async def remove(self, name: str) -> FileEntry:
+        """Drop ``name`` from the catalog and unpin it; ``NotFound`` if absent.
+
+        Blocks stay on the network until garbage collection (a later feature) frees them.
+        """
+        entry = await self._rt.io(self._rt.catalog.remove_file, name)
+        if entry is None:
+            raise NotFound(f"no file named {name!r} in this node's catalog")
+        return FileEntry(
+            name=entry.name,
+            cap=entry.cap,
+            size=entry.size,
+            media_type=entry.media_type,
+            created=entry.created,
+        )
+
+    async def drop_local_copy(self, name_or_cap: str) -> int:
+        """Delete this node's local blocks of a file (as the demo does); return how many."""
+        cap = await self.resolve(name_or_cap)
+        ids = await walk_block_ids(self._rt, cap.cid, cap.key)
+        deleted = 0
+        for block_id in ids:
+            if await self._rt.io(self._rt.blocks.delete, block_id):
+                deleted += 1
+        return deleted
+
+    # -- peers and status ----------------------------------------------------------------------
+
+    def peers(self) -> list[PeerStatus]:
+        """Every peer this node knows, up or down."""
+        result = []
+        for record in self._rt.manager.records():
+            conn = record.connection if record.up else None
+            address = record.addresses[0] if record.addresses else None
+            if address is None and conn is not None:
+                address = conn.remote_address
+            result.append(
+                PeerStatus(
+                    node_id=encode_id(record.node_id),
+                    address=address,
+                    state=PeerState.UP if conn is not None else PeerState.DOWN,
+                    last_seen=record.last_seen,
+                )
+            )
+        return sorted(result, key=lambda p: p.node_id)
+
+    async def wait_for_peers(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until at least ``count`` peers are up; ``PeerUnavailable`` on timeout."""
+        manager = self._rt.manager
+        await manager.wait_until(lambda: len(manager.live_ids()) >= count, timeout)
+
+    def status(self) -> dict[str, Any]:
+        """node_id, listen address, data dir, peers up/known, replicas, uptime."""
+        records = self._rt.manager.records()
+        return {
+            "node_id": self.node_id,
+            "listen": self.listen_address,
+            "data_dir": str(self.data_dir),
+            "network": self._rt.options.network,
+            "replicas": self._rt.options.replicas,
+            "peers_up": sum(1 for r in records if r.up),
+            "peers_known": len(records),
+            "uptime": time.time() - self._rt.started_at,
+        }
+
+    async def storage_usage(self) -> dict[str, int]:
+        """Blocks and bytes stored locally, and catalog size (walks the block tree)."""
+        count, size = await self._rt.io(self._rt.blocks.usage)
+        files = await self._rt.io(self._rt.catalog.list_files)
+        return {"blocks": count, "bytes": size, "files": len(files)}
+
+
+def init_data_dir(data_dir: str | os.PathLike[str]) -> tuple[str, bool]:
+    """Create a node's data dir (identity key, convergence secret, config.toml) if needed.
+
+    Returns ``(node_id_text, created)``; ``created`` is False when it was already initialized.
+    Raises ``ConfigError`` when the path exists but is not a usable data dir.
+    """
+    data, created = _init_data_dir(Path(data_dir))
+    return data.identity.node_id_text, created
+
+

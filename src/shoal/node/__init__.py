@@ -1,0 +1,1 @@
+"""The node: put/get pipelines, placement, serving peers (internal; use ``shoal.Node``)."""

@@ -1,0 +1,145 @@
+"""A node's data dir: layout, first-time setup and configuration.
+
+Layout (see docs/content-format.md)::
+
+    <data dir>/
+      node.key          Ed25519 private key, PKCS#8 PEM, mode 0600
+      node.crt          self-signed certificate for node.key, rewritten on every start
+      convergence.key   32-byte convergence secret as hex, mode 0600 (share it to dedupe as a group)
+      config.toml       listen address, bootstrap peers, replicas, network name
+      shoal.db          SQLite catalog (WAL): names, pins, peers
+      blocks/           one file per block: blocks/<2>/<2>/<block id>
+      api.json          address and token of the running node's local HTTP API (while running)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal.errors import ConfigError
+from shoal.transport.identity import Identity, write_private_file
+
+KEY_FILE = "node.key"
+SECRET_FILE = "convergence.key"
+CONFIG_FILE = "config.toml"
+CATALOG_FILE = "shoal.db"
+BLOCKS_DIR = "blocks"
+
+DEFAULT_REPLICAS = 3
+DEFAULT_NETWORK = "shoal"
+
+
+@dataclass
+class NodeConfig:
+    """Settings from config.toml, overridable by command-line flags and API arguments."""
+
+    listen: str = "127.0.0.1:0"
+    peers: list[str] = field(default_factory=list)
+    replicas: int = DEFAULT_REPLICAS
+    network: str = DEFAULT_NETWORK
+
+    def to_toml(self) -> str:
+        peers = ", ".join(f'"{p}"' for p in self.peers)
+        return (
+            "# Shoal node configuration. Command-line flags override these values.\n"
+            "[node]\n"
+            f'listen = "{self.listen}"\n'
+            f"peers = [{peers}]\n"
+            f"replicas = {self.replicas}\n"
+            f'network = "{self.network}"\n'
+        )
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], source: Path) -> NodeConfig:
+        node = data.get("node", {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: [node] must be a table")
+        config = cls()
+        listen = node.get("listen", config.listen)
+        peers = node.get("peers", config.peers)
+        replicas = node.get("replicas", config.replicas)
+        network = node.get("network", config.network)
+        if not isinstance(listen, str):
+            raise ConfigError(f"{source}: node.listen must be a string like 127.0.0.1:3000")
+        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+            raise ConfigError(f"{source}: node.peers must be a list of HOST:PORT strings")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= 16:
+            raise ConfigError(f"{source}: node.replicas must be an integer from 1 to 16")
+        if not isinstance(network, str) or not 0 < len(network) <= 64:
+            raise ConfigError(f"{source}: node.network must be a name of 1 to 64 characters")
+        return cls(listen=listen, peers=list(peers), replicas=replicas, network=network)
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """An initialized data dir, loaded."""
+
+    path: Path
+    identity: Identity
+    convergence_secret: bytes
+    config: NodeConfig
+
+    @property
+    def blocks_path(self) -> Path:
+        return self.path / BLOCKS_DIR
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.path / CATALOG_FILE
+
+
+def is_initialized(path: Path) -> bool:
+    return (path / KEY_FILE).is_file()
+
+
+def init_data_dir(path: Path, config: NodeConfig | None = None) -> tuple[DataDir, bool]:
+    """Create the data dir if needed; return it loaded and whether it was created now."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"data dir {path} exists and is not a directory")
+    if is_initialized(path):
+        return load_data_dir(path), False
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity = Identity.generate()
+        write_private_file(path / SECRET_FILE, secrets.token_bytes(32).hex().encode() + b"\n")
+        (path / CONFIG_FILE).write_text((config or NodeConfig()).to_toml())
+        (path / BLOCKS_DIR).mkdir(exist_ok=True)
+        # The key is written last: its presence marks a complete data dir.
+        identity.save(path / KEY_FILE)
+    except OSError as exc:
+        raise ConfigError(f"cannot create data dir {path}: {exc.strerror}") from exc
+    return load_data_dir(path), True
+
+
+def load_data_dir(path: Path) -> DataDir:
+    """Load an initialized data dir; ``ConfigError`` with what to do if it is not one."""
+    if not path.is_dir():
+        raise ConfigError(f"data dir {path} does not exist: run `shoal init --data-dir {path}`")
+    identity = Identity.load(path / KEY_FILE)
+    try:
+        secret_text = (path / SECRET_FILE).read_text().strip()
+        secret = bytes.fromhex(secret_text)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path / SECRET_FILE} is missing; restore it from a backup") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path / SECRET_FILE} is unreadable or not hex") from exc
+    if len(secret) != 32:
+        raise ConfigError(f"{path / SECRET_FILE} must hold 32 bytes as hex")
+    config_path = path / CONFIG_FILE
+    config = NodeConfig()
+    if config_path.exists():
+        try:
+            config = NodeConfig.from_mapping(tomllib.loads(config_path.read_text()), config_path)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path} is not valid TOML: {exc}") from exc
+    (path / BLOCKS_DIR).mkdir(exist_ok=True)
+    if os.name == "posix":
+        mode = (path / KEY_FILE).stat().st_mode & 0o077
+        if mode:
+            (path / KEY_FILE).chmod(0o600)
+    return DataDir(path=path, identity=identity, convergence_secret=secret, config=config)

@@ -1,0 +1,63 @@
+"""Plain records the node layer hands to the layers above (client, api, cli)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+class PeerState(enum.Enum):
+    """Liveness of a known peer."""
+
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One name in a node's catalog."""
+
+    name: str
+    cap: str
+    size: int
+    media_type: str
+    created: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cap": self.cap,
+            "size": self.size,
+            "media_type": self.media_type,
+            "created": self.created,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """A peer as this node sees it."""
+
+    node_id: str
+    address: str | None
+    state: PeerState
+    last_seen: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "address": self.address,
+            "state": self.state.value,
+            "last_seen": self.last_seen,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """What a successful put produced."""
+
+    name: str
+    cap: str
+    size: int
+    blocks: int
+    replicas: int

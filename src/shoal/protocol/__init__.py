@@ -1,0 +1,103 @@
+"""Sans-I/O wire protocol: frame codec, message types, handshake state machine.
+
+No sockets, clocks or asyncio here: bytes in, events and bytes out. Layout on the wire:
+``docs/wire-format.md``.
+"""
+
+from __future__ import annotations
+
+from shoal.protocol.connection import (
+    NEED_DATA,
+    Connection,
+    ConnectionClosed,
+    Event,
+    HandshakeComplete,
+    LocalNode,
+    MessageReceived,
+    NeedData,
+    State,
+)
+from shoal.protocol.frames import (
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_HEADER_SIZE,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    encode_frame,
+)
+from shoal.protocol.handshake import (
+    AUTH_DOMAIN,
+    Role,
+    auth_transcript,
+    node_id_for,
+    public_key_bytes,
+    sign_auth,
+    verify_auth,
+)
+from shoal.protocol.messages import (
+    PROTOCOL_VERSION,
+    REQUEST_TYPES,
+    RESPONSE_FOR,
+    Auth,
+    BlockData,
+    Error,
+    GetBlock,
+    GetPeers,
+    HasBlocks,
+    HaveBlocks,
+    Hello,
+    Message,
+    PeerAddress,
+    Peers,
+    Ping,
+    Pong,
+    PutBlock,
+    PutBlockOk,
+    decode_message,
+    encode_message,
+)
+
+__all__ = [
+    "AUTH_DOMAIN",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_HEADER_SIZE",
+    "NEED_DATA",
+    "PROTOCOL_VERSION",
+    "REQUEST_TYPES",
+    "RESPONSE_FOR",
+    "Auth",
+    "BlockData",
+    "Connection",
+    "ConnectionClosed",
+    "Error",
+    "Event",
+    "Frame",
+    "FrameDecoder",
+    "FrameType",
+    "GetBlock",
+    "GetPeers",
+    "HandshakeComplete",
+    "HasBlocks",
+    "HaveBlocks",
+    "Hello",
+    "LocalNode",
+    "Message",
+    "MessageReceived",
+    "NeedData",
+    "PeerAddress",
+    "Peers",
+    "Ping",
+    "Pong",
+    "PutBlock",
+    "PutBlockOk",
+    "Role",
+    "State",
+    "auth_transcript",
+    "decode_message",
+    "encode_frame",
+    "encode_message",
+    "node_id_for",
+    "public_key_bytes",
+    "sign_auth",
+    "verify_auth",
+]

@@ -1,0 +1,11 @@
+"""Local storage: blocks as files (``BlockStore``) and the SQLite catalog (``Catalog``).
+
+Both are synchronous and thread-safe; the node layer calls them from worker threads.
+"""
+
+from __future__ import annotations
+
+from shoal.store.blocks import BlockStore
+from shoal.store.catalog import Catalog, CatalogEntry, cid_of_cap
+
+__all__ = ["BlockStore", "Catalog", "CatalogEntry", "cid_of_cap"]

@@ -1,0 +1,225 @@
+"""Frame codec: layout, limits, malformed input, incremental decoding."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import msgpack
+import pytest
+
+from shoal.errors import LocalProtocolError, RemoteProtocolError
+from shoal.protocol.frames import (
+    DEFAULT_MAX_FRAME_SIZE,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    encode_frame,
+)
+
+
+def raw_frame(
+    type_byte: int, request_id: int, header: bytes, payload: bytes = b"", length: int | None = None
+) -> bytes:
+    """Build a frame by hand, bypassing encode_frame's checks."""
+    if length is None:
+        length = 7 + len(header) + len(payload)
+    return struct.pack(">IBIH", length, type_byte, request_id, len(header)) + header + payload
+
+
+def decode_all(data: bytes, decoder: FrameDecoder | None = None) -> list[Frame]:
+    decoder = decoder or FrameDecoder()
+    decoder.receive_data(data)
+    frames = []
+    while (frame := decoder.next_frame()) is not None:
+        frames.append(frame)
+    return frames
+
+
+EMPTY_MAP = msgpack.packb({})
+
+
+def test_layout_is_big_endian_with_length_after_prefix() -> None:
+    parts = encode_frame(FrameType.PUT_BLOCK, 0x01020304, {"a": 1}, b"xyz")
+    assert len(parts) == 2
+    head, payload = parts
+    assert payload == b"xyz"
+    header = msgpack.packb({"a": 1})
+    assert head == struct.pack(">IBIH", 7 + len(header) + 3, 16, 0x01020304, len(header)) + header
+
+
+def test_payload_is_not_copied() -> None:
+    data = bytes(1024 * 1024)
+    assert encode_frame(FrameType.BLOCK_DATA, 1, {}, data)[1] is data
+    buf = bytearray(b"abc")
+    view = encode_frame(FrameType.BLOCK_DATA, 1, {}, buf)[1]
+    assert isinstance(view, memoryview)
+    assert view.obj is buf
+    mv = memoryview(b"hello")
+    assert encode_frame(FrameType.BLOCK_DATA, 1, {}, mv)[1] is mv
+
+
+def test_non_byte_memoryview_payload_counts_bytes() -> None:
+    ints = memoryview(struct.pack(">4I", 1, 2, 3, 4)).cast("I")
+    frame = decode_all(b"".join(encode_frame(FrameType.BLOCK_DATA, 1, {}, ints)))[0]
+    assert frame.payload == struct.pack(">4I", 1, 2, 3, 4)
+
+
+@pytest.mark.parametrize(
+    ("type_", "request_id", "header", "payload"),
+    [
+        (FrameType.PING, 0, {}, b""),
+        (FrameType.PING, 2**32 - 1, {}, b""),
+        (FrameType.HELLO, 0, {"version": 1, "nested": {"a": [1, 2, b"x"]}}, b""),
+        (FrameType.PUT_BLOCK, 7, {"block_id": b"\x00" * 32}, b"\x00\xff" * 1000),
+        (FrameType.BLOCK_DATA, 9, {"unicode": "h\u00e9llo \u2603"}, b"data"),
+        (FrameType.ERROR, 0, {"code": "x", "message": "y" * 1000}, b""),
+    ],
+)
+def test_round_trip(type_: FrameType, request_id: int, header: dict, payload: bytes) -> None:
+    data = b"".join(encode_frame(type_, request_id, header, payload))
+    assert decode_all(data) == [Frame(type_, request_id, header, payload)]
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        pytest.param(raw_frame(99, 0, EMPTY_MAP), "unknown-frame-type", id="unknown-type"),
+        pytest.param(raw_frame(0, 0, EMPTY_MAP), "unknown-frame-type", id="type-zero"),
+        pytest.param(struct.pack(">I", 3) + b"\x04\x00\x00", "malformed-frame", id="too-short"),
+        pytest.param(
+            struct.pack(">IBIH", 8, 4, 0, 5) + b"\x80", "malformed-frame", id="header-past-end"
+        ),
+        pytest.param(raw_frame(4, 0, b""), "malformed-header", id="empty-header"),
+        pytest.param(raw_frame(4, 0, msgpack.packb([1])), "malformed-header", id="array-header"),
+        pytest.param(raw_frame(4, 0, msgpack.packb(5)), "malformed-header", id="int-header"),
+        pytest.param(
+            raw_frame(4, 0, msgpack.packb({b"k": 1})), "malformed-header", id="bytes-key"
+        ),
+        pytest.param(
+            raw_frame(4, 0, msgpack.packb({1: 1}, strict_types=False)),
+            "malformed-header",
+            id="int-key",
+        ),
+        pytest.param(raw_frame(4, 0, EMPTY_MAP + b"\x00"), "malformed-header", id="trailing"),
+        pytest.param(raw_frame(4, 0, b"\xc1"), "malformed-header", id="reserved-byte"),
+        pytest.param(raw_frame(4, 0, b"\x81\xa1"), "malformed-header", id="truncated-map"),
+        pytest.param(raw_frame(4, 0, b"\x81\xa1k\xa2\xff\xfe"), "malformed-header", id="bad-utf8"),
+        pytest.param(raw_frame(4, 0, b"\x91" * 3000 + b"\x80"), "malformed-header", id="deep"),
+    ],
+)
+def test_malformed_frames(data: bytes, code: str) -> None:
+    decoder = FrameDecoder()
+    decoder.receive_data(data)
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == code
+    # The decoder stays broken and drops further input.
+    decoder.receive_data(b"\x00" * 100)
+    assert decoder.buffered == 0
+    with pytest.raises(RemoteProtocolError):
+        decoder.next_frame()
+
+
+def test_oversize_rejected_from_prefix_alone() -> None:
+    decoder = FrameDecoder()
+    decoder.receive_data(struct.pack(">I", DEFAULT_MAX_FRAME_SIZE + 1))
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == "frame-too-large"
+
+
+def test_frame_at_the_limit_is_accepted() -> None:
+    decoder = FrameDecoder(max_frame_size=1000)
+    payload = b"p" * (1000 - 7 - 1)
+    frames = decode_all(raw_frame(19, 1, EMPTY_MAP, payload), decoder)
+    assert frames[0].payload == payload
+    decoder.receive_data(raw_frame(19, 1, EMPTY_MAP, payload + b"!")[:4])
+    with pytest.raises(RemoteProtocolError, match="1001 bytes"):
+        decoder.next_frame()
+
+
+def test_header_limit() -> None:
+    decoder = FrameDecoder(max_frame_size=10_000, max_header_size=100)
+    header = msgpack.packb({"k": "v" * 200})
+    decoder.receive_data(raw_frame(4, 0, header))
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == "header-too-large"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((FrameType.PING, -1, {}), {}),
+        ((FrameType.PING, 2**32, {}), {}),
+        ((4, 0, {}), {}),
+        ((FrameType.PING, 0, {1: 2}), {}),
+        ((FrameType.PING, 0, {"x": object()}), {}),
+        ((FrameType.PING, 0, {"x": "y" * 70_000}), {}),
+        ((FrameType.PING, 0, {"x": "y" * 200}), {"max_header_size": 100}),
+        ((FrameType.BLOCK_DATA, 1, {}, b"x" * 100), {"max_frame_size": 100}),
+        ((FrameType.BLOCK_DATA, 1, {}, memoryview(bytes(8))[::2]), {}),
+    ],
+)
+def test_encode_refuses(args: tuple, kwargs: dict) -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_frame(*args, **kwargs)
+
+
+def test_bad_limits() -> None:
+    with pytest.raises(LocalProtocolError):
+        FrameDecoder(max_frame_size=7)
+    with pytest.raises(LocalProtocolError):
+        FrameDecoder(max_header_size=0)
+    with pytest.raises(LocalProtocolError):
+        FrameDecoder(max_frame_size=2**32)
+
+
+def test_byte_by_byte_and_many_frames() -> None:
+    frames = [Frame(FrameType.PUT_BLOCK, i, {"i": i}, bytes([i]) * i) for i in range(1, 30)]
+    data = b"".join(b"".join(encode_frame(f.type, f.request_id, f.header, f.payload)) for f in frames)
+    decoder = FrameDecoder()
+    out = []
+    for i in range(len(data)):
+        decoder.receive_data(data[i : i + 1])
+        while (frame := decoder.next_frame()) is not None:
+            out.append(frame)
+    assert out == frames
+    assert decoder.buffered == 0
+    # All at once too.
+    assert decode_all(data) == frames
+
+
+def test_large_payload_in_small_pieces_is_linear() -> None:
+    """64 MiB of 1 MiB frames in 16 KiB pieces: quadratic buffering would take minutes."""
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    one = b"".join(encode_frame(FrameType.BLOCK_DATA, 1, {"n": 1}, payload))
+    # Misalign pieces with frame boundaries on purpose.
+    stream = one * 64
+    decoder = FrameDecoder()
+    count = 0
+    started = time.perf_counter()
+    view = memoryview(stream)
+    for start in range(0, len(stream), 16_000):
+        decoder.receive_data(view[start : start + 16_000])
+        while (frame := decoder.next_frame()) is not None:
+            assert len(frame.payload) == len(payload)
+            count += 1
+        assert decoder.buffered < DEFAULT_MAX_FRAME_SIZE + 4
+    elapsed = time.perf_counter() - started
+    assert count == 64
+    assert frame is None
+    assert elapsed < 5, f"decoding 64 MiB took {elapsed:.1f} s"
+
+
+def test_buffer_stays_bounded_across_frames() -> None:
+    """Consumed bytes are dropped: the internal buffer never holds much more than unread data."""
+    one = b"".join(encode_frame(FrameType.BLOCK_DATA, 1, {}, bytes(100_000)))
+    decoder = FrameDecoder()
+    for _ in range(200):
+        decoder.receive_data(one[:50_000])
+        decoder.receive_data(one[50_000:])
+        assert decoder.next_frame() is not None
+        assert decoder.next_frame() is None
+        assert len(decoder._buf) <= 2 * len(one)
