@@ -21,9 +21,9 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.helpers import content_disposition_header
 
 from shoal.client.http import API_FILE_NAME, check_read_cap
 from shoal.client.node import Node
@@ -175,9 +175,7 @@ async def _stream_file(request: web.Request, name_or_cap: str) -> web.StreamResp
             status=200,
             headers={
                 "Content-Type": reader.media_type or "application/octet-stream",
-                "Content-Disposition": content_disposition_header(
-                    "attachment", filename=reader.name or "file"
-                ),
+                "Content-Disposition": _content_disposition(reader.name or "file"),
             },
         )
         response.content_length = reader.size
@@ -203,6 +201,14 @@ async def _stream_file(request: web.Request, name_or_cap: str) -> web.StreamResp
 async def _remove_file(request: web.Request) -> web.Response:
     entry = await request.app[_NODE_KEY].remove(request.match_info["name"])
     return web.json_response(entry.to_json())
+
+
+def _content_disposition(name: str) -> str:
+    """RFC 6266 header: an ASCII fallback ``filename`` plus the exact UTF-8 ``filename*``."""
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\/' else "_" for c in name
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _loggable(name_or_cap: str) -> str:

@@ -23,6 +23,7 @@ from shoal.cli.output import format_age, format_size, format_table, transfer_pro
 from shoal.cli.run import configure_logging, run_node
 from shoal.client.http import Client
 from shoal.client.node import init_data_dir
+from shoal.content.caps import looks_like_cap
 from shoal.errors import ShoalError
 
 __all__ = ["cli", "main"]
@@ -150,7 +151,8 @@ def put(data_dir: Path, file: Path, name: str | None) -> None:
 )
 def get(data_dir: Path, name_or_cap: str, output: Path) -> None:
     """Get a file by name or read cap (shoal:r:...) and write it to OUTPUT."""
-    with Client.from_data_dir(data_dir) as client, transfer_progress("get") as bar:
+    label = "get by cap" if looks_like_cap(name_or_cap) else f"get {name_or_cap}"
+    with Client.from_data_dir(data_dir) as client, transfer_progress(label) as bar:
         if str(output) == "-":
             stdout = sys.stdout.buffer
             size = client.get_into(name_or_cap, stdout, progress=bar)

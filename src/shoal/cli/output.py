@@ -65,27 +65,42 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 class _Bar:
-    """Progress callback for ``Client.put``/``get``: ``bar(bytes_done, total_or_None)``."""
+    """Progress callback for ``Client.put``/``get``: ``bar(bytes_done, total_or_None)``.
 
-    def __init__(self, progress: Progress, task: TaskID) -> None:
-        self._progress = progress
-        self._task = task
+    The bar appears on the first call, so a request that fails before any byte moved prints
+    only its error line.
+    """
+
+    def __init__(self, description: str) -> None:
+        self._description = description
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
 
     def __call__(self, done: int, total: int | None) -> None:
+        if self._progress is None or self._task is None:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self._description, total=total)
         self._progress.update(self._task, advance=done, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 @contextmanager
 def transfer_progress(description: str) -> Iterator[_Bar]:
     """A rich progress bar on stderr (bytes, MB/s, ETA) for the duration of the block."""
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    )
-    with progress:
-        yield _Bar(progress, progress.add_task(description, total=None))
+    bar = _Bar(description)
+    try:
+        yield bar
+    finally:
+        bar.close()

@@ -35,6 +35,8 @@ def configure_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request at INFO; only our own story belongs in the node's log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def wait_for_stop_signal() -> None:

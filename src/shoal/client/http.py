@@ -394,7 +394,8 @@ class Client:
 def _file_path(name: str) -> str:
     if not name:
         raise ConfigError("a file name must not be empty")
-    return "/v1/files/" + quote(name, safe="")
+    # Dots are escaped too, or "." and ".." would be taken as path segments and normalized.
+    return "/v1/files/" + quote(name, safe="").replace(".", "%2E")
 
 
 def _remaining_size(fileobj: IO[bytes]) -> int | None:

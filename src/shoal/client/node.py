@@ -23,7 +23,8 @@ from typing import IO, Any
 from shoal.content import Chunker, ReadCap, looks_like_cap, parse_cap
 from shoal.errors import ConfigError, InvalidCapability, NotFound, StorageError
 from shoal.ids import encode_id
-from shoal.node.datadir import NodeConfig, init_data_dir as _init_data_dir
+from shoal.node.datadir import NodeConfig
+from shoal.node.datadir import init_data_dir as _init_data_dir
 from shoal.node.get import FileStream, open_file, walk_block_ids
 from shoal.node.put import store_file
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
@@ -160,9 +161,7 @@ class Node:
         replicas, capped by live nodes); raises ``QuorumNotMet`` otherwise, and then no
         catalog entry is written.
         """
-        result = await self.store_with_result(
-            name, data, media_type=media_type, progress=progress
-        )
+        result = await self.store_with_result(name, data, media_type=media_type, progress=progress)
         return result.cap
 
     async def store_with_result(
@@ -386,5 +385,3 @@ def init_data_dir(data_dir: str | os.PathLike[str]) -> tuple[str, bool]:
     """
     data, created = _init_data_dir(Path(data_dir))
     return data.identity.node_id_text, created
-
-

@@ -56,7 +56,11 @@ async def store_file(
     replicas = min(wanted, live)
     if replicas < wanted:
         log.warning(
-            "only %d node(s) up: storing %s with %d copies instead of %d", live, name, replicas, wanted
+            "only %d node(s) up: storing %s with %d copies instead of %d",
+            live,
+            name,
+            replicas,
+            wanted,
         )
     builder = ManifestBuilder(
         rt.data.convergence_secret,

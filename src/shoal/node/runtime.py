@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from shoal.errors import (
@@ -68,7 +68,7 @@ class RuntimeOptions:
     request_timeout: float = 30.0
     ping_interval: float = 5.0
     ping_timeout: float = 10.0
-    backoff: Backoff = Backoff()
+    backoff: Backoff = field(default_factory=Backoff)
     cpu_threads: int = max(2, os.cpu_count() or 2)
     io_threads: int = 8
 
@@ -150,7 +150,10 @@ class NodeRuntime:
             return
         with contextlib.suppress(StorageError):
             await self.io(
-                self.catalog.upsert_peer, encode_id(peer.node_id), list(peer.listen_addrs), time.time()
+                self.catalog.upsert_peer,
+                encode_id(peer.node_id),
+                list(peer.listen_addrs),
+                time.time(),
             )
         # Peer exchange: learn who our new peer knows, so a node that bootstrapped from one
         # peer ends up connected to the whole (small) network.
@@ -200,7 +203,9 @@ class NodeRuntime:
         conn = self.manager.connection(node_id)
         if conn is None:
             raise TransportError(f"peer {short_id(node_id)} is not connected")
-        await conn.request(PutBlock(block_id=block_id, data=data), timeout=self.options.request_timeout)
+        await conn.request(
+            PutBlock(block_id=block_id, data=data), timeout=self.options.request_timeout
+        )
 
     async def place_block(self, block_id: bytes, data: bytes, replicas: int) -> list[bytes]:
         """Store a block on the ``replicas`` XOR-closest live nodes; all must acknowledge.

@@ -24,9 +24,10 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shoal.errors import (
     AddressInUse,
@@ -74,7 +75,8 @@ class Backoff:
     cap: float = 30.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        return min(self.cap, self.base * 2 ** min(attempt, 32)) * rng.uniform(0.5, 1.0)
+        scaled: float = self.base * 2.0 ** min(attempt, 32)
+        return min(self.cap, scaled) * rng.uniform(0.5, 1.0)
 
 
 @dataclass
@@ -91,7 +93,7 @@ class PeerRecord:
         return self.connection is not None and not self.connection.closed.is_set()
 
 
-PeerUpCallback = Callable[[PeerConnection], Awaitable[None]]
+PeerUpCallback = Callable[[PeerConnection], Coroutine[Any, Any, None]]
 PeerDownCallback = Callable[[bytes], None]
 
 
@@ -198,12 +200,14 @@ class ConnectionManager:
         return [r.node_id for r in self._peers.values() if r.up]
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> None:
-        """Wait until ``predicate()`` holds after some peer change; ``PeerUnavailable`` on timeout."""
+        """Wait until ``predicate()`` holds; raise ``PeerUnavailable`` after ``timeout``."""
         try:
             async with asyncio.timeout(timeout), self._changed:
                 await self._changed.wait_for(predicate)
         except TimeoutError as exc:
-            raise PeerUnavailable(f"peers did not reach the expected state in {timeout:g} s") from exc
+            raise PeerUnavailable(
+                f"peers did not reach the expected state in {timeout:g} s"
+            ) from exc
 
     async def _notify(self) -> None:
         async with self._changed:

@@ -93,9 +93,7 @@ def test_round_trip(type_: FrameType, request_id: int, header: dict, payload: by
         pytest.param(raw_frame(4, 0, b""), "malformed-header", id="empty-header"),
         pytest.param(raw_frame(4, 0, msgpack.packb([1])), "malformed-header", id="array-header"),
         pytest.param(raw_frame(4, 0, msgpack.packb(5)), "malformed-header", id="int-header"),
-        pytest.param(
-            raw_frame(4, 0, msgpack.packb({b"k": 1})), "malformed-header", id="bytes-key"
-        ),
+        pytest.param(raw_frame(4, 0, msgpack.packb({b"k": 1})), "malformed-header", id="bytes-key"),
         pytest.param(
             raw_frame(4, 0, msgpack.packb({1: 1}, strict_types=False)),
             "malformed-header",
@@ -178,7 +176,9 @@ def test_bad_limits() -> None:
 
 def test_byte_by_byte_and_many_frames() -> None:
     frames = [Frame(FrameType.PUT_BLOCK, i, {"i": i}, bytes([i]) * i) for i in range(1, 30)]
-    data = b"".join(b"".join(encode_frame(f.type, f.request_id, f.header, f.payload)) for f in frames)
+    data = b"".join(
+        b"".join(encode_frame(f.type, f.request_id, f.header, f.payload)) for f in frames
+    )
     decoder = FrameDecoder()
     out = []
     for i in range(len(data)):

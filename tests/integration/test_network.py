@@ -1,0 +1,108 @@
+"""Several real nodes in one process: store, get, failures, reconnection."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import pytest
+
+from shoal import Node, NotFound, PeerState
+from tests.integration.conftest import Cluster
+
+
+async def start_three(cluster: Cluster) -> list[Node]:
+    a = await cluster.add("a")
+    b = await cluster.add("b")
+    c = await cluster.add("c", peers=[a.listen_address, b.listen_address])
+    # Peer exchange makes a and b find each other through c.
+    for node in (a, b, c):
+        await node.wait_for_peers(2, timeout=15)
+    return [a, b, c]
+
+
+async def test_store_on_one_get_on_each_other(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    a, b, c = await start_three(cluster)
+    data = random_bytes(3 * 1024 * 1024 + 12345)
+    cap = await c.store("picture_1.png", data)
+    assert cap.startswith("shoal:r:")
+    for node in (a, b, c):
+        async with node.get(cap) as reader:
+            assert reader.size == len(data)
+            assert reader.name == "picture_1.png"
+            assert await reader.read() == data
+    async with c.get("picture_1.png") as reader:
+        assert await reader.read() == data
+    with pytest.raises(NotFound):
+        async with a.get("picture_1.png"):
+            pass  # a's catalog does not have the name
+
+
+async def test_get_still_works_after_origin_stops(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    a, b, c = await start_three(cluster)
+    data = random_bytes(2 * 1024 * 1024 + 1)
+    cap = await c.store("f.bin", data)
+    await cluster.stop(c)
+    for node in (a, b):
+        async with node.get(cap) as reader:
+            assert await reader.read() == data
+
+
+async def test_get_fetches_blocks_missing_locally(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    _, _, c = await start_three(cluster)
+    data = random_bytes(1024 * 1024 * 2 + 7)
+    cap = await c.store("f.bin", data)
+    dropped = await c.drop_local_copy(cap)
+    assert dropped >= 4  # three data blocks and the root manifest
+    async with c.get(cap) as reader:
+        assert await reader.read() == data
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_node_started_before_its_peer_connects_once_peer_is_up(cluster: Cluster) -> None:
+    port = free_port()
+    early = await cluster.add("early", peers=[f"127.0.0.1:{port}"])
+    assert early.peers() == []
+    late = await cluster.add("late", listen=f"127.0.0.1:{port}")
+    await early.wait_for_peers(1, timeout=15)
+    await late.wait_for_peers(1, timeout=15)
+    assert [p.node_id for p in early.peers()] == [late.node_id]
+
+
+async def test_dropped_peer_is_reconnected(cluster: Cluster) -> None:
+    a = await cluster.add("a")
+    b = await cluster.add("b", peers=[a.listen_address])
+    await b.wait_for_peers(1, timeout=15)
+    conn = b._rt.manager.connection(a._rt.node_id)
+    assert conn is not None
+    await conn.close()  # the link drops
+    manager = b._rt.manager
+    await manager.wait_until(
+        lambda: (c := manager.connection(a._rt.node_id)) is not None and c is not conn, 15
+    )
+    assert [p.state for p in b.peers()] == [PeerState.UP]
+
+
+async def test_stopped_peer_is_marked_down_then_back_up(cluster: Cluster) -> None:
+    a = await cluster.add("a")
+    b = await cluster.add("b", peers=[a.listen_address])
+    await b.wait_for_peers(1, timeout=15)
+    address = a.listen_address
+    await cluster.stop(a)
+    manager = b._rt.manager
+    await manager.wait_until(lambda: not manager.live_ids(), 15)
+    assert [p.state for p in b.peers()] == [PeerState.DOWN]
+    await cluster.add("a", listen=address)
+    await b.wait_for_peers(1, timeout=15)
+    assert [p.state for p in b.peers()] == [PeerState.UP]

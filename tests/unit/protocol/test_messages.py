@@ -1,0 +1,221 @@
+"""Messages: round trips through the frame codec and field validation."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shoal.errors import LocalProtocolError, RemoteProtocolError
+from shoal.protocol import (
+    REQUEST_TYPES,
+    RESPONSE_FOR,
+    Auth,
+    BlockData,
+    Error,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    GetBlock,
+    GetPeers,
+    HasBlocks,
+    HaveBlocks,
+    Hello,
+    Message,
+    PeerAddress,
+    Peers,
+    Ping,
+    Pong,
+    PutBlock,
+    PutBlockOk,
+    decode_message,
+    encode_message,
+)
+from shoal.protocol.messages import MAX_BLOCK_IDS
+
+from .strategies import messages
+
+ID = hashlib.sha256(b"id").digest()
+HELLO_HEADER: dict[str, Any] = {
+    "version": 1,
+    "node_id": ID,
+    "public_key": ID,
+    "listen_addrs": ["127.0.0.1:1"],
+    "network": "shoal",
+    "nonce": ID,
+}
+
+
+def feed_in_pieces(data: bytes, cuts: list[int]) -> list[Frame]:
+    decoder = FrameDecoder()
+    frames = []
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    for start, end in zip(points, points[1:], strict=False):
+        decoder.receive_data(data[start:end])
+        while (frame := decoder.next_frame()) is not None:
+            frames.append(frame)
+    assert decoder.buffered == 0
+    return frames
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batch=st.lists(st.tuples(st.integers(0, 2**32 - 1), messages), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_round_trip_in_random_pieces(batch: list[tuple[int, Message]], cuts: list[int]) -> None:
+    data = b"".join(b"".join(encode_message(rid, msg)) for rid, msg in batch)
+    frames = feed_in_pieces(data, cuts)
+    assert [(f.request_id, decode_message(f)) for f in frames] == batch
+
+
+def test_every_type_is_covered() -> None:
+    seen = {type(m).TYPE for m in [Hello(1, ID, ID, (), "n", ID), Auth(bytes(64)), Error("c", "")]}
+    seen |= {cls.TYPE for cls in (Ping, Pong, GetPeers, Peers, PutBlock, PutBlockOk, GetBlock)}
+    seen |= {cls.TYPE for cls in (BlockData, HasBlocks, HaveBlocks)}
+    assert seen == set(FrameType)
+
+
+def test_request_response_table() -> None:
+    assert RESPONSE_FOR == {
+        Ping: Pong,
+        GetPeers: Peers,
+        PutBlock: PutBlockOk,
+        GetBlock: BlockData,
+        HasBlocks: HaveBlocks,
+    }
+    assert frozenset(RESPONSE_FOR) == REQUEST_TYPES
+
+
+def test_block_payload_is_raw_and_not_copied() -> None:
+    data = bytes(range(256)) * 4096
+    parts = encode_message(5, PutBlock(ID, data))
+    assert parts[1] is data
+    header = msgpack.unpackb(parts[0][11:])
+    assert header == {"block_id": ID}
+
+
+def test_has_blocks_packs_ids_in_payload() -> None:
+    ids = tuple(hashlib.sha256(i.to_bytes(2, "big")).digest() for i in range(MAX_BLOCK_IDS))
+    parts = encode_message(1, HasBlocks(ids))
+    assert bytes(parts[1]) == b"".join(ids)
+    frame = feed_in_pieces(b"".join(parts), [])[0]
+    assert decode_message(frame) == HasBlocks(ids)
+    reply = HaveBlocks(tuple(i % 3 == 0 for i in range(MAX_BLOCK_IDS)))
+    assert decode_message(feed_in_pieces(b"".join(encode_message(1, reply)), [])[0]) == reply
+
+
+def frame(type_: FrameType, header: dict[str, Any], payload: bytes = b"") -> Frame:
+    return Frame(type_, 0, header, payload)
+
+
+def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        if value is _DROP:
+            del out[key]
+        else:
+            out[key] = value
+    return out
+
+
+_DROP = object()
+BAD_FRAMES = [
+    ("hello-missing-nonce", frame(FrameType.HELLO, with_(HELLO_HEADER, nonce=_DROP))),
+    ("hello-short-id", frame(FrameType.HELLO, with_(HELLO_HEADER, node_id=ID[:31]))),
+    ("hello-long-key", frame(FrameType.HELLO, with_(HELLO_HEADER, public_key=ID + b"x"))),
+    ("hello-str-nonce", frame(FrameType.HELLO, with_(HELLO_HEADER, nonce="x" * 32))),
+    ("hello-neg-version", frame(FrameType.HELLO, with_(HELLO_HEADER, version=-1))),
+    ("hello-bool-version", frame(FrameType.HELLO, with_(HELLO_HEADER, version=True))),
+    ("hello-float-version", frame(FrameType.HELLO, with_(HELLO_HEADER, version=1.0))),
+    ("hello-17-addrs", frame(FrameType.HELLO, with_(HELLO_HEADER, listen_addrs=["a"] * 17))),
+    ("hello-long-addr", frame(FrameType.HELLO, with_(HELLO_HEADER, listen_addrs=["a" * 256]))),
+    ("hello-int-addr", frame(FrameType.HELLO, with_(HELLO_HEADER, listen_addrs=[1]))),
+    ("hello-addrs-str", frame(FrameType.HELLO, with_(HELLO_HEADER, listen_addrs="a"))),
+    ("hello-long-network", frame(FrameType.HELLO, with_(HELLO_HEADER, network="n" * 65))),
+    ("hello-empty-network", frame(FrameType.HELLO, with_(HELLO_HEADER, network=""))),
+    ("hello-payload", frame(FrameType.HELLO, HELLO_HEADER, b"x")),
+    ("auth-short-sig", frame(FrameType.AUTH, {"signature": bytes(63)})),
+    ("auth-no-sig", frame(FrameType.AUTH, {})),
+    ("auth-nil-mac", frame(FrameType.AUTH, {"signature": bytes(64), "mac": None})),
+    ("auth-short-mac", frame(FrameType.AUTH, {"signature": bytes(64), "mac": bytes(31)})),
+    ("error-empty-code", frame(FrameType.ERROR, {"code": "", "message": ""})),
+    ("error-long-code", frame(FrameType.ERROR, {"code": "c" * 65, "message": ""})),
+    ("error-long-message", frame(FrameType.ERROR, {"code": "c", "message": "m" * 1025})),
+    ("error-bytes-message", frame(FrameType.ERROR, {"code": "c", "message": b"m"})),
+    ("ping-payload", frame(FrameType.PING, {}, b"x")),
+    ("peers-257", frame(FrameType.PEERS, {"peers": [{"node_id": ID, "addrs": []}] * 257})),
+    ("peers-not-map", frame(FrameType.PEERS, {"peers": [[ID, []]]})),
+    ("peers-short-id", frame(FrameType.PEERS, {"peers": [{"node_id": ID[:5], "addrs": []}]})),
+    ("peers-17-addrs", frame(FrameType.PEERS, {"peers": [{"node_id": ID, "addrs": ["a"] * 17}]})),
+    ("peers-missing", frame(FrameType.PEERS, {})),
+    ("put-no-id", frame(FrameType.PUT_BLOCK, {}, b"data")),
+    ("put-short-id", frame(FrameType.PUT_BLOCK, {"block_id": ID[:16]}, b"data")),
+    ("get-payload", frame(FrameType.GET_BLOCK, {"block_id": ID}, b"x")),
+    ("ok-str-id", frame(FrameType.PUT_BLOCK_OK, {"block_id": "x" * 32})),
+    ("has-ragged", frame(FrameType.HAS_BLOCKS, {}, bytes(33))),
+    ("has-too-many", frame(FrameType.HAS_BLOCKS, {}, bytes(32 * (MAX_BLOCK_IDS + 1)))),
+    ("have-int", frame(FrameType.HAVE_BLOCKS, {"present": [1]})),
+    ("have-too-many", frame(FrameType.HAVE_BLOCKS, {"present": [True] * (MAX_BLOCK_IDS + 1)})),
+    ("have-payload", frame(FrameType.HAVE_BLOCKS, {"present": []}, b"x")),
+]
+
+
+@pytest.mark.parametrize("bad", [f for _, f in BAD_FRAMES], ids=[n for n, _ in BAD_FRAMES])
+def test_decode_refuses(bad: Frame) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_message(bad)
+    assert info.value.code == "malformed-message"
+
+
+def test_unknown_keys_are_ignored() -> None:
+    hello = decode_message(frame(FrameType.HELLO, with_(HELLO_HEADER, future={"x": [1]})))
+    assert hello == Hello(1, ID, ID, ("127.0.0.1:1",), "shoal", ID)
+    assert decode_message(frame(FrameType.PING, {"extra": 1})) == Ping()
+    peers = decode_message(
+        frame(FrameType.PEERS, {"peers": [{"node_id": ID, "addrs": ["a"], "rtt": 3}]})
+    )
+    assert peers == Peers((PeerAddress(ID, ("a",)),))
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        Hello(1, ID[:31], ID, (), "n", ID),
+        Hello(1, ID, ID, ["a"], "n", ID),  # type: ignore[arg-type]
+        Hello(-1, ID, ID, (), "n", ID),
+        Hello(1, ID, ID, ("a",) * 17, "n", ID),
+        Auth(bytes(64), bytes(5)),
+        Error("", "m"),
+        Error("c", "m" * 1025),
+        PutBlock(ID, bytearray(b"x")),  # type: ignore[arg-type]
+        GetBlock(b""),
+        HasBlocks((ID,) * (MAX_BLOCK_IDS + 1)),
+        HaveBlocks((1,)),  # type: ignore[arg-type]
+        Peers((PeerAddress(ID, ("a",) * 17),)),
+        Peers(((ID, ()),)),  # type: ignore[arg-type]
+        "not a message",
+    ],
+)
+def test_encode_refuses(msg: Message) -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_message(1, msg)
+
+
+def test_peers_too_large_for_header_is_a_local_error() -> None:
+    big = Peers(tuple(PeerAddress(ID, ("a" * 255,) * 16) for _ in range(256)))
+    with pytest.raises(LocalProtocolError, match="header"):
+        encode_message(1, big)
+
+
+def test_hello_wire_layout() -> None:
+    hello = Hello(1, ID, ID, ("127.0.0.1:1",), "shoal", ID)
+    head = encode_message(0, hello)[0]
+    length, type_, rid, hlen = struct.unpack(">IBIH", head[:11])
+    assert (type_, rid, length) == (1, 0, 7 + hlen)
+    assert msgpack.unpackb(head[11:]) == HELLO_HEADER
