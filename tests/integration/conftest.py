@@ -38,7 +38,7 @@ class Cluster:
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         node = await stack.enter_async_context(
-            Node.start(self.root / name, listen=listen, peers=peers or [], options=FAST, **kw)  # type: ignore[arg-type]
+            Node.start(self.root / name, listen=listen, peers=peers or [], options=options, **kw)  # type: ignore[arg-type]
         )
         self._stops[node.node_id] = stack
         self._stack.push_async_callback(stack.aclose)

@@ -7,8 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
+import dataclasses
+
 from shoal import Node, NotFound, PeerState
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import FAST, Cluster
 
 
 async def start_three(cluster: Cluster) -> list[Node]:
@@ -106,3 +108,21 @@ async def test_stopped_peer_is_marked_down_then_back_up(cluster: Cluster) -> Non
     await cluster.add("a", listen=address)
     await b.wait_for_peers(1, timeout=15)
     assert [p.state for p in b.peers()] == [PeerState.UP]
+
+
+async def test_manifest_tree_round_trip_across_nodes(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    # Small chunks and fanout 2 give a manifest tree several levels deep from a small file.
+    options = dataclasses.replace(FAST, chunk_size=4096, manifest_fanout=2)
+    a = await cluster.add("a", options=options)
+    b = await cluster.add("b", peers=[a.listen_address], options=options)
+    await b.wait_for_peers(1, timeout=15)
+    data = random_bytes(4096 * 9 + 5)
+    cap = await b.store("tree.bin", data)
+    await b.drop_local_copy(cap)
+    await cluster.stop(b)
+    async with a.get(cap) as reader:
+        chunks = [chunk async for chunk in reader]
+    assert b"".join(chunks) == data
+    assert len(chunks) == 10

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from shoal.client.http import API_FILE_NAME, check_read_cap
 from shoal.client.node import Node
@@ -37,6 +37,7 @@ from shoal.errors import (
     QuorumNotMet,
     ShoalError,
     StorageError,
+    TransportError,
 )
 
 __all__ = ["ApiServer", "error_status", "serve_api"]
@@ -64,6 +65,10 @@ _NODE_KEY: Final = web.AppKey("node", Node)
 _TOKEN_KEY: Final = web.AppKey("token", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _UploadInterrupted(TransportError):
+    """The client stopped sending a PUT body before its end."""
 
 
 def error_status(exc: ShoalError) -> int:
@@ -126,7 +131,8 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[_NODE_KEY].status())
+    node = request.app[_NODE_KEY]
+    return web.json_response({**node.status(), **await node.storage_usage()})
 
 
 async def _peers(request: web.Request) -> web.Response:
@@ -142,16 +148,28 @@ async def _put_file(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     media_type = request.headers.get("Content-Type")
 
-    received = 0
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for piece in request.content.iter_chunked(PIECE_SIZE):
+                yield piece
+        except (ClientPayloadError, ConnectionError) as exc:
+            raise _UploadInterrupted(f"upload of {name!r} was interrupted: {exc}") from exc
 
-    async def pieces() -> AsyncIterator[bytes]:
-        nonlocal received
-        async for piece in request.content.iter_chunked(PIECE_SIZE):
-            received += len(piece)
-            yield piece
-
-    cap = await request.app[_NODE_KEY].store(name, pieces(), media_type=media_type)
-    return web.json_response({"name": name, "cap": cap, "size": received}, status=201)
+    try:
+        result = await request.app[_NODE_KEY].store_with_result(name, body(), media_type=media_type)
+    except _UploadInterrupted as exc:
+        # The client went away (e.g. Ctrl-C on `shoal put`): nothing was cataloged and
+        # nobody reads this answer, so it is not worth an error with a traceback.
+        log.info("%s", exc)
+        return _error_response(400, "TransportError", str(exc))
+    answer = {
+        "name": result.name,
+        "cap": result.cap,
+        "size": result.size,
+        "blocks": result.blocks,
+        "replicas": result.replicas,
+    }
+    return web.json_response(answer, status=201)
 
 
 async def _get_file(request: web.Request) -> web.StreamResponse:
@@ -168,9 +186,10 @@ async def _stream_file(request: web.Request, name_or_cap: str) -> web.StreamResp
     """Stream a file; an error before the first byte is a JSON error, after it an abort."""
     node = request.app[_NODE_KEY]
     async with node.get(name_or_cap) as reader:
-        # Read ahead one piece so that a failure to fetch the first blocks still gets a
-        # proper error status instead of a truncated 200.
-        piece = await reader.read(PIECE_SIZE)
+        chunks = aiter(reader)
+        # Fetch the first chunk before sending headers, so that a failure to get the first
+        # blocks still gets a proper error status instead of a truncated 200.
+        first = await anext(chunks, b"")
         response = web.StreamResponse(
             status=200,
             headers={
@@ -181,9 +200,10 @@ async def _stream_file(request: web.Request, name_or_cap: str) -> web.StreamResp
         response.content_length = reader.size
         try:
             await response.prepare(request)
-            while piece:
-                await response.write(piece)
-                piece = await reader.read(PIECE_SIZE)
+            if first:
+                await response.write(first)
+            async for chunk in chunks:
+                await response.write(chunk)
         except ConnectionError:
             log.debug("client went away while getting %s", _loggable(name_or_cap))
             return response

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -20,8 +21,8 @@ import click
 
 from shoal.cli.demo import run_demo
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
-from shoal.cli.run import configure_logging, run_node
-from shoal.client.http import Client
+from shoal.cli.run import configure_logging, refuse_if_running, run_node
+from shoal.client.http import Client, check_read_cap
 from shoal.client.node import init_data_dir
 from shoal.content.caps import looks_like_cap
 from shoal.errors import ShoalError
@@ -99,10 +100,10 @@ def init(data_dir: Path) -> None:
 @data_dir_option()
 @click.option(
     "--listen",
-    default="127.0.0.1:0",
-    show_default=True,
+    default=None,
     metavar="HOST:PORT",
-    help="Address for peers to connect to (port 0: any free port).",
+    help="Address for peers to connect to (default: from config.toml, else 127.0.0.1:0; "
+    "port 0 picks a free port).",
 )
 @click.option(
     "--peer",
@@ -119,10 +120,15 @@ def init(data_dir: Path) -> None:
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
-    data_dir: Path, listen: str, peers: tuple[str, ...], replicas: int | None, verbose: bool
+    data_dir: Path,
+    listen: str | None,
+    peers: tuple[str, ...],
+    replicas: int | None,
+    verbose: bool,
 ) -> None:
     """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM."""
-    configure_logging(verbose)
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
+    refuse_if_running(data_dir)
     asyncio.run(run_node(data_dir, listen=listen, peers=list(peers), replicas=replicas))
 
 
@@ -151,7 +157,10 @@ def put(data_dir: Path, file: Path, name: str | None) -> None:
 )
 def get(data_dir: Path, name_or_cap: str, output: Path) -> None:
     """Get a file by name or read cap (shoal:r:...) and write it to OUTPUT."""
-    label = "get by cap" if looks_like_cap(name_or_cap) else f"get {name_or_cap}"
+    is_cap = looks_like_cap(name_or_cap)
+    if is_cap:
+        check_read_cap(name_or_cap)  # a typo in a cap is reported even with no node running
+    label = "get by cap" if is_cap else f"get {name_or_cap}"
     with Client.from_data_dir(data_dir) as client, transfer_progress(label) as bar:
         if str(output) == "-":
             stdout = sys.stdout.buffer
@@ -215,7 +224,12 @@ def status(data_dir: Path, as_json: bool) -> None:
         _print_json(info)
         return
     for key, value in info.items():
-        shown = value if isinstance(value, str | int | float) else json.dumps(value)
+        if isinstance(value, float):
+            shown = f"{value:.1f}"
+        elif isinstance(value, str | int):
+            shown = str(value)
+        else:
+            shown = json.dumps(value)
         click.echo(f"{key}: {shown}")
 
 
@@ -230,9 +244,11 @@ def status(data_dir: Path, as_json: bool) -> None:
     default=None,
     help="Keep the three data dirs here (default: a temporary dir removed at exit).",
 )
-def demo(once: bool, ephemeral_ports: bool, data_root: Path | None) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Also log the nodes' messages (INFO).")
+def demo(once: bool, ephemeral_ports: bool, data_root: Path | None, verbose: bool) -> None:
     """Start three nodes, store picture_1.png from one and get it back from the network."""
-    configure_logging()
+    # Three nodes in one process log a lot; the demo's own steps go to stdout.
+    configure_logging(logging.INFO if verbose else logging.WARNING)
     asyncio.run(run_demo(once=once, ephemeral_ports=ephemeral_ports, data_root=data_root))
 
 

@@ -1,13 +1,11 @@
 """``shoal run``: a node plus its local HTTP API, until SIGINT or SIGTERM.
 
-Also the pieces ``shoal demo`` shares: waiting for a stop signal and logging peers that come
-up or go down.
+Also what ``shoal demo`` shares with it: logging setup and waiting for a stop signal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -19,19 +17,18 @@ from shoal.api.http import serve_api
 from shoal.client.http import Client
 from shoal.client.node import Node, init_data_dir
 from shoal.errors import ConfigError, ShoalError
-from shoal.node.types import PeerState, PeerStatus
 
-__all__ = ["configure_logging", "log_peer_changes", "run_node", "wait_for_stop_signal"]
+__all__ = ["configure_logging", "refuse_if_running", "run_node", "wait_for_stop_signal"]
 
 log = logging.getLogger("shoal.cli")
 
-PEER_POLL_INTERVAL: Final = 1.0
+PROBE_TIMEOUT: Final = 5.0
 
 
-def configure_logging(verbose: bool = False) -> None:
-    """Log to stderr: INFO by default, DEBUG with ``verbose``."""
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log to stderr at ``level``."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=level,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
@@ -56,26 +53,10 @@ async def wait_for_stop_signal() -> None:
             loop.remove_signal_handler(sig)
 
 
-def _describe(peer: PeerStatus) -> str:
-    return f"{peer.node_id[:12]} at {peer.address or 'unknown address'}"
-
-
-async def log_peer_changes(node: Node, interval: float = PEER_POLL_INTERVAL) -> None:
-    """Log each peer going up or down (INFO), polling ``node.peers()``; runs until cancelled."""
-    known: dict[str, PeerState] = {}
-    while True:
-        for peer in node.peers():
-            before = known.get(peer.node_id)
-            if peer.state != before and (before is not None or peer.state is PeerState.UP):
-                log.info("peer %s is %s", _describe(peer), peer.state.value)
-            known[peer.node_id] = peer.state
-        await asyncio.sleep(interval)
-
-
-def _refuse_if_running(data_dir: Path) -> None:
+def refuse_if_running(data_dir: Path) -> None:
     """Refuse to start a second node on a data dir whose node answers on its API."""
     try:
-        with Client.from_data_dir(data_dir) as client:
+        with Client.from_data_dir(data_dir, read_timeout=PROBE_TIMEOUT) as client:
             status = client.status()
     except ShoalError:
         return  # no api.json, or a stale one: nobody is running
@@ -86,10 +67,9 @@ def _refuse_if_running(data_dir: Path) -> None:
 
 
 async def run_node(
-    data_dir: Path, *, listen: str, peers: Sequence[str], replicas: int | None
+    data_dir: Path, *, listen: str | None, peers: Sequence[str], replicas: int | None
 ) -> None:
     """Run a node and its API until SIGINT/SIGTERM; print one line once it is listening."""
-    _refuse_if_running(data_dir)
     node_id, created = init_data_dir(data_dir)
     if created:
         log.info("initialized data dir %s for node %s", data_dir, node_id)
@@ -101,11 +81,6 @@ async def run_node(
             f"shoal node {node.node_id} listening on {node.listen_address} (API {api.url})",
             flush=True,
         )
-        watcher = asyncio.create_task(log_peer_changes(node))
-        try:
-            await wait_for_stop_signal()
-            log.info("stopping")
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        # Peers going up and down are logged by the transport layer (INFO, on stderr).
+        await wait_for_stop_signal()
+        log.info("stopping")

@@ -49,9 +49,10 @@ PIECE_SIZE: Final = 1024 * 1024
 TransferProgress = Callable[[int, int | None], None]
 """Progress callback: ``(bytes just transferred, total size or None if unknown)``."""
 
+CONNECT_TIMEOUT: Final = 5.0
 # A put answers only once the write quorum is met and a get may wait for slow holders, so
 # reads get a generous timeout; there is no total timeout (a 10 GiB transfer takes a while).
-_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=300.0, write=300.0, pool=5.0)
+DEFAULT_READ_TIMEOUT: Final = 300.0
 
 
 def read_api_info(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -134,32 +135,45 @@ class Client:
             client.get(cap, "copy.png")
     """
 
-    def __init__(self, url: str, token: str, *, data_dir: str | os.PathLike[str] | None = None):
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+    ) -> None:
         """Connect lazily to the API at ``url`` with bearer ``token``.
 
         Args:
             url: Base URL of the node's API, e.g. ``http://127.0.0.1:43117``.
             token: The bearer token from ``api.json``.
             data_dir: The data dir the URL came from, only used in error messages.
+            read_timeout: Longest wait, in seconds, for the node to answer or send more bytes
+                (connecting has 5 s; a whole transfer has no limit).
         """
         self.url = url
         self._data_dir = data_dir
         self._http = httpx.Client(
             base_url=url,
             headers={"Authorization": f"Bearer {token}"},
-            timeout=_TIMEOUT,
+            timeout=httpx.Timeout(
+                connect=CONNECT_TIMEOUT, read=read_timeout, write=read_timeout, pool=CONNECT_TIMEOUT
+            ),
             trust_env=False,  # never send the token through a proxy from the environment
         )
 
     @classmethod
-    def from_data_dir(cls, data_dir: str | os.PathLike[str]) -> Client:
+    def from_data_dir(
+        cls, data_dir: str | os.PathLike[str], *, read_timeout: float = DEFAULT_READ_TIMEOUT
+    ) -> Client:
         """Make a client for the node running on ``data_dir`` (reads its ``api.json``).
 
         Raises:
             ConfigError: No node is running for that data dir.
         """
         info = read_api_info(data_dir)
-        return cls(info["url"], info["token"], data_dir=data_dir)
+        return cls(info["url"], info["token"], data_dir=data_dir, read_timeout=read_timeout)
 
     def close(self) -> None:
         """Close the underlying connections."""
@@ -340,7 +354,7 @@ class Client:
             total = int(length) if length is not None and length.isdigit() else None
             received = 0
             try:
-                for piece in resp.iter_raw(PIECE_SIZE):
+                for piece in resp.iter_raw():
                     out.write(piece)
                     received += len(piece)
                     if progress is not None:

@@ -324,7 +324,7 @@ class Node:
     async def drop_local_copy(self, name_or_cap: str) -> int:
         """Delete this node's local blocks of a file (as the demo does); return how many."""
         cap = await self.resolve(name_or_cap)
-        ids = await walk_block_ids(self._rt, cap.cid, cap.key)
+        ids = await walk_block_ids(self._rt, cap)
         deleted = 0
         for block_id in ids:
             if await self._rt.io(self._rt.blocks.delete, block_id):

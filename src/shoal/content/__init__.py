@@ -26,14 +26,18 @@ from shoal.content.manifest import (
     ChildRef,
     FileInfo,
     Manifest,
-    ManifestBuilder,
     Redundancy,
     SealedPart,
-    TreeReader,
-    iter_tree,
     load_manifest,
     manifest_key,
     open_manifest,
+)
+from shoal.content.tree import (
+    ManifestBuilder,
+    TreeReader,
+    iter_tree,
+    open_child,
+    open_root,
     walk_blocks,
 )
 
@@ -63,8 +67,10 @@ __all__ = [
     "load_manifest",
     "looks_like_cap",
     "manifest_key",
+    "open_child",
     "open_chunk",
     "open_manifest",
+    "open_root",
     "parse_cap",
     "seal_chunk",
     "walk_blocks",

@@ -15,24 +15,20 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from shoal.content import ChildKey, ChildRef, FileInfo, Manifest, ReadCap, open_chunk, open_manifest
+from shoal.content import (
+    ChildKey,
+    ChildRef,
+    FileInfo,
+    Manifest,
+    ReadCap,
+    SealedPart,
+    open_child,
+    open_chunk,
+    open_root,
+)
 from shoal.errors import IntegrityError
-from shoal.ids import sha256, short_id
+from shoal.ids import short_id
 from shoal.node.runtime import NodeRuntime, cancel_and_wait
-
-MAX_DEPTH = 8
-
-
-def _decode_manifest(block_id: bytes, data: bytes) -> Manifest:
-    if sha256(data) != block_id:
-        raise IntegrityError(f"manifest block {short_id(block_id)} does not match its ID")
-    return Manifest.decode(data)
-
-
-async def fetch_manifest(rt: NodeRuntime, block_id: bytes) -> Manifest:
-    _, manifest = await rt.fetch_block(block_id, functools.partial(_decode_manifest, block_id))
-    assert manifest is not None
-    return manifest
 
 
 def _open_data(ref: ChildRef, key: ChildKey, data: bytes) -> bytes:
@@ -40,49 +36,56 @@ def _open_data(ref: ChildRef, key: ChildKey, data: bytes) -> bytes:
         raise IntegrityError(
             f"block {short_id(ref.block_id)} is {len(data)} bytes, manifest says {ref.stored_size}"
         )
-    plaintext = open_chunk(key.key, ref.block_id, data)
-    if len(plaintext) != key.plaintext_size:
-        raise IntegrityError(f"block {short_id(ref.block_id)} has the wrong plaintext size")
-    return plaintext
+    return open_chunk(key.key, ref.block_id, data, plaintext_size=key.plaintext_size)
 
 
 async def fetch_chunk(rt: NodeRuntime, ref: ChildRef, key: ChildKey) -> bytes:
+    """One data block, verified and decrypted (CPU work on the pool)."""
     _, plaintext = await rt.fetch_block(ref.block_id, functools.partial(_open_data, ref, key))
     assert plaintext is not None
     return plaintext
 
 
+async def fetch_root(rt: NodeRuntime, cap: ReadCap) -> tuple[Manifest, SealedPart, FileInfo]:
+    """The root manifest of ``cap``, checked and opened."""
+    _, opened = await rt.fetch_block(cap.cid, functools.partial(open_root, cap))
+    assert opened is not None
+    return opened
+
+
+async def fetch_child(
+    rt: NodeRuntime, parent: Manifest, ref: ChildRef, key: ChildKey
+) -> tuple[Manifest, SealedPart]:
+    """An inner manifest of a tree, checked against its parent and opened."""
+    _, opened = await rt.fetch_block(ref.block_id, functools.partial(open_child, parent, ref, key))
+    assert opened is not None
+    return opened
+
+
 async def walk_leaves(
-    rt: NodeRuntime, manifest: Manifest, keys: tuple[ChildKey, ...]
+    rt: NodeRuntime, manifest: Manifest, part: SealedPart
 ) -> AsyncIterator[tuple[ChildRef, ChildKey]]:
     """Yield every data block of the tree under ``manifest`` in file order."""
-    if manifest.depth == 0:
-        for pair in zip(manifest.children, keys, strict=True):
-            yield pair
-        return
-    for ref, key in zip(manifest.children, keys, strict=True):
-        child = await fetch_manifest(rt, ref.block_id)
-        if child.depth != manifest.depth - 1:
-            raise IntegrityError(f"manifest {short_id(ref.block_id)} has an inconsistent depth")
-        part = await rt.cpu(open_manifest, child, key.key)
-        async for leaf in walk_leaves(rt, child, part.keys):
+    for ref, key in zip(manifest.children, part.keys, strict=True):
+        if manifest.depth == 0:
+            yield ref, key
+            continue
+        child, child_part = await fetch_child(rt, manifest, ref, key)
+        async for leaf in walk_leaves(rt, child, child_part):
             yield leaf
 
 
-async def walk_block_ids(rt: NodeRuntime, cid: bytes, key: bytes) -> list[bytes]:
+async def walk_block_ids(rt: NodeRuntime, cap: ReadCap) -> list[bytes]:
     """Every block ID of a file (manifests and data), root first."""
-    root = await fetch_manifest(rt, cid)
-    part = await rt.cpu(open_manifest, root, key)
-    ids = [cid]
-    stack = [(root, part.keys)]
+    root, part, _ = await fetch_root(rt, cap)
+    ids = [cap.cid]
+    stack = [(root, part)]
     while stack:
-        manifest, keys = stack.pop()
-        for ref, child_key in zip(manifest.children, keys, strict=True):
+        manifest, manifest_part = stack.pop()
+        for ref, key in zip(manifest.children, manifest_part.keys, strict=True):
             ids.append(ref.block_id)
             if manifest.depth > 0:
-                child = await fetch_manifest(rt, ref.block_id)
-                child_part = await rt.cpu(open_manifest, child, child_key.key)
-                stack.append((child, child_part.keys))
+                stack.append(await fetch_child(rt, manifest, ref, key))
     return ids
 
 
@@ -133,10 +136,5 @@ class FileStream:
 
 async def open_file(rt: NodeRuntime, cap: ReadCap) -> FileStream:
     """Fetch and open the root manifest of ``cap``; return a stream over its chunks."""
-    root = await fetch_manifest(rt, cap.cid)
-    part = await rt.cpu(open_manifest, root, cap.key)
-    if part.info is None:
-        raise IntegrityError(f"{short_id(cap.cid)} is not the root of a file")
-    if root.depth > MAX_DEPTH:
-        raise IntegrityError(f"manifest tree of {short_id(cap.cid)} is too deep")
-    return FileStream(rt, part.info, walk_leaves(rt, root, part.keys))
+    root, part, info = await fetch_root(rt, cap)
+    return FileStream(rt, info, walk_leaves(rt, root, part))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from shoal.content import (
     Chunker,
     FileInfo,
@@ -56,7 +58,7 @@ def put(
     return dict(emitted), emitted, cap
 
 
-def fetcher(store: dict[bytes, bytes]):  # type: ignore[no-untyped-def]
+def fetcher(store: dict[bytes, bytes]) -> Callable[[bytes], bytes]:
     def fetch(block_id: bytes) -> bytes:
         try:
             return store[block_id]

@@ -78,7 +78,7 @@ def test_every_byte_of_a_chunk_block_is_protected() -> None:
 
 def test_truncated_and_extended_blocks_are_rejected() -> None:
     sealed = seal_chunk(SECRET, b"0123456789")
-    for bad in (sealed.data[:-1], sealed.data + b"\x00", b"", sealed.data[:TAG_SIZE - 1]):
+    for bad in (sealed.data[:-1], sealed.data + b"\x00", b"", sealed.data[: TAG_SIZE - 1]):
         with pytest.raises(IntegrityError):
             open_chunk(sealed.key, sealed.block_id, bad)
         with pytest.raises(IntegrityError):

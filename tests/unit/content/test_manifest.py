@@ -68,7 +68,8 @@ def raw(**fields: Any) -> bytes:
             del base[name]
         else:
             base[name] = value
-    return msgpack.packb(base, use_bin_type=True)
+    packed: bytes = msgpack.packb(base, use_bin_type=True)
+    return packed
 
 
 DROP = object()

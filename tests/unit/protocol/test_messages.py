@@ -82,13 +82,13 @@ def test_every_type_is_covered() -> None:
 
 
 def test_request_response_table() -> None:
-    assert RESPONSE_FOR == {
+    assert {
         Ping: Pong,
         GetPeers: Peers,
         PutBlock: PutBlockOk,
         GetBlock: BlockData,
         HasBlocks: HaveBlocks,
-    }
+    } == RESPONSE_FOR
     assert frozenset(RESPONSE_FOR) == REQUEST_TYPES
 
 

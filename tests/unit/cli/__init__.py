@@ -1,0 +1,1 @@
+"""Tests of the CLI, its output helpers and the blocking HTTP client."""

@@ -1,0 +1,194 @@
+"""The blocking ``Client`` against small scripted HTTP servers (no node involved)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from shoal.client.http import API_FILE_NAME, Client, read_api_info
+from shoal.errors import (
+    ConfigError,
+    IntegrityError,
+    NotFound,
+    QuorumNotMet,
+    ShoalError,
+    StorageError,
+    TransportError,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Serve = Callable[[Handler], Awaitable[str]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start a one-handler HTTP server on 127.0.0.1 port 0; returns its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Handler) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def error(status: int, type_name: str, message: str, **extra: object) -> web.Response:
+    body = {"error": {"type": type_name, "message": message, **extra}}
+    return web.json_response(body, status=status)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "expected"),
+    [
+        ("NotFound", NotFound),
+        ("IntegrityError", IntegrityError),
+        ("StorageError", StorageError),
+        ("NoSuchErrorClass", ShoalError),
+        ("ValueError", ShoalError),  # only ShoalError subclasses are rebuilt
+    ],
+)
+async def test_errors_come_back_as_their_class(
+    serve: Serve, type_name: str, expected: type[ShoalError]
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return error(404, type_name, "the message")
+
+    url = await serve(handler)
+    with Client(url, "tok") as client, pytest.raises(ShoalError) as info:
+        await asyncio.to_thread(client.list_files)
+    assert type(info.value) is expected
+    assert str(info.value) == "the message"
+
+
+async def test_quorum_error_keeps_placement(serve: Serve) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return error(502, "QuorumNotMet", "only 1 of 3", placed={"blk": ["n1"]})
+
+    url = await serve(handler)
+    with Client(url, "tok") as client, pytest.raises(QuorumNotMet) as info:
+        await asyncio.to_thread(client.put, io.BytesIO(b"data"), "f")
+    assert info.value.placed == {"blk": ["n1"]}
+
+
+async def test_non_json_error_is_still_a_shoal_error(serve: Serve) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="Internal Server Error\n\nboom")
+
+    url = await serve(handler)
+    with Client(url, "tok") as client, pytest.raises(ShoalError, match="500"):
+        await asyncio.to_thread(client.status)
+
+
+async def test_token_is_sent_and_put_streams_with_length(serve: Serve) -> None:
+    seen: dict[str, object] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        seen["auth"] = request.headers.get("Authorization")
+        seen["type"] = request.headers.get("Content-Type")
+        seen["length"] = request.content_length
+        seen["path"] = request.raw_path
+        seen["body"] = await request.content.read()
+        return web.json_response({"name": "x", "cap": "c", "size": 1}, status=201)
+
+    url = await serve(handler)
+    data = bytes(range(256)) * 5000  # 1.2 MiB: more than one piece
+    progress: list[tuple[int, int | None]] = []
+    with Client(url, "s3cret") as client:
+        result = await asyncio.to_thread(
+            client.put,
+            io.BytesIO(data),
+            "dir/..a b.png",
+            lambda done, total: progress.append((done, total)),
+        )
+    assert result == {"name": "x", "cap": "c", "size": 1}
+    assert seen["auth"] == "Bearer s3cret"
+    assert seen["type"] == "image/png"
+    assert seen["length"] == len(data)
+    assert seen["body"] == data
+    assert seen["path"] == "/v1/files/dir%2F%2E%2Ea%20b%2Epng"
+    assert sum(done for done, _ in progress) == len(data)
+    assert {total for _, total in progress} == {len(data)}
+
+
+async def test_put_needs_a_name_for_anonymous_file_objects(serve: Serve) -> None:
+    with Client("http://127.0.0.1:9", "tok") as client, pytest.raises(ConfigError):
+        client.put(io.BytesIO(b"x"))
+
+
+async def test_truncated_get_fails_and_leaves_nothing(serve: Serve, tmp_path: Path) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b"x" * 400)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    url = await serve(handler)
+    dest = tmp_path / "out.bin"
+    with Client(url, "tok") as client, pytest.raises(TransportError):
+        await asyncio.to_thread(client.get, "f", dest)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_failed_get_keeps_an_existing_file(serve: Serve, tmp_path: Path) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return error(404, "NotFound", "no such file")
+
+    url = await serve(handler)
+    dest = tmp_path / "out.bin"
+    dest.write_bytes(b"old")
+    with Client(url, "tok") as client, pytest.raises(NotFound):
+        await asyncio.to_thread(client.get, "f", dest)
+    assert list(tmp_path.iterdir()) == [dest]
+    assert dest.read_bytes() == b"old"
+
+
+async def test_get_writes_whole_file(serve: Serve, tmp_path: Path) -> None:
+    data = b"0123456789" * 300_000
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    url = await serve(handler)
+    dest = tmp_path / "out.bin"
+    with Client(url, "tok") as client:
+        size = await asyncio.to_thread(client.get, "f", dest)
+    assert size == len(data)
+    assert dest.read_bytes() == data
+    assert list(tmp_path.iterdir()) == [dest]
+
+
+def test_read_api_info_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no running node for data dir"):
+        read_api_info(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content", ["", "[]", '{"url": 1, "token": "t", "pid": 1, "node_id": "n"}', '{"url": "u"}']
+)
+def test_read_api_info_malformed(tmp_path: Path, content: str) -> None:
+    (tmp_path / API_FILE_NAME).write_text(content)
+    with pytest.raises(ConfigError, match=API_FILE_NAME):
+        read_api_info(tmp_path)
+
+
+def test_read_api_info_ok(tmp_path: Path) -> None:
+    info = {"url": "http://127.0.0.1:1", "token": "t", "pid": 5, "node_id": "n"}
+    (tmp_path / API_FILE_NAME).write_text(json.dumps(info))
+    assert read_api_info(tmp_path) == info

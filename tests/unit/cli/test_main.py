@@ -1,0 +1,180 @@
+"""CLI argument handling and error reporting, with no node running."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from shoal.cli.main import cli
+from shoal.client.http import API_FILE_NAME, Client
+from shoal.errors import ShoalError
+from shoal.ids import encode_id
+
+CID = encode_id(b"\x01" * 32)
+GOOD_CAP = f"shoal:r:{CID}:{encode_id(bytes([2]) * 32)}"
+
+
+def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
+    runner = CliRunner()
+    return runner.invoke(cli, list(args), env={"SHOAL_DATA_DIR": None, **(env or {})})
+
+
+def error_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.output.startswith("shoal, version ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["init"],
+        ["run"],
+        ["put", "README.md"],
+        ["get", "x", "-o", "out"],
+        ["ls"],
+        ["rm", "x"],
+        ["peers"],
+        ["status"],
+    ],
+)
+def test_missing_data_dir_is_a_usage_error(args: list[str]) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert "--data-dir" in result.stderr
+
+
+def test_get_needs_an_output(tmp_path: Path) -> None:
+    result = invoke("get", "--data-dir", str(tmp_path), "x")
+    assert result.exit_code == 2
+    assert "-o" in result.stderr
+
+
+def test_put_of_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("put", "--data-dir", str(tmp_path), str(tmp_path / "nope"))
+    assert result.exit_code == 2
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    assert invoke("frobnicate").exit_code == 2
+
+
+@pytest.mark.parametrize("command", [["ls"], ["peers"], ["status"], ["rm", "x"], ["ls", "--json"]])
+def test_no_running_node_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    result = invoke(*command, "--data-dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert error_lines(result) == [
+        f"error: no running node for data dir {tmp_path}: start it with "
+        f"`shoal run --data-dir {tmp_path}`"
+    ]
+    assert result.stdout == ""
+
+
+def test_data_dir_from_environment(tmp_path: Path) -> None:
+    result = invoke("ls", env={"SHOAL_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 1
+    assert f"no running node for data dir {tmp_path}" in result.stderr
+
+
+def test_put_with_no_running_node(tmp_path: Path) -> None:
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"hello")
+    result = invoke("put", "--data-dir", str(tmp_path / "d"), str(src))
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1
+    assert "no running node" in result.stderr
+
+
+def test_stale_api_file_is_reported(tmp_path: Path) -> None:
+    info = {"url": f"http://127.0.0.1:{free_port()}", "token": "t", "pid": 1, "node_id": "n"}
+    (tmp_path / API_FILE_NAME).write_text(json.dumps(info))
+    result = invoke("status", "--data-dir", str(tmp_path))
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert line.startswith("error: ")
+    assert "stale" in line
+    assert f"shoal run --data-dir {tmp_path}" in line
+
+
+def test_malformed_api_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / API_FILE_NAME).write_text("{not json")
+    result = invoke("ls", "--data-dir", str(tmp_path))
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert API_FILE_NAME in line
+
+
+@pytest.mark.parametrize(
+    "cap",
+    [
+        "shoal:r:not-a-cap",
+        f"shoal:r:{CID}",
+        f"shoal:v:{CID}",  # a verify cap cannot read
+        f"shoal:x:{CID}",
+        GOOD_CAP + "x",
+    ],
+)
+def test_bad_cap_is_one_line_and_writes_nothing(tmp_path: Path, cap: str) -> None:
+    out = tmp_path / "out.bin"
+    result = invoke("get", "--data-dir", str(tmp_path), cap, "-o", str(out))
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert line.startswith("error: ")
+    assert "cap" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_good_cap_gets_as_far_as_the_node(tmp_path: Path) -> None:
+    result = invoke("get", "--data-dir", str(tmp_path), GOOD_CAP, "-o", str(tmp_path / "o"))
+    assert result.exit_code == 1
+    assert "no running node" in result.stderr
+
+
+def test_init_prints_the_node_id(tmp_path: Path) -> None:
+    data_dir = tmp_path / "n1"
+    first = invoke("init", "--data-dir", str(data_dir))
+    assert first.exit_code == 0, first.output
+    node_id = first.stdout.strip()
+    assert len(node_id) == 52
+    again = invoke("init", "--data-dir", str(data_dir))
+    assert again.exit_code == 0
+    assert again.stdout.strip() == node_id
+    assert "already initialized" in again.stderr
+
+
+def test_shoal_errors_become_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def fail(data_dir: Path) -> None:
+        raise ShoalError("first line\nsecond line")
+
+    monkeypatch.setattr(Client, "from_data_dir", fail)
+    result = invoke("peers", "--data-dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert error_lines(result) == ["error: first line second line"]
+
+
+def test_keyboard_interrupt_exits_130_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def interrupt(data_dir: Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Client, "from_data_dir", interrupt)
+    result = invoke("ls", "--data-dir", str(tmp_path))
+    assert result.exit_code == 130
+    assert "Traceback" not in result.output
