@@ -33,12 +33,19 @@ class Cluster:
         *,
         peers: list[str] | None = None,
         listen: str = "127.0.0.1:0",
-        **kw: object,
+        options: RuntimeOptions = FAST,
+        replicas: int | None = None,
     ) -> Node:
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         node = await stack.enter_async_context(
-            Node.start(self.root / name, listen=listen, peers=peers or [], options=options, **kw)  # type: ignore[arg-type]
+            Node.start(
+                self.root / name,
+                listen=listen,
+                peers=peers or [],
+                options=options,
+                replicas=replicas,
+            )
         )
         self._stops[node.node_id] = stack
         self._stack.push_async_callback(stack.aclose)
