@@ -1,0 +1,251 @@
+"""Throughput and memory of Shoal on this machine, as ratios to the machine's own limits.
+
+Run with ``make bench``. Measured in one run:
+- limits: one thread doing SHA-256 + AES-256-GCM over the same bytes (the issue's reference),
+  and the disk (one file written and fsynced; 1 MiB files fsynced from 8 threads);
+- single node: ``shoal run`` in a subprocess, put and get through its HTTP API (what the CLI
+  does), and the in-process Python API;
+- three nodes (R=3): three ``shoal run`` subprocesses, put through one, get through another;
+- peak RSS (VmHWM) of every node process, also for a larger file (``--rss-size``).
+
+Timings live here only, never in test asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from shoal import Client, Node
+
+MiB = 1 << 20
+SHOAL = [sys.executable, "-m", "shoal.cli.main"]
+
+
+def make_file(path: Path, size: int) -> None:
+    with path.open("wb") as f:
+        left = size
+        while left:
+            n = min(left, 4 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def limit_crypto(path: Path) -> float:
+    """MiB/s of one thread hashing (SHA-256) and encrypting (AES-256-GCM) the file's bytes."""
+    aead = AESGCM(bytes(32))
+    nonce = bytes(12)
+    buf = bytearray(MiB)
+    view = memoryview(buf)
+    total = 0
+    elapsed = 0.0
+    with path.open("rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            start = time.perf_counter()
+            hashlib.sha256(aead.encrypt(nonce, view[:n], None)).digest()
+            elapsed += time.perf_counter() - start
+            total += n
+    return total / MiB / elapsed
+
+
+def limit_disk(directory: Path, size: int) -> tuple[float, float]:
+    """MiB/s writing one file + fsync, and 1 MiB files fsynced from 8 threads."""
+    buf = os.urandom(MiB)
+    target = directory / "disk-probe"
+    start = time.perf_counter()
+    with target.open("wb") as f:
+        for _ in range(size // MiB):
+            f.write(buf)
+        f.flush()
+        os.fsync(f.fileno())
+    one_file = size / MiB / (time.perf_counter() - start)
+    target.unlink()
+    probe = directory / "disk-probe-dir"
+    probe.mkdir()
+
+    def write(i: int) -> None:
+        fd = os.open(probe / str(i), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, buf)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(size // MiB)))
+    many_files = size / MiB / (time.perf_counter() - start)
+    shutil.rmtree(probe)
+    return one_file, many_files
+
+
+class NodeProcess:
+    def __init__(self, data_dir: Path, listen: str, peers: list[str]) -> None:
+        self.data_dir = data_dir
+        args = [*SHOAL, "run", "--data-dir", str(data_dir), "--listen", listen]
+        for peer in peers:
+            args += ["--peer", peer]
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with data_dir.with_suffix(".log").open("wb") as log:
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 30
+        while not (data_dir / "api.json").exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"node on {data_dir} did not start; see its .log")
+            time.sleep(0.05)
+        self.client = Client.from_data_dir(data_dir)
+        self.listen = self.client.status()["listen"]
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@contextmanager
+def nodes(root: Path, count: int) -> Iterator[list[NodeProcess]]:
+    started: list[NodeProcess] = []
+    try:
+        first = NodeProcess(root / "n1", "127.0.0.1:0", [])
+        started.append(first)
+        for i in range(2, count + 1):
+            started.append(NodeProcess(root / f"n{i}", "127.0.0.1:0", [first.listen]))
+        deadline = time.monotonic() + 30
+        while any(sum(p["state"] == "up" for p in n.client.peers()) < count - 1 for n in started):
+            if time.monotonic() > deadline:
+                raise RuntimeError("nodes did not all connect")
+            time.sleep(0.1)
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+def timed_put_get(put_node: NodeProcess, get_node: NodeProcess, src: Path) -> tuple[float, float]:
+    size = src.stat().st_size
+    start = time.perf_counter()
+    cap = put_node.client.put(src)["cap"]
+    put_rate = size / MiB / (time.perf_counter() - start)
+    out = src.with_name("out.bin")
+    start = time.perf_counter()
+    get_node.client.get(cap, out)
+    get_rate = size / MiB / (time.perf_counter() - start)
+    if not same_file(src, out):
+        raise SystemExit("bench: the file read back differs from the one stored")
+    out.unlink()
+    return put_rate, get_rate
+
+
+def same_file(a: Path, b: Path) -> bool:
+    def digest(p: Path) -> bytes:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            while chunk := f.read(4 * MiB):
+                h.update(chunk)
+        return h.digest()
+
+    return digest(a) == digest(b)
+
+
+async def in_process(root: Path, src: Path, size: int) -> tuple[float, float, float]:
+    async with Node.start(root / "inproc") as node:
+        start = time.perf_counter()
+        cap = await node.store("bench.bin", src)
+        put_rate = size / MiB / (time.perf_counter() - start)
+        start = time.perf_counter()
+        async with node.get(cap) as reader:
+            async for _ in reader:
+                pass
+        stream_rate = size / MiB / (time.perf_counter() - start)
+        start = time.perf_counter()
+        await node.get_to_file(cap, root / "inproc.out")
+        file_rate = size / MiB / (time.perf_counter() - start)
+    os.unlink(root / "inproc.out")
+    return put_rate, stream_rate, file_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256, help="file size in MiB (default 256)")
+    parser.add_argument(
+        "--rss-size", type=int, default=1024, help="file size for the RSS check (0 to skip)"
+    )
+    parser.add_argument("--dir", type=Path, default=None, help="where to put data (default: tmp)")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args()
+    base = args.dir or Path(tempfile.gettempdir())
+    root = Path(tempfile.mkdtemp(prefix="shoal-bench-", dir=base))
+    figures: dict[str, float] = {}
+    try:
+        src = root / "bench.bin"
+        make_file(src, args.size * MiB)
+        limit = limit_crypto(src)
+        one_file, many_files = limit_disk(root, args.size * MiB)
+        figures.update(limit=limit, disk_one_file=one_file, disk_many_files=many_files)
+        print(f"file: {args.size} MiB of random bytes, 1 MiB chunks; {os.cpu_count()} cores")
+        print(f"limit  SHA-256 + AES-256-GCM, one thread        {limit:8.0f} MiB/s  (= 100%)")
+        print(f"disk   one file written + fsync                 {one_file:8.0f} MiB/s")
+        print(f"disk   1 MiB files + fsync, 8 threads           {many_files:8.0f} MiB/s")
+
+        def row(label: str, rate: float, key: str) -> None:
+            figures[key] = rate
+            print(f"{label:48s} {rate:8.0f} MiB/s  {rate / limit:6.0%}")
+
+        put, stream, to_file = asyncio.run(in_process(root, src, args.size * MiB))
+        row("single node, Python API: put", put, "api_put")
+        row("single node, Python API: get (stream)", stream, "api_get_stream")
+        row("single node, Python API: get to file (fsync)", to_file, "api_get_file")
+        with nodes(root / "one", 1) as (single,):
+            put, get = timed_put_get(single, single, src)
+            row("single node, HTTP API (CLI path): put", put, "single_put")
+            row("single node, HTTP API (CLI path): get", get, "single_get")
+            figures["single_rss"] = single.peak_rss_mib()
+        with nodes(root / "three", 3) as trio:
+            put, get = timed_put_get(trio[2], trio[0], src)
+            row("three nodes, R=3, HTTP API: put", put, "three_put")
+            row("three nodes, R=3, HTTP API: get (other node)", get, "three_get")
+            rss = [n.peak_rss_mib() for n in trio]
+        print(
+            f"peak RSS of each node ({args.size} MiB file): " + ", ".join(f"{r:.0f}" for r in rss)
+        )
+        if args.rss_size:
+            src.unlink()
+            make_file(src, args.rss_size * MiB)
+            with nodes(root / "rss", 3) as trio:
+                put, get = timed_put_get(trio[2], trio[0], src)
+                rss = [n.peak_rss_mib() for n in trio]
+            figures["rss_file_put"] = put
+            figures["rss_max"] = max(rss)
+            print(
+                f"peak RSS of each node ({args.rss_size} MiB file, R=3): "
+                + ", ".join(f"{r:.0f} MiB" for r in rss)
+                + f"  (put {put:.0f}, get {get:.0f} MiB/s)"
+            )
+        if args.json:
+            print(json.dumps(figures, indent=2))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
