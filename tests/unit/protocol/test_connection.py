@@ -418,7 +418,7 @@ def test_bad_request_ids_from_peer(request_id: int, message: Message) -> None:
 
 
 def test_send_rules() -> None:
-    dialer, listener = make_pair()
+    dialer, _ = make_pair()
     with pytest.raises(LocalProtocolError):
         dialer.send(1, Ping())  # before the handshake
     with pytest.raises(LocalProtocolError):
@@ -427,7 +427,7 @@ def test_send_rules() -> None:
     assert sent_frames(dialer) == [(0, Error("bye", "going away"))]
     link = established()
     d = link.dialer
-    for request_id, message in [
+    refused: list[tuple[int, Message]] = [
         (1, Hello(1, b"\x00" * 32, b"\x00" * 32, (), "n", b"\x00" * 32)),
         (0, Auth(b"\x00" * 64)),
         (2, Ping()),  # a dialer request needs an odd id
@@ -436,7 +436,8 @@ def test_send_rules() -> None:
         (3, Error("x", "")),
         (1, GetBlock(b"short")),
         (2**32 + 1, Ping()),
-    ]:
+    ]
+    for request_id, message in refused:
         with pytest.raises(LocalProtocolError):
             d.send(request_id, message)
     assert d.data_to_send() == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import time
+from typing import Any
 
 import msgpack
 import pytest
@@ -76,7 +77,9 @@ def test_non_byte_memoryview_payload_counts_bytes() -> None:
         (FrameType.ERROR, 0, {"code": "x", "message": "y" * 1000}, b""),
     ],
 )
-def test_round_trip(type_: FrameType, request_id: int, header: dict, payload: bytes) -> None:
+def test_round_trip(
+    type_: FrameType, request_id: int, header: dict[str, Any], payload: bytes
+) -> None:
     data = b"".join(encode_frame(type_, request_id, header, payload))
     assert decode_all(data) == [Frame(type_, request_id, header, payload)]
 
@@ -160,7 +163,7 @@ def test_header_limit() -> None:
         ((FrameType.BLOCK_DATA, 1, {}, memoryview(bytes(8))[::2]), {}),
     ],
 )
-def test_encode_refuses(args: tuple, kwargs: dict) -> None:
+def test_encode_refuses(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     with pytest.raises(LocalProtocolError):
         encode_frame(*args, **kwargs)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import Any
 
 import pytest
 
@@ -47,10 +48,10 @@ def test_transcript_binds_every_part() -> None:
     assert auth_transcript(Role.DIALER, CERT_HASH, LISTENER, DIALER) != base
     for field in ("nonce", "public_key", "node_id", "network"):
         value = getattr(DIALER, field)
-        changed = value + "x" if isinstance(value, str) else bytes(32)
-        other = dataclasses.replace(DIALER, **{field: changed})
+        changes: dict[str, Any] = {field: value + "x" if isinstance(value, str) else bytes(32)}
+        other = dataclasses.replace(DIALER, **changes)
         assert auth_transcript(Role.DIALER, CERT_HASH, other, LISTENER) != base, field
-        other = dataclasses.replace(LISTENER, **{field: changed})
+        other = dataclasses.replace(LISTENER, **changes)
         assert auth_transcript(Role.DIALER, CERT_HASH, DIALER, other) != base, field
 
 

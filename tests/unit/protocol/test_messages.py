@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import struct
 from typing import Any
 
@@ -55,7 +56,7 @@ def feed_in_pieces(data: bytes, cuts: list[int]) -> list[Frame]:
     decoder = FrameDecoder()
     frames = []
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    for start, end in zip(points, points[1:], strict=False):
+    for start, end in itertools.pairwise(points):
         decoder.receive_data(data[start:end])
         while (frame := decoder.next_frame()) is not None:
             frames.append(frame)
