@@ -1,0 +1,100 @@
+"""Puts and gets that fail must fail cleanly: clear errors, no partial state, node stays up."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+
+import pytest
+
+from shoal import NotFound, QuorumNotMet
+from tests.integration.conftest import Cluster
+
+
+async def test_put_fails_with_quorum_not_met_and_leaves_no_name(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    a = await cluster.add("a")
+    b = await cluster.add("b", peers=[a.listen_address], replicas=2)
+    await b.wait_for_peers(1, timeout=15)
+    # Break a's disk for real: its temp directory becomes a plain file, so every write fails.
+    tmp = cluster.root / "a" / "blocks" / "tmp"
+    shutil.rmtree(tmp)
+    tmp.write_bytes(b"not a directory")
+    with pytest.raises(QuorumNotMet) as info:
+        await b.store("doomed.bin", random_bytes(300_000))
+    message = str(info.value)
+    assert "stored on 1 of 2 nodes" in message
+    assert info.value.placed  # says where the block did land
+    assert await b.list_files() == []
+    # Both nodes are still up and serving once the disk is repaired.
+    tmp.unlink()
+    tmp.mkdir()
+    data = random_bytes(100_000)
+    cap = await b.store("fine.bin", data)
+    async with a.get(cap) as reader:
+        assert await reader.read() == data
+
+
+async def test_cancelled_put_leaves_no_name_and_node_keeps_working(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    a = await cluster.add("a")
+    b = await cluster.add("b", peers=[a.listen_address])
+    await b.wait_for_peers(1, timeout=15)
+    started = asyncio.Event()
+
+    async def slow_source():  # type: ignore[no-untyped-def]
+        for _ in range(64):
+            yield random_bytes(256 * 1024)
+            started.set()
+            await asyncio.sleep(0)
+        await asyncio.Event().wait()  # never finishes: the put must be cancelled
+
+    task = asyncio.ensure_future(b.store("cancelled.bin", slow_source()))
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await b.list_files() == []
+    data = random_bytes(2_000_000)
+    cap = await b.store("after.bin", data)
+    async with a.get(cap) as reader:
+        assert await reader.read() == data
+
+
+async def test_get_fails_over_to_a_good_holder_when_a_block_is_corrupt(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    a = await cluster.add("a")
+    b = await cluster.add("b", peers=[a.listen_address])
+    await b.wait_for_peers(1, timeout=15)
+    data = random_bytes(3 * 1024 * 1024)
+    cap = await b.store("f.bin", data)
+    # Corrupt every block file on b: b must notice and fetch good copies from a.
+    corrupted = 0
+    for path in (cluster.root / "b" / "blocks").glob("??/??/*"):
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        corrupted += 1
+    assert corrupted >= 4
+    async with b.get(cap) as reader:
+        assert await reader.read() == data
+    # The corrupt files were moved aside, never to be served again.
+    assert len(list((cluster.root / "b" / "blocks" / "corrupt").iterdir())) >= 1
+
+
+async def test_get_of_unreachable_blocks_fails_and_writes_no_file(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    a = await cluster.add("a")
+    data = random_bytes(2 * 1024 * 1024)
+    cap = await a.store("f.bin", data)
+    await a.drop_local_copy(cap)
+    out = cluster.root / "out.bin"
+    with pytest.raises(NotFound):
+        await a.get_to_file(cap, out)
+    assert not out.exists()
+    assert [p.name for p in cluster.root.iterdir() if p.name.startswith(".out")] == []
