@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Callable
 
 import pytest
-
-import dataclasses
 
 from shoal import Node, NotFound, PeerState
 from tests.integration.conftest import FAST, Cluster

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 10.0
-MAX_CONCURRENT_REQUESTS = 64
+MAX_CONCURRENT_REQUESTS = 32
 
 # Error codes carried in ERROR answers to requests, and the exception each one becomes.
 _ERROR_CODES: dict[type[ShoalError], str] = {
@@ -184,7 +184,7 @@ class PeerConnection:
                 if isinstance(event, ConnectionClosed):
                     return
                 if isinstance(event, MessageReceived):
-                    self._dispatch(event.request_id, event.message)
+                    await self._dispatch(event.request_id, event.message)
         except ProtocolError as exc:
             log.warning("protocol error from %r: %s", self, exc)
             with contextlib.suppress(Exception):
@@ -194,11 +194,14 @@ class PeerConnection:
         finally:
             await self.close()
 
-    def _dispatch(self, request_id: int, message: Message) -> None:
+    async def _dispatch(self, request_id: int, message: Message) -> None:
         if isinstance(message, Ping):
             self._send(request_id, Pong())
             return
         if type(message) in REQUEST_TYPES:
+            # Waiting for a slot here stops reading from the socket: a peer that sends requests
+            # faster than we serve them is held back by TCP instead of filling our memory.
+            await self._slots.acquire()
             self._tasks.spawn(self._serve(request_id, message), name="serve request")
             return
         future = self._pending.pop(request_id, None)
@@ -207,7 +210,8 @@ class PeerConnection:
         # else: the answer to a request that already timed out; dropping it is correct.
 
     async def _serve(self, request_id: int, message: Message) -> None:
-        async with self._slots:
+        """Answer one request; holds the slot taken by ``_dispatch`` until the answer is sent."""
+        try:
             try:
                 response = await self._handler(self, message)
             except asyncio.CancelledError:
@@ -225,6 +229,8 @@ class PeerConnection:
                 # Closing here would cancel this very task; closing the stream ends the read
                 # loop, which closes the connection properly.
                 self._writer.close()
+        finally:
+            self._slots.release()
 
     def _send(self, request_id: int, message: Message) -> None:
         if self.closed.is_set():
