@@ -150,7 +150,7 @@ async def _put_file(request: web.Request) -> web.Response:
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            async for piece in request.content.iter_any():
+            async for piece in request.content.iter_chunked(PIECE_SIZE):
                 yield piece
         except (ClientPayloadError, ConnectionError) as exc:
             raise _UploadInterrupted(f"upload of {name!r} was interrupted: {exc}") from exc

@@ -23,7 +23,7 @@ import click
 from shoal.cli.output import format_age, format_size, format_table
 from shoal.cli.run import wait_for_stop_signal
 from shoal.client.node import Node, init_data_dir
-from shoal.errors import IntegrityError, PeerUnavailable
+from shoal.errors import AddressInUse, IntegrityError, PeerUnavailable
 from shoal.node.types import PeerState
 
 __all__ = ["make_png", "run_demo"]
@@ -108,6 +108,15 @@ async def _keep_running(node: Node) -> None:
 
 async def run_demo(*, once: bool, ephemeral_ports: bool, data_root: Path | None) -> None:
     """Run the three-node demo; see the module docstring."""
+    try:
+        await _run_demo(once=once, ephemeral_ports=ephemeral_ports, data_root=data_root)
+    except AddressInUse as exc:
+        if ephemeral_ports:
+            raise
+        raise AddressInUse(f"{exc} (`shoal demo --ephemeral-ports` uses free ports)") from exc
+
+
+async def _run_demo(*, once: bool, ephemeral_ports: bool, data_root: Path | None) -> None:
     ports = (0, 0, 0) if ephemeral_ports else (3000, 4000, 5000)
     with _data_root(data_root) as root:
         dirs = [root / f"node{i}" for i in (1, 2, 3)]

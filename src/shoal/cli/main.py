@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from shoal.cli.run import configure_logging, refuse_if_running, run_node
 from shoal.client.http import Client, check_read_cap
 from shoal.client.node import init_data_dir
 from shoal.content.caps import looks_like_cap
-from shoal.errors import ShoalError
+from shoal.errors import ConfigError, NotFound, ShoalError, StorageError
 
 __all__ = ["cli", "main"]
 
@@ -134,15 +135,30 @@ def run(
 
 @cli.command()
 @data_dir_option()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+# Not click.Path(exists=True): a missing file is a failed operation (one `error:` line, exit
+# 1) like any other, not a usage error with a usage banner.
+@click.argument("file", type=click.Path(path_type=Path))
 @click.option("--name", help="Name in the catalog (default: the file's name).")
 def put(data_dir: Path, file: Path, name: str | None) -> None:
     """Store FILE through the running node; print its read cap as the last line."""
+    _check_input_file(file)
     name = name or file.name
     with Client.from_data_dir(data_dir) as client, transfer_progress(f"put {name}") as bar:
         result = client.put(file, name=name, progress=bar)
     click.echo(f"stored {result['name']} ({format_size(result.get('size'))})", err=True)
     click.echo(result["cap"])
+
+
+def _check_input_file(file: Path) -> None:
+    """Fail early, before reaching the node, if ``file`` cannot be put."""
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        raise NotFound(f"no such file: {file}") from None
+    except OSError as exc:
+        raise StorageError(f"cannot read {file}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"{file} is a directory: put stores one file")
 
 
 @cli.command()

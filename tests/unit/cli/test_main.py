@@ -66,9 +66,11 @@ def test_get_needs_an_output(tmp_path: Path) -> None:
     assert "-o" in result.stderr
 
 
-def test_put_of_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+def test_put_of_a_missing_file_is_one_error_line(tmp_path: Path) -> None:
     result = invoke("put", "--data-dir", str(tmp_path), str(tmp_path / "nope"))
-    assert result.exit_code == 2
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert line == f"error: no such file: {tmp_path / 'nope'}"
 
 
 def test_unknown_command_is_a_usage_error() -> None:
