@@ -19,6 +19,7 @@ listener, closes every connection and awaits every task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -180,7 +181,11 @@ class ConnectionManager:
                 await record.connection.close()
         await self._tasks.aclose()
         if self._server is not None:
-            await self._server.wait_closed()
+            # Every connection was closed (or aborted) above; this only waits for asyncio's
+            # bookkeeping, bounded in case a transport lingers.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._server.wait_closed()
 
     # -- queries -------------------------------------------------------------------------------
 

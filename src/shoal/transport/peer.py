@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 2.0
 MAX_CONCURRENT_REQUESTS = 32
 
 # Error codes carried in ERROR answers to requests, and the exception each one becomes.
@@ -298,6 +300,9 @@ class PeerConnection:
         with contextlib.suppress(Exception):
             self._writer.close()
         await self._tasks.aclose()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            async with asyncio.timeout(2):
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self._writer.wait_closed()
+        except (TimeoutError, ConnectionError, OSError, ssl.SSLError):
+            # A peer that stopped reading never completes the TLS shutdown: drop the socket.
+            self._writer.transport.abort()
