@@ -24,6 +24,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from shoal.client.http import API_FILE_NAME, check_read_cap
 from shoal.client.node import Node
@@ -65,6 +66,25 @@ _NODE_KEY: Final = web.AppKey("node", Node)
 _TOKEN_KEY: Final = web.AppKey("token", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """Log a malformed HTTP request as one line, not an error with a traceback.
+
+    aiohttp logs every request it cannot parse at ERROR with the traceback (and echoes the
+    client's bytes). On a local API that is the client's fault, not the node's: one INFO line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "malformed HTTP request refused: %s", (exc.message[:200],)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_MalformedRequestFilter())
 
 
 class _UploadInterrupted(TransportError):
