@@ -29,6 +29,7 @@ from shoal.node.get import FileStream, open_file, walk_block_ids
 from shoal.node.put import store_file
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
 from shoal.node.types import FileEntry, PeerState, PeerStatus, StoreResult
+from shoal.store import CatalogEntry
 
 Data = bytes | bytearray | memoryview | IO[bytes] | AsyncIterable[bytes] | os.PathLike[str]
 Progress = Callable[[int], None]  # called with the number of bytes just done
@@ -73,6 +74,16 @@ class FileReader:
             yield data
         while (chunk := await self._stream.next_chunk()) is not None:
             yield chunk
+
+
+def _file_entry(entry: CatalogEntry) -> FileEntry:
+    return FileEntry(
+        name=entry.name,
+        cap=entry.cap,
+        size=entry.size,
+        media_type=entry.media_type,
+        created=entry.created,
+    )
 
 
 def _media_type(name: str, given: str | None) -> str:
@@ -298,12 +309,7 @@ class Node:
     async def list_files(self) -> list[FileEntry]:
         """Every name in this node's catalog, sorted."""
         entries = await self._rt.io(self._rt.catalog.list_files)
-        return [
-            FileEntry(
-                name=e.name, cap=e.cap, size=e.size, media_type=e.media_type, created=e.created
-            )
-            for e in entries
-        ]
+        return [_file_entry(e) for e in entries]
 
     async def remove(self, name: str) -> FileEntry:
         """Drop ``name`` from the catalog and unpin it; ``NotFound`` if absent.
@@ -313,13 +319,7 @@ class Node:
         entry = await self._rt.io(self._rt.catalog.remove_file, name)
         if entry is None:
             raise NotFound(f"no file named {name!r} in this node's catalog")
-        return FileEntry(
-            name=entry.name,
-            cap=entry.cap,
-            size=entry.size,
-            media_type=entry.media_type,
-            created=entry.created,
-        )
+        return _file_entry(entry)
 
     async def drop_local_copy(self, name_or_cap: str) -> int:
         """Delete this node's local blocks of a file (as the demo does); return how many."""
