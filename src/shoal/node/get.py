@@ -41,25 +41,19 @@ def _open_data(ref: ChildRef, key: ChildKey, data: bytes) -> bytes:
 
 async def fetch_chunk(rt: NodeRuntime, ref: ChildRef, key: ChildKey) -> bytes:
     """One data block, verified and decrypted (CPU work on the pool)."""
-    _, plaintext = await rt.fetch_block(ref.block_id, functools.partial(_open_data, ref, key))
-    assert plaintext is not None
-    return plaintext
+    return await rt.fetch_block(ref.block_id, functools.partial(_open_data, ref, key))
 
 
 async def fetch_root(rt: NodeRuntime, cap: ReadCap) -> tuple[Manifest, SealedPart, FileInfo]:
     """The root manifest of ``cap``, checked and opened."""
-    _, opened = await rt.fetch_block(cap.cid, functools.partial(open_root, cap))
-    assert opened is not None
-    return opened
+    return await rt.fetch_block(cap.cid, functools.partial(open_root, cap))
 
 
 async def fetch_child(
     rt: NodeRuntime, parent: Manifest, ref: ChildRef, key: ChildKey
 ) -> tuple[Manifest, SealedPart]:
     """An inner manifest of a tree, checked against its parent and opened."""
-    _, opened = await rt.fetch_block(ref.block_id, functools.partial(open_child, parent, ref, key))
-    assert opened is not None
-    return opened
+    return await rt.fetch_block(ref.block_id, functools.partial(open_child, parent, ref, key))
 
 
 async def walk_leaves(

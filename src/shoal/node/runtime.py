@@ -28,7 +28,7 @@ from shoal.errors import (
     StorageError,
     TransportError,
 )
-from shoal.ids import decode_id, encode_id, sha256, short_id
+from shoal.ids import decode_id, encode_id, short_id
 from shoal.node.datadir import DataDir
 from shoal.node.placement import by_distance
 from shoal.protocol import (
@@ -45,7 +45,6 @@ from shoal.protocol import (
 )
 from shoal.store import BlockStore, Catalog
 from shoal.transport import Backoff, ConnectionManager, PeerConnection
-from shoal.transport.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,7 +83,6 @@ class NodeRuntime:
         self.catalog = Catalog(data.catalog_path)
         self._cpu = ThreadPoolExecutor(options.cpu_threads, thread_name_prefix="shoal-cpu")
         self._io = ThreadPoolExecutor(options.io_threads, thread_name_prefix="shoal-io")
-        self.tasks = TaskSet("node")
         self.manager = ConnectionManager(
             data.identity,
             data.path,
@@ -118,7 +116,6 @@ class NodeRuntime:
                 self.manager.add_address(address, node_id)
 
     async def aclose(self) -> None:
-        await self.tasks.aclose()
         await self.manager.aclose()
         await self._close_resources()
 
@@ -240,17 +237,14 @@ class NodeRuntime:
                     acked.append(node_id)
         return acked
 
-    async def fetch_block(
-        self, block_id: bytes, check: Callable[[bytes], T] | None = None
-    ) -> tuple[bytes, T | None]:
+    async def fetch_block(self, block_id: bytes, open_block: Callable[[bytes], T]) -> T:
         """Get a block from the local store or, failing that, from peers, closest first.
 
-        ``check`` runs on the CPU pool over the bytes (it must verify them, e.g. hash and
-        decrypt, raising ``IntegrityError``); a source whose bytes fail it is skipped and the
-        next one tried. Without ``check`` the SHA-256 is verified. Returns the bytes and the
-        result of ``check``.
+        ``open_block`` runs on the CPU pool over the bytes; it must verify them (hash, and
+        for data blocks the AEAD tag) and raise ``IntegrityError`` if they are bad, and returns
+        what the caller wants (plaintext, an opened manifest). A source whose bytes fail it is
+        skipped and the next one tried; a bad local copy is moved aside.
         """
-        verify: Callable[[bytes], Any] = check or functools.partial(_verify_hash, block_id)
         errors: list[str] = []
         try:
             data = await self.io(self.blocks.get, block_id, verify=False)
@@ -260,7 +254,7 @@ class NodeRuntime:
             errors.append(f"local: {exc}")
         else:
             try:
-                return data, await self.cpu(verify, data)
+                return await self.cpu(open_block, data)
             except IntegrityError as exc:
                 errors.append(f"local: {exc}")
                 # Move the bad file aside so it is never served to peers.
@@ -276,8 +270,7 @@ class NodeRuntime:
                     GetBlock(block_id=block_id), timeout=self.options.request_timeout
                 )
                 assert isinstance(answer, BlockData)
-                data = answer.data
-                return data, await self.cpu(verify, data)
+                return await self.cpu(open_block, answer.data)
             except (NotFound, IntegrityError, TransportError, RemoteProtocolError) as exc:
                 errors.append(f"{short_id(node_id)}: {exc}")
         raise NotFound(
@@ -294,8 +287,3 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
         task.cancel()
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _verify_hash(block_id: bytes, data: bytes) -> None:
-    if sha256(data) != block_id:
-        raise IntegrityError(f"block {short_id(block_id)} does not match its ID")
