@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from shoal.content import (
@@ -58,7 +58,7 @@ async def fetch_child(
 
 async def walk_leaves(
     rt: NodeRuntime, manifest: Manifest, part: SealedPart
-) -> AsyncIterator[tuple[ChildRef, ChildKey]]:
+) -> AsyncGenerator[tuple[ChildRef, ChildKey], None]:
     """Yield every data block of the tree under ``manifest`` in file order."""
     for ref, key in zip(manifest.children, part.keys, strict=True):
         if manifest.depth == 0:
@@ -92,7 +92,7 @@ class FileStream:
 
     rt: NodeRuntime
     info: FileInfo
-    leaves: AsyncIterator[tuple[ChildRef, ChildKey]]
+    leaves: AsyncGenerator[tuple[ChildRef, ChildKey], None]
 
     def __post_init__(self) -> None:
         self._pending: deque[asyncio.Task[bytes]] = deque()
@@ -126,6 +126,7 @@ class FileStream:
     async def aclose(self) -> None:
         await cancel_and_wait(self._pending)
         self._pending.clear()
+        await self.leaves.aclose()
 
 
 async def open_file(rt: NodeRuntime, cap: ReadCap) -> FileStream:
