@@ -100,14 +100,16 @@ class NodeRuntime:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Listen, then dial the bootstrap peers and the peers remembered in the catalog."""
         try:
             await self.manager.start()
+            remembered = await self.io(self.catalog.peers)
         except BaseException:
-            await self._close_resources()
+            await self.aclose()
             raise
         for address in self.options.peers:
             self.manager.add_address(address)
-        for node_id_text, addresses, _last_seen in await self.io(self.catalog.peers):
+        for node_id_text, addresses, _last_seen in remembered:
             try:
                 node_id = decode_id(node_id_text)
             except ValueError:
