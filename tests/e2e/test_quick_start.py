@@ -37,6 +37,7 @@ def test_quick_start_survives_kill_9_of_the_origin(
     put = n3.cli("put", str(src)).ok()
     cap = put.last_line
     assert READ_CAP.match(cap), put.describe()
+    assert "warning" not in put.stderr, put.describe()  # three nodes up: all three copies
 
     # The ls --json contract on the node the file was put through.
     listing = n3.files()

@@ -98,3 +98,12 @@ async def test_get_of_unreachable_blocks_fails_and_writes_no_file(
         await a.get_to_file(cap, out)
     assert not out.exists()
     assert [p.name for p in cluster.root.iterdir() if p.name.startswith(".out")] == []
+
+
+async def test_put_with_fewer_nodes_than_replicas_says_so(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    alone = await cluster.add("alone")
+    result = await alone.store_with_result("f.bin", random_bytes(1000))
+    assert (result.replicas, result.replicas_wanted) == (1, 3)
+    assert result.under_replicated

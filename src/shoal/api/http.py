@@ -188,6 +188,7 @@ async def _put_file(request: web.Request) -> web.Response:
         "size": result.size,
         "blocks": result.blocks,
         "replicas": result.replicas,
+        "replicas_wanted": result.replicas_wanted,
     }
     return web.json_response(answer, status=201)
 

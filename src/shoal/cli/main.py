@@ -146,6 +146,13 @@ def put(data_dir: Path, file: Path, name: str | None) -> None:
     with Client.from_data_dir(data_dir) as client, transfer_progress(f"put {name}") as bar:
         result = client.put(file, name=name, progress=bar)
     click.echo(f"stored {result['name']} ({format_size(result.get('size'))})", err=True)
+    copies, wanted = result.get("replicas"), result.get("replicas_wanted")
+    if isinstance(copies, int) and isinstance(wanted, int) and copies < wanted:
+        click.echo(
+            f"warning: only {copies} of {wanted} copies stored (only {copies} node(s) up); "
+            "the file does not yet survive the loss of the nodes that hold it",
+            err=True,
+        )
     click.echo(result["cap"])
 
 

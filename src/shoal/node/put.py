@@ -109,4 +109,11 @@ async def store_file(
     entry = CatalogEntry(name=name, cap=cap_text, size=size, media_type=media_type, created=now)
     await rt.io(rt.catalog.put_file, entry)
     log.info("stored %s (%d bytes, %d blocks, cid %s)", name, size, blocks, encode_id(cap.cid))
-    return StoreResult(name=name, cap=cap_text, size=size, blocks=blocks, replicas=replicas)
+    return StoreResult(
+        name=name,
+        cap=cap_text,
+        size=size,
+        blocks=blocks,
+        replicas=replicas,
+        replicas_wanted=wanted,
+    )

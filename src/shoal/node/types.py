@@ -61,3 +61,9 @@ class StoreResult:
     size: int
     blocks: int
     replicas: int
+    replicas_wanted: int
+
+    @property
+    def under_replicated(self) -> bool:
+        """True when fewer nodes were up than the configured replication factor."""
+        return self.replicas < self.replicas_wanted
