@@ -299,10 +299,12 @@ class Node:
                 await self._rt.io(os.fsync, out.fileno())
                 out.close()
                 await self._rt.io(os.replace, tmp, target)
-            except BaseException:
+            except BaseException as exc:
                 out.close()
                 with contextlib.suppress(OSError):
                     tmp.unlink()
+                if isinstance(exc, OSError):  # e.g. the destination disk is full
+                    raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
                 raise
         return written
 
