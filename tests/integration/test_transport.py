@@ -47,7 +47,7 @@ async def test_connection_is_tls13_and_peers_know_each_other_by_key(tmp_path: Pa
     async with manager(tmp_path, "a") as a, manager(tmp_path, "b") as b:
         conn = await b.dial(a.listen_address)
         assert conn.peer_id == a.node_id
-        ssl_object = conn._writer.get_extra_info("ssl_object")
+        ssl_object = conn._stream.get_extra_info("ssl_object")
         assert isinstance(ssl_object, ssl.SSLObject)
         assert ssl_object.version() == "TLSv1.3"
         await a.wait_until(lambda: a.connection(b.node_id) is not None, 10)
@@ -155,5 +155,6 @@ async def test_peer_is_marked_down_when_pings_go_unanswered(cluster: Cluster) ->
     # Freeze a's side: stop reading from the socket, so pings go unanswered.
     a_conn = a._rt.manager.connection(b._rt.node_id)
     assert a_conn is not None
-    a_conn._writer.transport.pause_reading()
+    assert a_conn._stream.transport is not None
+    a_conn._stream.transport.pause_reading()
     await conn.closed.wait()  # b's liveness check closed the dead connection

@@ -42,13 +42,13 @@ from shoal.ids import sha256, short_id
 from shoal.protocol import Connection, LocalNode, Role
 from shoal.transport.identity import Identity, certificate_public_key, node_id_for
 from shoal.transport.peer import Handler, PeerConnection
+from shoal.transport.stream import FrameStream
 from shoal.transport.tasks import TaskSet
 from shoal.transport.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
-STREAM_LIMIT = 1 << 20
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -147,14 +147,15 @@ class ConnectionManager:
         host, port = parse_address(self._listen)
         cert_path, key_path, cert_der = self.identity.write_tls_files(self._tls_dir)
         self._cert_hash = sha256(cert_der)
+        loop = asyncio.get_running_loop()
+        tls = server_context(cert_path, key_path)
         try:
-            self._server = await asyncio.start_server(
-                self._on_accept,
+            self._server = await loop.create_server(
+                self._new_inbound_stream,
                 host,
                 port,
-                ssl=server_context(cert_path, key_path),
+                ssl=tls,
                 ssl_handshake_timeout=CONNECT_TIMEOUT,
-                limit=STREAM_LIMIT,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
@@ -270,26 +271,27 @@ class ConnectionManager:
         if self._local is None:
             raise RuntimeError("manager not started")
         host, port = parse_address(address)
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT * 2):
-                reader, writer = await asyncio.open_connection(
+                _, stream = await loop.create_connection(
+                    FrameStream,
                     host,
                     port,
                     ssl=client_context(),
                     ssl_handshake_timeout=CONNECT_TIMEOUT,
-                    limit=STREAM_LIMIT,
                 )
         except (OSError, TimeoutError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc.strerror or exc)
             raise PeerUnavailable(f"cannot reach {address}: {reason}") from exc
         try:
-            cert_der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            cert_der = stream.get_extra_info("ssl_object").getpeercert(binary_form=True)
             public_key = certificate_public_key(cert_der)
         except (ValueError, AttributeError, TypeError) as exc:
-            writer.close()
+            stream.close()
             raise HandshakeError(f"{address} presented an unusable certificate: {exc}") from exc
         if expected_id is not None and node_id_for(public_key) != expected_id:
-            writer.close()
+            stream.close()
             raise HandshakeError(
                 f"{address} is not node {short_id(expected_id)} (it presented another key)",
                 code="wrong-peer",
@@ -303,7 +305,7 @@ class ConnectionManager:
             expected_peer_id=expected_id,
         )
         peer = PeerConnection(
-            reader, writer, conn, dialed=True, local_id=self.node_id, handler=self._handler
+            stream, conn, dialed=True, local_id=self.node_id, handler=self._handler
         )
         await peer.handshake()
         self._address_ids[address] = peer.peer_id
@@ -312,14 +314,19 @@ class ConnectionManager:
 
     # -- accepting -----------------------------------------------------------------------------
 
-    def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # asyncio owns this callback's task; hand the work to a task we own.
-        try:
-            self._tasks.spawn(self._accept(reader, writer), name="accept")
-        except RuntimeError:
-            writer.close()
+    def _new_inbound_stream(self) -> FrameStream:
+        stream = FrameStream()
+        stream.on_connected = self._on_accept
+        return stream
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _on_accept(self, stream: FrameStream) -> None:
+        # Called by asyncio once TLS is up; the handshake runs in a task we own.
+        try:
+            self._tasks.spawn(self._accept(stream), name="accept")
+        except RuntimeError:
+            stream.close()
+
+    async def _accept(self, stream: FrameStream) -> None:
         assert self._local is not None
         conn = Connection(
             Role.LISTENER,
@@ -328,7 +335,7 @@ class ConnectionManager:
             listener_cert_hash=self._cert_hash,
         )
         peer = PeerConnection(
-            reader, writer, conn, dialed=False, local_id=self.node_id, handler=self._handler
+            stream, conn, dialed=False, local_id=self.node_id, handler=self._handler
         )
         try:
             await peer.handshake()

@@ -6,8 +6,8 @@ handler in tasks this connection owns (bounded in number); responses resolve the
 request that carries the same id. ``request()`` sends a message and waits, with a timeout, for
 the answer. Any protocol error queues an ERROR frame, flushes it and closes this connection only.
 
-Resource handling: the stream is closed in ``close()``, which also cancels and awaits the
-handler tasks and fails every pending request with ``PeerUnavailable``.
+Resource handling: the stream (a ``FrameStream``) is closed in ``close()``, which also cancels
+and awaits the handler tasks and fails every pending request with ``PeerUnavailable``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -45,11 +44,11 @@ from shoal.protocol import (
     Ping,
     Pong,
 )
+from shoal.transport.stream import FrameStream
 from shoal.transport.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
 MAX_CONCURRENT_REQUESTS = 32
@@ -80,17 +79,16 @@ class PeerConnection:
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: FrameStream,
         conn: Connection,
         *,
         dialed: bool,
         local_id: bytes,
         handler: Handler,
     ) -> None:
-        self._reader = reader
-        self._writer = writer
+        self._stream = stream
         self._conn = conn
+        stream.attach(conn.receive_data)
         self.dialed = dialed
         self.local_id = local_id
         self._handler = handler
@@ -100,7 +98,7 @@ class PeerConnection:
         self.closed = asyncio.Event()
         self.peer: Hello | None = None
         self.last_seen = time.time()
-        peername = writer.get_extra_info("peername")
+        peername = stream.get_extra_info("peername")
         self.remote_address = f"{peername[0]}:{peername[1]}" if peername else "?"
 
     # -- identity ----------------------------------------------------------------------------
@@ -124,18 +122,14 @@ class PeerConnection:
 
     def _flush(self) -> None:
         for buf in self._conn.data_to_send():
-            self._writer.write(buf)
+            self._stream.write(buf)
 
     async def _feed(self) -> bool:
-        """Read once from the stream into the connection; False at EOF."""
-        try:
-            data = await self._reader.read(READ_SIZE)
-        except (ConnectionError, OSError) as exc:
-            raise PeerUnavailable(f"connection to {self.remote_address} lost: {exc}") from exc
-        self._conn.receive_data(data)
-        if data:
+        """Wait until more bytes reached the connection; False at EOF."""
+        more = await self._stream.wait_for_data()
+        if more:
             self.last_seen = time.time()
-        return bool(data)
+        return more
 
     async def handshake(self, timeout: float = HANDSHAKE_TIMEOUT) -> Hello:
         """Run HELLO/AUTH to completion; return the peer's HELLO."""
@@ -147,12 +141,12 @@ class PeerConnection:
                     event = self._conn.next_event()
                     self._flush()
                     if event is NEED_DATA:
-                        await self._writer.drain()
+                        await self._stream.drain()
                         await self._feed()
                         continue
                     if isinstance(event, HandshakeComplete):
                         self.peer = event.peer
-                        await self._writer.drain()
+                        await self._stream.drain()
                         return event.peer
                     if isinstance(event, ConnectionClosed):
                         raise PeerUnavailable(
@@ -226,11 +220,11 @@ class PeerConnection:
                 return
             try:
                 self._send(request_id, response)
-                await self._writer.drain()
+                await self._stream.drain()
             except (TransportError, ConnectionError, OSError):
                 # Closing here would cancel this very task; closing the stream ends the read
                 # loop, which closes the connection properly.
-                self._writer.close()
+                self._stream.close()
         finally:
             self._slots.release()
 
@@ -258,7 +252,7 @@ class PeerConnection:
             async with asyncio.timeout(timeout):
                 try:
                     self._send(request_id, message)
-                    await self._writer.drain()
+                    await self._stream.drain()
                 except (ConnectionError, OSError) as exc:
                     await self.close()
                     raise PeerUnavailable(f"sending to {self!r} failed: {exc}") from exc
@@ -298,11 +292,11 @@ class PeerConnection:
                 future.set_exception(PeerUnavailable(f"connection to {self!r} closed"))
         self._pending.clear()
         with contextlib.suppress(Exception):
-            self._writer.close()
+            self._stream.close()
         await self._tasks.aclose()
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self._writer.wait_closed()
-        except (TimeoutError, ConnectionError, OSError, ssl.SSLError):
+                await self._stream.wait_closed()
+        except TimeoutError:
             # A peer that stopped reading never completes the TLS shutdown: drop the socket.
-            self._writer.transport.abort()
+            self._stream.abort()
