@@ -125,3 +125,16 @@ async def test_manifest_tree_round_trip_across_nodes(
         chunks = [chunk async for chunk in reader]
     assert b"".join(chunks) == data
     assert len(chunks) == 10
+
+
+async def test_bootstrap_address_follows_a_node_recreated_with_a_new_key(cluster: Cluster) -> None:
+    old = await cluster.add("old")
+    b = await cluster.add("b", peers=[old.listen_address])
+    await b.wait_for_peers(1, timeout=15)
+    address = old.listen_address
+    await cluster.stop(old)
+    new = await cluster.add("new", listen=address)  # same address, another data dir and key
+    manager = b._rt.manager
+    await manager.wait_until(lambda: manager.connection(new._rt.node_id) is not None, 15)
+    states = {p.node_id: p.state for p in b.peers()}
+    assert states == {old.node_id: PeerState.DOWN, new.node_id: PeerState.UP}

@@ -25,7 +25,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,7 @@ class ConnectionManager:
         self._dial_loops: dict[str, asyncio.Task[None]] = {}
         self._address_ids: dict[str, bytes] = {}
         self._self_addresses: set[str] = set()
+        self._bootstrap: set[str] = set()  # addresses given without a node ID (--peer)
         self._tasks = TaskSet("connection manager")
         self._server: asyncio.Server | None = None
         self._changed = asyncio.Condition()
@@ -225,7 +226,9 @@ class ConnectionManager:
         """Remember ``address`` and keep a connection to whoever listens there."""
         if address in self._self_addresses or node_id == self.node_id:
             return
-        if node_id is not None:
+        if node_id is None:
+            self._bootstrap.add(address)
+        else:
             self._address_ids.setdefault(address, node_id)
             record = self._peers.setdefault(node_id, PeerRecord(node_id))
             if address not in record.addresses:
@@ -234,10 +237,6 @@ class ConnectionManager:
             self._dial_loops[address] = self._tasks.spawn(
                 self._dial_loop(address), name=f"dial {address}"
             )
-
-    def add_addresses(self, addresses: Iterable[str]) -> None:
-        for address in addresses:
-            self.add_address(address)
 
     async def _dial_loop(self, address: str) -> None:
         attempt = 0
@@ -255,6 +254,12 @@ class ConnectionManager:
                     log.info("%s is this node itself; not dialing it", address)
                     self._self_addresses.add(address)
                     return
+                if exc.code == "wrong-peer" and address in self._bootstrap:
+                    # A bootstrap address means "whoever listens there": a node that was
+                    # re-created there with a new key is a new peer, not an impostor.
+                    log.info("%s now answers with another node key; following it", address)
+                    self._address_ids.pop(address, None)
+                    continue
                 log.warning("handshake with %s failed: %s", address, exc)
             except (TransportError, ProtocolError) as exc:
                 if attempt == 0:
