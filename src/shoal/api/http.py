@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -40,6 +39,7 @@ from shoal.errors import (
     StorageError,
     TransportError,
 )
+from shoal.transport.identity import write_private_file
 
 __all__ = ["ApiServer", "error_status", "serve_api"]
 
@@ -316,18 +316,7 @@ class ApiServer:
             "node_id": self.node.node_id,
         }
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".api.", suffix=".tmp")
-            try:
-                os.fchmod(fd, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    json.dump(info, out)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, self.api_file)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_private_file(self.api_file, json.dumps(info).encode())
         except OSError as exc:
             raise StorageError(f"cannot write {self.api_file}: {exc.strerror or exc}") from exc
 

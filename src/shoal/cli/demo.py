@@ -23,7 +23,9 @@ import click
 from shoal.cli.output import format_age, format_size, format_table
 from shoal.cli.run import wait_for_stop_signal
 from shoal.client.node import Node, init_data_dir
+from shoal.content import ReadCap
 from shoal.errors import AddressInUse, IntegrityError, PeerUnavailable
+from shoal.ids import encode_id
 from shoal.node.types import PeerState
 
 __all__ = ["make_png", "run_demo"]
@@ -149,8 +151,7 @@ async def _run_demo(*, once: bool, ephemeral_ports: bool, data_root: Path | None
             original = make_png()
             picture.write_bytes(original)
             cap = await third.store(FILE_NAME, picture, media_type="image/png")
-            # A read cap is shoal:r:<cid>:<key>; the CID is the public content ID.
-            cid = cap.split(":")[2]
+            cid = encode_id(ReadCap.parse(cap).cid)  # the public content ID
             _step(f"stored {FILE_NAME} ({format_size(len(original))}) from node 3")
             click.echo(f"    CID:      {cid}")
             click.echo(f"    read cap: {cap}")

@@ -134,7 +134,7 @@ class NodeRuntime:
 
     async def io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking disk or SQLite work on the I/O pool."""
-        call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
+        call = functools.partial(fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._io, call)
 
     # -- peers ---------------------------------------------------------------------------------

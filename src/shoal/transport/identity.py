@@ -7,8 +7,10 @@ must hash to the node ID they expect.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,17 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import NameOID
 
 from shoal.errors import ConfigError
-from shoal.ids import encode_id, sha256
-
-
-def raw_public_key(key: Ed25519PublicKey) -> bytes:
-    """The 32 raw bytes of an Ed25519 public key."""
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def node_id_for(public_key: bytes) -> bytes:
-    """Node ID = SHA-256 of the raw public key."""
-    return sha256(public_key)
+from shoal.ids import encode_id
+from shoal.protocol import node_id_for, public_key_bytes
 
 
 def certificate_public_key(cert_der: bytes) -> bytes:
@@ -37,19 +30,25 @@ def certificate_public_key(cert_der: bytes) -> bytes:
     key = cert.public_key()
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("peer certificate does not carry an Ed25519 key")
-    return raw_public_key(key)
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600, atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write ``data`` to ``path`` with mode 0600, atomically (unique temp file, fsync, rename).
+
+    On failure the temp file is removed and ``OSError`` propagates.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as out:  # mkstemp creates the file with mode 0600
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class Identity:
 
     @classmethod
     def from_private_key(cls, key: Ed25519PrivateKey) -> Identity:
-        public = raw_public_key(key.public_key())
+        public = public_key_bytes(key)
         return cls(private_key=key, public_key=public, node_id=node_id_for(public))
 
     @classmethod

@@ -39,8 +39,8 @@ from shoal.errors import (
     TransportError,
 )
 from shoal.ids import sha256, short_id
-from shoal.protocol import Connection, LocalNode, Role
-from shoal.transport.identity import Identity, certificate_public_key, node_id_for
+from shoal.protocol import Connection, LocalNode, Role, node_id_for
+from shoal.transport.identity import Identity, certificate_public_key
 from shoal.transport.peer import Handler, PeerConnection
 from shoal.transport.stream import FrameStream
 from shoal.transport.tasks import TaskSet

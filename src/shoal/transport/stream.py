@@ -40,7 +40,6 @@ class FrameStream(asyncio.BufferedProtocol):
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.on_connected: Callable[[FrameStream], None] | None = None
 
@@ -49,8 +48,6 @@ class FrameStream(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        if not self._connected.done():
-            self._connected.set_result(None)
         if self.on_connected is not None:
             self.on_connected(self)
 

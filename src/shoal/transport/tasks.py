@@ -43,9 +43,6 @@ class TaskSet:
         if exc is not None:
             log.error("task %s of %s failed", task.get_name(), self._name, exc_info=exc)
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     async def aclose(self) -> None:
         """Cancel every task and wait until all have finished."""
         self._closed = True
