@@ -133,7 +133,7 @@ async def test_requests_without_the_token_are_refused(
         ]:
             response = await http.request(method, path, headers=headers, content=b"data")
             assert response.status_code == 401
-            assert response.json()["error"]["type"] == "ConfigError"
+            assert response.json()["error"]["code"] == "unauthenticated"
         files = await http.get("/v1/files", headers={"Authorization": f"Bearer {api.token}"})
     assert files.json() == []  # the refused PUT stored nothing
 

@@ -30,14 +30,12 @@ from shoal.client.node import Node
 from shoal.content.caps import looks_like_cap
 from shoal.errors import (
     ConfigError,
-    IntegrityError,
-    InvalidCapability,
     NotFound,
-    PeerUnavailable,
     QuorumNotMet,
     ShoalError,
     StorageError,
     TransportError,
+    Unauthenticated,
 )
 from shoal.transport.identity import write_private_file
 
@@ -50,17 +48,6 @@ PIECE_SIZE: Final = 1024 * 1024
 # Only JSON bodies would ever be buffered (``request.read()``), and no endpoint takes one:
 # file bodies are streamed from ``request.content``, which ``client_max_size`` does not limit.
 CLIENT_MAX_SIZE: Final = 1024 * 1024
-
-# Most specific first: the first matching class decides the status.
-_STATUS_BY_ERROR: Final[tuple[tuple[type[ShoalError], int], ...]] = (
-    (NotFound, 404),
-    (InvalidCapability, 400),
-    (ConfigError, 400),
-    (QuorumNotMet, 502),
-    (PeerUnavailable, 502),
-    (IntegrityError, 422),
-    (StorageError, 507),
-)
 
 _NODE_KEY: Final = web.AppKey("node", Node)
 _TOKEN_KEY: Final = web.AppKey("token", str)
@@ -92,25 +79,19 @@ class _UploadInterrupted(TransportError):
 
 
 def error_status(exc: ShoalError) -> int:
-    """HTTP status for a ``ShoalError`` (500 for kinds that have no better one)."""
-    for cls, status in _STATUS_BY_ERROR:
-        if isinstance(exc, cls):
-            return status
-    return 500
+    """HTTP status for a ``ShoalError``: the one its class carries."""
+    return exc.http_status
 
 
-def _error_response(status: int, type_name: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response(
-        {"error": {"type": type_name, "message": message, **extra}}, status=status
-    )
-
-
-def _shoal_error_response(exc: ShoalError) -> web.Response:
-    status = error_status(exc)
-    if status == 500:
+def _error_response(exc: ShoalError, *, status: int | None = None) -> web.Response:
+    """The one JSON error shape: ``{"error": {"type", "code", "message"}}`` (and ``placed``)."""
+    body: dict[str, Any] = {"type": type(exc).__name__, "code": exc.code, "message": str(exc)}
+    if isinstance(exc, QuorumNotMet):
+        body["placed"] = exc.placed
+    status = exc.http_status if status is None else status
+    if status >= 500 and type(exc) is ShoalError:
         log.error("API request failed: %s", exc, exc_info=exc)
-    extra = {"placed": exc.placed} if isinstance(exc, QuorumNotMet) else {}
-    return _error_response(status, type(exc).__name__, str(exc), **extra)
+    return web.json_response({"error": body}, status=status)
 
 
 @web.middleware
@@ -119,17 +100,16 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except ShoalError as exc:
-        return _shoal_error_response(exc)
+        return _error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        type_name = "NotFound" if exc.status == 404 else "ShoalError"
-        return _error_response(
-            exc.status, type_name, f"{exc.reason}: {request.method} {request.path}"
-        )
+        text = f"{exc.reason}: {request.method} {request.path}"
+        error = NotFound(text) if exc.status == 404 else ConfigError(text)
+        return _error_response(error, status=exc.status)
     except Exception as exc:
         log.exception("API request %s %s failed", request.method, request.path)
-        return _error_response(500, "ShoalError", f"internal error: {type(exc).__name__}: {exc}")
+        return _error_response(ShoalError(f"internal error: {type(exc).__name__}"))
 
 
 @web.middleware
@@ -139,10 +119,10 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
     given = request.headers.get("Authorization", "").encode("utf-8", "replace")
     if not hmac.compare_digest(given, expected):
         return _error_response(
-            401,
-            "ConfigError",
-            f"missing or wrong API token: send 'Authorization: Bearer <token>' with the token "
-            f"from {API_FILE_NAME} in the node's data dir",
+            Unauthenticated(
+                "missing or wrong API token: send 'Authorization: Bearer <token>' with the token "
+                f"from {API_FILE_NAME} in the node's data dir"
+            )
         )
     return await handler(request)
 
@@ -181,7 +161,7 @@ async def _put_file(request: web.Request) -> web.Response:
         # The client went away (e.g. Ctrl-C on `shoal put`): nothing was cataloged and
         # nobody reads this answer, so it is not worth an error with a traceback.
         log.info("%s", exc)
-        return _error_response(400, "TransportError", str(exc))
+        return _error_response(exc, status=400)
     answer = {
         "name": result.name,
         "cap": result.cap,

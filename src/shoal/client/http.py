@@ -21,16 +21,18 @@ from urllib.parse import quote
 
 import httpx
 
-from shoal import errors
 from shoal.content.caps import ReadCap, looks_like_cap, parse_cap
 from shoal.errors import (
     ConfigError,
     InvalidCapability,
     PeerUnavailable,
+    ProtocolError,
+    QuorumNotMet,
     RequestTimeout,
     ShoalError,
     StorageError,
     TransportError,
+    error_class_for_code,
 )
 
 __all__ = [
@@ -95,21 +97,20 @@ def read_api_info(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _error_from_response(response: httpx.Response) -> ShoalError:
-    """Turn an error response into the ``ShoalError`` subclass its JSON body names."""
+    """Turn an error response into the ``ShoalError`` subclass its JSON body's code names."""
     try:
-        body = response.json()
-        err = body["error"]
-        type_name, message = str(err["type"]), str(err["message"])
+        err = response.json()["error"]
+        code, message = str(err["code"]), str(err["message"])
     except (ValueError, KeyError, TypeError):
         text = response.text.strip().splitlines()
         detail = text[0] if text else response.reason_phrase
         return ShoalError(f"node API answered {response.status_code}: {detail}")
-    cls = getattr(errors, type_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, ShoalError)):
-        return ShoalError(message)
-    if cls is errors.QuorumNotMet:
+    cls = error_class_for_code(code) or ShoalError
+    if issubclass(cls, QuorumNotMet):
         placed = err.get("placed")
-        return errors.QuorumNotMet(message, placed=placed if isinstance(placed, dict) else None)
+        return QuorumNotMet(message, placed=placed if isinstance(placed, dict) else None)
+    if issubclass(cls, ProtocolError):
+        return cls(message, code=code)
     return cls(message)
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from shoal.errors import (
+    Busy,
     IntegrityError,
     NotFound,
     PeerUnavailable,
@@ -27,7 +28,9 @@ from shoal.errors import (
     RequestTimeout,
     ShoalError,
     StorageError,
+    StorageFull,
     TransportError,
+    error_class_for_code,
 )
 from shoal.ids import short_id
 from shoal.protocol import (
@@ -53,25 +56,34 @@ HANDSHAKE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
 MAX_CONCURRENT_REQUESTS = 32
 
-# Error codes carried in ERROR answers to requests, and the exception each one becomes.
-_ERROR_CODES: dict[type[ShoalError], str] = {
-    NotFound: "not-found",
-    IntegrityError: "integrity",
-    StorageError: "storage",
-}
-_CODE_ERRORS = {code: cls for cls, code in _ERROR_CODES.items()}
+# What a peer may tell us went wrong with one request. Any other code (including codes that
+# would mean something to our own caller, such as a bad cap) is the peer's failure, nothing more.
+_REMOTE_ERRORS: tuple[type[ShoalError], ...] = (NotFound, IntegrityError, StorageError, Busy)
 
 Handler = Callable[["PeerConnection", Message], Awaitable[Message]]
 
 
 def error_for(exc: BaseException) -> Error:
-    """The ERROR message that answers a request which failed with ``exc``."""
-    for cls, code in _ERROR_CODES.items():
-        if isinstance(exc, cls):
-            return Error(code=code, message=str(exc)[:1000])
+    """The ERROR message that answers a request which failed with ``exc``.
+
+    Disk errors are answered with a fixed text: their messages name local paths, which are none
+    of a peer's business.
+    """
+    if isinstance(exc, StorageFull):
+        return Error(code=exc.code, message="this node's storage limit is reached")
+    if isinstance(exc, StorageError):
+        return Error(code=exc.code, message="this node's disk failed")
     if isinstance(exc, ShoalError):
-        return Error(code="failed", message=str(exc)[:1000])
+        return Error(code=exc.code, message=str(exc)[:1000])
     return Error(code="internal", message="internal error")
+
+
+def remote_error(code: str, text: str) -> ShoalError:
+    """The exception for a peer's ERROR answer to one of our requests."""
+    cls = error_class_for_code(code)
+    if cls is not None and issubclass(cls, _REMOTE_ERRORS):
+        return cls(text)
+    return TransportError(text)
 
 
 class PeerConnection:
@@ -265,11 +277,7 @@ class PeerConnection:
         finally:
             self._pending.pop(request_id, None)
         if isinstance(answer, Error):
-            cls = _CODE_ERRORS.get(answer.code)
-            text = f"peer {short_id(self.peer_id)}: {answer.message}"
-            if cls is not None:
-                raise cls(text)
-            raise TransportError(text)
+            raise remote_error(answer.code, f"peer {short_id(self.peer_id)}: {answer.message}")
         if not isinstance(answer, expected):
             raise RemoteProtocolError(
                 f"peer answered {type(message).__name__} with {type(answer).__name__}"

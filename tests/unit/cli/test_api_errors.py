@@ -16,6 +16,7 @@ from shoal.errors import (
     QuorumNotMet,
     ShoalError,
     StorageError,
+    StorageFull,
 )
 
 
@@ -25,12 +26,13 @@ from shoal.errors import (
         (NotFound("x"), 404),
         (InvalidCapability("x"), 400),
         (ConfigError("x"), 400),
-        (QuorumNotMet("x"), 502),
-        (PeerUnavailable("x"), 502),
+        (QuorumNotMet("x"), 503),
+        (PeerUnavailable("x"), 503),
         (IntegrityError("x"), 422),
         (StorageError("x"), 507),
-        (HandshakeError("x"), 500),
-        (AddressInUse("x"), 500),
+        (StorageFull("x"), 507),
+        (HandshakeError("x"), 502),
+        (AddressInUse("x"), 409),
         (ShoalError("x"), 500),
     ],
 )

@@ -46,26 +46,26 @@ async def serve() -> AsyncIterator[Serve]:
         await runner.cleanup()
 
 
-def error(status: int, type_name: str, message: str, **extra: object) -> web.Response:
-    body = {"error": {"type": type_name, "message": message, **extra}}
+def error(status: int, code: str, message: str, **extra: object) -> web.Response:
+    body = {"error": {"type": "Whatever", "code": code, "message": message, **extra}}
     return web.json_response(body, status=status)
 
 
 @pytest.mark.parametrize(
-    ("type_name", "expected"),
+    ("code", "expected"),
     [
-        ("NotFound", NotFound),
-        ("IntegrityError", IntegrityError),
-        ("StorageError", StorageError),
-        ("NoSuchErrorClass", ShoalError),
-        ("ValueError", ShoalError),  # only ShoalError subclasses are rebuilt
+        ("not-found", NotFound),
+        ("integrity", IntegrityError),
+        ("storage", StorageError),
+        ("no-such-code", ShoalError),
+        ("ValueError", ShoalError),  # only codes of the error table are rebuilt
     ],
 )
 async def test_errors_come_back_as_their_class(
-    serve: Serve, type_name: str, expected: type[ShoalError]
+    serve: Serve, code: str, expected: type[ShoalError]
 ) -> None:
     async def handler(request: web.Request) -> web.Response:
-        return error(404, type_name, "the message")
+        return error(404, code, "the message")
 
     url = await serve(handler)
     with Client(url, "tok") as client, pytest.raises(ShoalError) as info:
@@ -76,7 +76,7 @@ async def test_errors_come_back_as_their_class(
 
 async def test_quorum_error_keeps_placement(serve: Serve) -> None:
     async def handler(request: web.Request) -> web.Response:
-        return error(502, "QuorumNotMet", "only 1 of 3", placed={"blk": ["n1"]})
+        return error(503, "quorum", "only 1 of 3", placed={"blk": ["n1"]})
 
     url = await serve(handler)
     with Client(url, "tok") as client, pytest.raises(QuorumNotMet) as info:
@@ -148,7 +148,7 @@ async def test_truncated_get_fails_and_leaves_nothing(serve: Serve, tmp_path: Pa
 
 async def test_failed_get_keeps_an_existing_file(serve: Serve, tmp_path: Path) -> None:
     async def handler(request: web.Request) -> web.Response:
-        return error(404, "NotFound", "no such file")
+        return error(404, "not-found", "no such file")
 
     url = await serve(handler)
     dest = tmp_path / "out.bin"
