@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from shoal import NotFound, QuorumNotMet, StorageError
+from tests.conftest import SmallDisk
 from tests.integration.conftest import Cluster
 
 
@@ -111,28 +111,14 @@ async def test_put_with_fewer_nodes_than_replicas_says_so(
 
 
 async def test_get_to_file_on_a_full_disk_is_a_storage_error_and_leaves_nothing(
-    cluster: Cluster, random_bytes: Callable[[int], bytes], monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, random_bytes: Callable[[int], bytes], small_disk: SmallDisk
 ) -> None:
-    import errno
-    import io
-
     a = await cluster.add("a")
     cap = await a.store("f.bin", random_bytes(3 * 1024 * 1024))
-    real_open = Path.open
-
-    class FullDisk(io.FileIO):
-        def write(self, data: object) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    def open_full(self: Path, mode: str = "r", *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        if self.name.endswith(".tmp") and "w" in mode:
-            return FullDisk(str(self), "w")
-        return real_open(self, mode, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Path, "open", open_full)
-    out = cluster.root / "out.bin"
+    disk = small_disk(1024 * 1024)  # a real file system with room for a third of the file
     with pytest.raises(StorageError) as info:
-        await a.get_to_file(cap, out)
-    assert "No space left" in str(info.value)
-    assert not out.exists()
-    assert [p.name for p in cluster.root.iterdir() if p.name.startswith(".out")] == []
+        await a.get_to_file(cap, disk / "out.bin")
+    assert "disk full" in str(info.value) or "No space left" in str(info.value)
+    assert list(disk.iterdir()) == []
+    # The node is fine: the same get to a disk with room works.
+    assert await a.get_to_file(cap, cluster.root / "ok.bin") == 3 * 1024 * 1024

@@ -27,7 +27,8 @@ def test_every_exported_error_is_in_the_tree_docstring() -> None:
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
 def test_each_class_has_a_code_and_statuses(cls: type[ShoalError]) -> None:
-    assert cls.code and cls.code == cls.code.lower()
+    assert cls.code
+    assert cls.code == cls.code.lower()
     assert 400 <= cls.http_status <= 599
     assert cls.grpc_status in GRPC_CODES
 

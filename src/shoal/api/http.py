@@ -37,7 +37,7 @@ from shoal.errors import (
     TransportError,
     Unauthenticated,
 )
-from shoal.transport.identity import write_private_file
+from shoal.store.files import write_file_atomic
 
 __all__ = ["ApiServer", "error_status", "serve_api"]
 
@@ -296,7 +296,7 @@ class ApiServer:
             "node_id": self.node.node_id,
         }
         try:
-            write_private_file(self.api_file, json.dumps(info).encode())
+            write_file_atomic(self.api_file, json.dumps(info).encode())
         except OSError as exc:
             raise StorageError(f"cannot write {self.api_file}: {exc.strerror or exc}") from exc
 

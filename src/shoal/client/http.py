@@ -12,7 +12,6 @@ import contextlib
 import json
 import mimetypes
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +33,7 @@ from shoal.errors import (
     TransportError,
     error_class_for_code,
 )
+from shoal.store.files import AtomicFile
 
 __all__ = [
     "API_FILE_NAME",
@@ -308,25 +308,14 @@ class Client:
         """
         dest = Path(dest_path)
         try:
-            fd, tmp_name = tempfile.mkstemp(
-                dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
-            )
+            out = AtomicFile(dest)
         except OSError as exc:
             raise StorageError(f"cannot write into {dest.parent}: {exc.strerror or exc}") from exc
-        tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out:
-                size = self.get_into(name_or_cap, out, progress)
-                out.flush()
-                os.fsync(out.fileno())
-            # mkstemp makes the file 0600; give it the mode a plain open() would have.
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp.chmod(0o666 & ~umask)
-            tmp.replace(dest)
+            size = self.get_into(name_or_cap, out.file, progress)
+            out.commit()
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            out.discard()
             if isinstance(exc, OSError):
                 raise StorageError(f"cannot write {dest}: {exc.strerror or exc}") from exc
             raise

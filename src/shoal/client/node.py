@@ -10,7 +10,7 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import dataclasses
 import mimetypes
 import os
@@ -29,7 +29,7 @@ from shoal.node.get import FileStream, open_file, walk_block_ids
 from shoal.node.put import store_file
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
 from shoal.node.types import FileEntry, PeerState, PeerStatus, StoreResult
-from shoal.store import CatalogEntry
+from shoal.store import AtomicFile, CatalogEntry
 
 Data = bytes | bytearray | memoryview | IO[bytes] | AsyncIterable[bytes] | os.PathLike[str]
 Progress = Callable[[int], None]  # called with the number of bytes just done
@@ -283,11 +283,10 @@ class Node:
         """
         target = Path(path)
         async with self.get(name_or_cap) as reader:
-            tmp = target.with_name(f".{target.name}.shoal-{os.getpid()}-{id(reader):x}.tmp")
             try:
-                out = await self._rt.io(tmp.open, "wb")
+                out = await self._rt.io(AtomicFile, target)
             except OSError as exc:
-                raise StorageError(f"cannot write {tmp}: {exc.strerror}") from exc
+                raise StorageError(f"cannot write into {target.parent}: {exc.strerror}") from exc
             try:
                 written = 0
                 async for chunk in reader:
@@ -295,14 +294,9 @@ class Node:
                     written += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
-                await self._rt.io(out.flush)
-                await self._rt.io(os.fsync, out.fileno())
-                out.close()
-                await self._rt.io(os.replace, tmp, target)
+                await self._rt.io(out.commit)
             except BaseException as exc:
-                out.close()
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+                await asyncio.shield(self._rt.io(out.discard))
                 if isinstance(exc, OSError):  # e.g. the destination disk is full
                     raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
                 raise

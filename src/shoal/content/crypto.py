@@ -21,6 +21,7 @@ import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shoal import defaults
 from shoal.errors import IntegrityError
 from shoal.ids import ID_SIZE, encode_id, sha256
 
@@ -46,7 +47,7 @@ __all__ = [
 PROFILE = "shoal-v1"
 """Name of the fixed set of algorithm choices below; a new choice means a new profile."""
 
-CHUNK_SIZE = 1 << 20
+CHUNK_SIZE = defaults.CHUNK_SIZE
 """Default plaintext chunk size (1 MiB)."""
 
 KEY_SIZE = 32

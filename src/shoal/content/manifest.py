@@ -23,6 +23,7 @@ from typing import Any
 
 import msgpack
 
+from shoal import defaults
 from shoal.content.crypto import (
     KEY_SIZE,
     MANIFEST_KEY_LABEL,
@@ -53,7 +54,7 @@ __all__ = [
 
 MANIFEST_VERSION = 1
 MAX_DEPTH = 8
-DEFAULT_FANOUT = 16384
+DEFAULT_FANOUT = defaults.MANIFEST_FANOUT
 # 32768 children take about 2.6 MB (verify + sealed parts), well under the 4 MiB frame limit.
 MAX_CHILDREN = 32768
 MAX_MANIFEST_SIZE = 4 << 20
@@ -77,7 +78,7 @@ class Redundancy:
     """
 
     kind: str = "replicate"
-    replicas: int = 3
+    replicas: int = defaults.REPLICAS
 
     def __post_init__(self) -> None:
         if self.kind not in _REDUNDANCY_KINDS:

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal import defaults
 from shoal.errors import ConfigError
-from shoal.transport.identity import Identity, write_private_file
+from shoal.store.files import write_file_atomic
+from shoal.transport.identity import Identity
 
 KEY_FILE = "node.key"
 SECRET_FILE = "convergence.key"
@@ -30,18 +32,15 @@ CONFIG_FILE = "config.toml"
 CATALOG_FILE = "shoal.db"
 BLOCKS_DIR = "blocks"
 
-DEFAULT_REPLICAS = 3
-DEFAULT_NETWORK = "shoal"
-
 
 @dataclass
 class NodeConfig:
     """Settings from config.toml, overridable by command-line flags and API arguments."""
 
-    listen: str = "127.0.0.1:0"
+    listen: str = defaults.LISTEN
     peers: list[str] = field(default_factory=list)
-    replicas: int = DEFAULT_REPLICAS
-    network: str = DEFAULT_NETWORK
+    replicas: int = defaults.REPLICAS
+    network: str = defaults.OPEN_NETWORK
 
     def to_toml(self) -> str:
         peers = ", ".join(f'"{p}"' for p in self.peers)
@@ -106,8 +105,10 @@ def init_data_dir(path: Path, config: NodeConfig | None = None) -> tuple[DataDir
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         identity = Identity.generate()
-        write_private_file(path / SECRET_FILE, secrets.token_bytes(32).hex().encode() + b"\n")
-        (path / CONFIG_FILE).write_text((config or NodeConfig()).to_toml())
+        write_file_atomic(path / SECRET_FILE, secrets.token_bytes(32).hex().encode() + b"\n")
+        write_file_atomic(
+            path / CONFIG_FILE, (config or NodeConfig()).to_toml().encode(), mode=0o644
+        )
         (path / BLOCKS_DIR).mkdir(exist_ok=True)
         # The key is written last: its presence marks a complete data dir.
         identity.save(path / KEY_FILE)

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from shoal import defaults
 from shoal.errors import (
     IntegrityError,
     NotFound,
@@ -56,17 +57,17 @@ MAX_PEERS_SHARED = 64
 class RuntimeOptions:
     """Tunables; the defaults are what `shoal run` uses."""
 
-    listen: str = "127.0.0.1:0"
+    listen: str = defaults.LISTEN
     peers: tuple[str, ...] = ()
-    replicas: int = 3
-    network: str = "shoal"
+    replicas: int = defaults.REPLICAS
+    network: str = defaults.OPEN_NETWORK
     network_secret: bytes | None = None
-    chunk_size: int = 1 << 20
-    manifest_fanout: int = 16384
-    window: int = 8  # chunks in flight per put or get: bounds memory to ~2 * window MiB
-    request_timeout: float = 30.0
-    ping_interval: float = 5.0
-    ping_timeout: float = 10.0
+    chunk_size: int = defaults.CHUNK_SIZE
+    manifest_fanout: int = defaults.MANIFEST_FANOUT
+    window: int = defaults.WINDOW
+    request_timeout: float = defaults.REQUEST_TIMEOUT
+    ping_interval: float = defaults.PING_INTERVAL
+    ping_timeout: float = defaults.PING_TIMEOUT
     backoff: Backoff = field(default_factory=Backoff)
     cpu_threads: int = max(2, os.cpu_count() or 2)
     io_threads: int = 8

@@ -31,6 +31,7 @@ from typing import Final, Literal, TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shoal import defaults
 from shoal.errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from shoal.ids import short_id
 from shoal.protocol.frames import (
@@ -102,7 +103,7 @@ class LocalNode:
 
     private_key: Ed25519PrivateKey
     listen_addrs: tuple[str, ...] = ()
-    network: str = "shoal"
+    network: str = defaults.OPEN_NETWORK
     network_secret: bytes | None = None
 
     @property

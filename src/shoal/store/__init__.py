@@ -7,5 +7,13 @@ from __future__ import annotations
 
 from shoal.store.blocks import BlockStore
 from shoal.store.catalog import Catalog, CatalogEntry, cid_of_cap
+from shoal.store.files import AtomicFile, write_file_atomic
 
-__all__ = ["BlockStore", "Catalog", "CatalogEntry", "cid_of_cap"]
+__all__ = [
+    "AtomicFile",
+    "BlockStore",
+    "Catalog",
+    "CatalogEntry",
+    "cid_of_cap",
+    "write_file_atomic",
+]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from shoal.errors import IntegrityError, NotFound, StorageError
 from shoal.ids import ID_SIZE, decode_id, encode_id, short_id
+from shoal.store.files import fsync_dir
 
 __all__ = ["BlockStore"]
 
@@ -41,7 +42,6 @@ _DIR_CACHE_MAX = 4096
 # Concurrent puts of one block serialize on a stripe so exactly one of them reports "new";
 # puts of different blocks rarely share a stripe, so they still run in parallel.
 _STRIPES = 64
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 def _storage_error(action: str, where: Path, exc: OSError) -> StorageError:
@@ -63,15 +63,6 @@ def _storage_error(action: str, where: Path, exc: OSError) -> StorageError:
         hint = exc.strerror or type(exc).__name__
         advice = "check the disk and the data dir"
     return StorageError(f"{hint} while {action} {where}: {advice}")
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the entries of directory ``path`` durable (new names, renames)."""
-    fd = os.open(path, os.O_RDONLY | _O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlockStore:
@@ -217,7 +208,7 @@ class BlockStore:
                     os.replace(tmp, final)
                 # Held under the stripe so a concurrent put of the same block cannot answer
                 # "already stored" before the new name is durable.
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
                 return True
         except OSError as exc:
             raise _storage_error(
@@ -236,7 +227,7 @@ class BlockStore:
                 continue
             # A new directory's own name must reach the disk too, or the block under it may
             # vanish after a power cut even though its file and directory were fsynced.
-            _fsync_dir(directory.parent)
+            fsync_dir(directory.parent)
         with self._dirs_lock:
             if len(self._known_dirs) >= _DIR_CACHE_MAX:
                 self._known_dirs.clear()

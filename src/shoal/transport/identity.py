@@ -7,10 +7,7 @@ must hash to the node ID they expect.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from shoal.errors import ConfigError
 from shoal.ids import encode_id
 from shoal.protocol import node_id_for, public_key_bytes
+from shoal.store.files import write_file_atomic
 
 
 def certificate_public_key(cert_der: bytes) -> bytes:
@@ -31,24 +29,6 @@ def certificate_public_key(cert_der: bytes) -> bytes:
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("peer certificate does not carry an Ed25519 key")
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600, atomically (unique temp file, fsync, rename).
-
-    On failure the temp file is removed and ``OSError`` propagates.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:  # mkstemp creates the file with mode 0600
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass(frozen=True)
@@ -95,7 +75,7 @@ class Identity:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        write_private_file(path, pem)
+        write_file_atomic(path, pem)
 
     def certificate_der(self) -> bytes:
         """A self-signed X.509 certificate for the node key (DER)."""
@@ -120,7 +100,7 @@ class Identity:
         der = self.certificate_der()
         cert_path = directory / "node.crt"
         pem = x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
-        write_private_file(cert_path, pem)
+        write_file_atomic(cert_path, pem)
         key_path = directory / "node.key"
         if not key_path.exists():
             self.save(key_path)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal import defaults
 from shoal.errors import (
     AddressInUse,
     ConfigError,
@@ -72,8 +73,8 @@ def format_address(host: str, port: int) -> str:
 class Backoff:
     """Exponential backoff with jitter: ``base * 2**attempt`` capped, times U(0.5, 1)."""
 
-    base: float = 0.5
-    cap: float = 30.0
+    base: float = defaults.BACKOFF_BASE
+    cap: float = defaults.BACKOFF_CAP
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         scaled: float = self.base * 2.0 ** min(attempt, 32)
@@ -108,7 +109,7 @@ class ConnectionManager:
         *,
         listen: str,
         handler: Handler,
-        network: str = "shoal",
+        network: str = defaults.OPEN_NETWORK,
         network_secret: bytes | None = None,
         on_peer_up: PeerUpCallback | None = None,
         on_peer_down: PeerDownCallback | None = None,

@@ -1,0 +1,31 @@
+"""Every default a user can change, in one place.
+
+A leaf module: every layer may import it. Formats fix some values for good (the chunk size is
+recorded in each file's manifest; the fanout bounds what readers accept); the values here are
+what a node uses when nobody said otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Copies of each block a put places.
+REPLICAS: Final = 3
+#: The name of the one public network (``shoal init --open``).
+OPEN_NETWORK: Final = "shoal"
+#: Plaintext bytes per chunk (1 MiB).
+CHUNK_SIZE: Final = 1 << 20
+#: Children per manifest when a file needs a tree.
+MANIFEST_FANOUT: Final = 16384
+#: Chunks in flight per put or get: bounds a transfer's memory to about 2 * WINDOW MiB.
+WINDOW: Final = 8
+#: Seconds a request to a peer may take before it counts as failed.
+REQUEST_TIMEOUT: Final = 30.0
+#: Seconds between liveness checks of an idle connection, and how long a PING may take.
+PING_INTERVAL: Final = 5.0
+PING_TIMEOUT: Final = 10.0
+#: Reconnect backoff: the first delay and the largest one, in seconds.
+BACKOFF_BASE: Final = 0.5
+BACKOFF_CAP: Final = 30.0
+#: Where a node listens when neither config.toml nor a flag says.
+LISTEN: Final = "127.0.0.1:0"
