@@ -5,7 +5,6 @@ The public API is what this module exports: ``Node`` (asyncio, runs a node in-pr
 """
 
 from shoal.client.http import Client
-from shoal.client.node import FileReader, Node
 from shoal.errors import (
     AddressInUse,
     ConfigError,
@@ -21,7 +20,8 @@ from shoal.errors import (
     StorageError,
     TransportError,
 )
-from shoal.node.types import FileEntry, PeerState, PeerStatus, StoreResult
+from shoal.node.service import FileReader, Node
+from shoal.node.types import FileEntry, NodeStatus, PeerState, PeerStatus, StoreResult
 
 __version__ = "0.1.0"
 
@@ -35,6 +35,7 @@ __all__ = [
     "IntegrityError",
     "InvalidCapability",
     "Node",
+    "NodeStatus",
     "NotFound",
     "PeerState",
     "PeerStatus",

@@ -16,7 +16,7 @@ import pytest
 
 from shoal import Client, Node
 from shoal.api.http import ApiServer, serve_api
-from shoal.client.http import API_FILE_NAME
+from shoal.client.api_info import API_FILE_NAME
 from shoal.errors import InvalidCapability, NotFound
 from shoal.ids import encode_id
 

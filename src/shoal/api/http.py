@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -25,19 +24,18 @@ from urllib.parse import quote
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shoal.client.http import API_FILE_NAME, check_read_cap
-from shoal.client.node import Node
+from shoal.client.api_info import API_FILE_NAME, ApiInfo, remove_api_info, write_api_info
+from shoal.client.http import check_read_cap
 from shoal.content.caps import looks_like_cap
 from shoal.errors import (
     ConfigError,
     NotFound,
     QuorumNotMet,
     ShoalError,
-    StorageError,
     TransportError,
     Unauthenticated,
 )
-from shoal.store.files import write_file_atomic
+from shoal.node.service import Node
 
 __all__ = ["ApiServer", "error_status", "serve_api"]
 
@@ -131,8 +129,8 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def _status(request: web.Request) -> web.Response:
-    node = request.app[_NODE_KEY]
-    return web.json_response({**node.status(), **await node.storage_usage()})
+    status = await request.app[_NODE_KEY].status()
+    return web.json_response(status.to_json())
 
 
 async def _peers(request: web.Request) -> web.Response:
@@ -289,22 +287,12 @@ class ApiServer:
             raise
 
     def _publish(self) -> None:
-        info = {
-            "url": self.url,
-            "token": self.token,
-            "pid": os.getpid(),
-            "node_id": self.node.node_id,
-        }
-        try:
-            write_file_atomic(self.api_file, json.dumps(info).encode())
-        except OSError as exc:
-            raise StorageError(f"cannot write {self.api_file}: {exc.strerror or exc}") from exc
+        info = ApiInfo(url=self.url, token=self.token, pid=os.getpid(), node_id=self.node.node_id)
+        write_api_info(self.data_dir, info)
 
     async def close(self) -> None:
         """Stop serving and remove ``api.json`` (if it is still ours)."""
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(self.api_file.read_text(encoding="utf-8")).get("token") == self.token:
-                self.api_file.unlink()
+        remove_api_info(self.data_dir, self.token)
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()

@@ -22,10 +22,10 @@ import click
 
 from shoal.cli.output import format_age, format_size, format_table
 from shoal.cli.run import wait_for_stop_signal
-from shoal.client.node import Node, init_data_dir
 from shoal.content import ReadCap
 from shoal.errors import AddressInUse, IntegrityError, PeerUnavailable
 from shoal.ids import encode_id
+from shoal.node.service import Node, init_data_dir
 from shoal.node.types import PeerState
 
 __all__ = ["make_png", "run_demo"]

@@ -24,9 +24,9 @@ from shoal.cli.demo import run_demo
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
 from shoal.cli.run import configure_logging, refuse_if_running, run_node
 from shoal.client.http import Client, check_read_cap
-from shoal.client.node import init_data_dir
 from shoal.content.caps import looks_like_cap
 from shoal.errors import ConfigError, NotFound, ShoalError, StorageError
+from shoal.node.service import init_data_dir
 
 __all__ = ["cli", "main"]
 

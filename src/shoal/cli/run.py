@@ -15,8 +15,8 @@ from typing import Final
 
 from shoal.api.http import serve_api
 from shoal.client.http import Client
-from shoal.client.node import Node, init_data_dir
 from shoal.errors import ConfigError, ShoalError
+from shoal.node.service import Node, init_data_dir
 
 __all__ = ["configure_logging", "refuse_if_running", "run_node", "wait_for_stop_signal"]
 

@@ -9,7 +9,6 @@ pieces, so memory stays bounded whatever the file size. The endpoints are descri
 from __future__ import annotations
 
 import contextlib
-import json
 import mimetypes
 import os
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
+from shoal.client.api_info import API_FILE_NAME, read_api_info
 from shoal.content.caps import ReadCap, looks_like_cap, parse_cap
 from shoal.errors import (
     ConfigError,
@@ -36,15 +36,10 @@ from shoal.errors import (
 from shoal.store.files import AtomicFile
 
 __all__ = [
-    "API_FILE_NAME",
     "Client",
     "TransferProgress",
     "check_read_cap",
-    "read_api_info",
 ]
-
-API_FILE_NAME: Final = "api.json"
-"""The file in a data dir where ``shoal run`` publishes the API address and token."""
 
 PIECE_SIZE: Final = 1024 * 1024
 
@@ -55,45 +50,6 @@ CONNECT_TIMEOUT: Final = 5.0
 # A put answers only once the write quorum is met and a get may wait for slow holders, so
 # reads get a generous timeout; there is no total timeout (a 10 GiB transfer takes a while).
 DEFAULT_READ_TIMEOUT: Final = 300.0
-
-
-def read_api_info(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check ``<data_dir>/api.json``.
-
-    Args:
-        data_dir: The node's data directory.
-
-    Returns:
-        The parsed file: ``url`` and ``token`` (str), ``pid`` (int), ``node_id`` (str).
-
-    Raises:
-        ConfigError: The file is missing (no node running) or malformed.
-    """
-    path = Path(data_dir) / API_FILE_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"no running node for data dir {data_dir}: start it with "
-            f"`shoal run --data-dir {data_dir}`"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        info = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"{path} is not valid JSON: remove it and restart the node") from exc
-    if not (
-        isinstance(info, dict)
-        and isinstance(info.get("url"), str)
-        and isinstance(info.get("token"), str)
-        and isinstance(info.get("pid"), int)
-        and isinstance(info.get("node_id"), str)
-    ):
-        raise ConfigError(
-            f"{path} lacks url, token, pid or node_id: remove it and restart the node"
-        )
-    return info
 
 
 def _error_from_response(response: httpx.Response) -> ShoalError:
@@ -174,7 +130,7 @@ class Client:
             ConfigError: No node is running for that data dir.
         """
         info = read_api_info(data_dir)
-        return cls(info["url"], info["token"], data_dir=data_dir, read_timeout=read_timeout)
+        return cls(info.url, info.token, data_dir=data_dir, read_timeout=read_timeout)
 
     def close(self) -> None:
         """Close the underlying connections."""

@@ -53,6 +53,38 @@ class PeerStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """What ``shoal status`` shows: who the node is, its peers and what it stores."""
+
+    node_id: str
+    listen: str
+    data_dir: str
+    network: str
+    replicas: int
+    peers_up: int
+    peers_known: int
+    uptime: float
+    blocks: int
+    bytes: int
+    files: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "listen": self.listen,
+            "data_dir": self.data_dir,
+            "network": self.network,
+            "replicas": self.replicas,
+            "peers_up": self.peers_up,
+            "peers_known": self.peers_known,
+            "uptime": self.uptime,
+            "blocks": self.blocks,
+            "bytes": self.bytes,
+            "files": self.files,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class StoreResult:
     """What a successful put produced."""
 

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from shoal.cli.main import cli
-from shoal.client.http import API_FILE_NAME, Client
+from shoal.client.api_info import API_FILE_NAME
+from shoal.client.http import Client
 from shoal.errors import ShoalError
 from shoal.ids import encode_id
 

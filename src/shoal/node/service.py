@@ -28,7 +28,7 @@ from shoal.node.datadir import init_data_dir as _init_data_dir
 from shoal.node.get import FileStream, open_file, walk_block_ids
 from shoal.node.put import store_file
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
-from shoal.node.types import FileEntry, PeerState, PeerStatus, StoreResult
+from shoal.node.types import FileEntry, NodeStatus, PeerState, PeerStatus, StoreResult
 from shoal.store import AtomicFile, CatalogEntry
 
 Data = bytes | bytearray | memoryview | IO[bytes] | AsyncIterable[bytes] | os.PathLike[str]
@@ -352,25 +352,24 @@ class Node:
         manager = self._rt.manager
         await manager.wait_until(lambda: len(manager.live_ids()) >= count, timeout)
 
-    def status(self) -> dict[str, Any]:
-        """node_id, listen address, data dir, peers up/known, replicas, uptime."""
+    async def status(self) -> NodeStatus:
+        """Who this node is, its peers, and what it stores locally."""
         records = self._rt.manager.records()
-        return {
-            "node_id": self.node_id,
-            "listen": self.listen_address,
-            "data_dir": str(self.data_dir),
-            "network": self._rt.options.network,
-            "replicas": self._rt.options.replicas,
-            "peers_up": sum(1 for r in records if r.up),
-            "peers_known": len(records),
-            "uptime": time.time() - self._rt.started_at,
-        }
-
-    async def storage_usage(self) -> dict[str, int]:
-        """Blocks and bytes stored locally, and catalog size (walks the block tree)."""
-        count, size = await self._rt.io(self._rt.blocks.usage)
+        blocks, size = await self._rt.io(self._rt.blocks.usage)
         files = await self._rt.io(self._rt.catalog.list_files)
-        return {"blocks": count, "bytes": size, "files": len(files)}
+        return NodeStatus(
+            node_id=self.node_id,
+            listen=self.listen_address,
+            data_dir=str(self.data_dir),
+            network=self._rt.options.network,
+            replicas=self._rt.options.replicas,
+            peers_up=sum(1 for r in records if r.up),
+            peers_known=len(records),
+            uptime=time.time() - self._rt.started_at,
+            blocks=blocks,
+            bytes=size,
+            files=len(files),
+        )
 
 
 def init_data_dir(data_dir: str | os.PathLike[str]) -> tuple[str, bool]:

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from shoal.client.http import API_FILE_NAME, Client, read_api_info
+from shoal.client.api_info import (
+    API_FILE_NAME,
+    ApiInfo,
+    read_api_info,
+    remove_api_info,
+    write_api_info,
+)
+from shoal.client.http import Client
 from shoal.errors import (
     ConfigError,
     IntegrityError,
@@ -190,5 +197,16 @@ def test_read_api_info_malformed(tmp_path: Path, content: str) -> None:
 
 def test_read_api_info_ok(tmp_path: Path) -> None:
     info = {"url": "http://127.0.0.1:1", "token": "t", "pid": 5, "node_id": "n"}
-    (tmp_path / API_FILE_NAME).write_text(json.dumps(info))
+    (tmp_path / API_FILE_NAME).write_text(json.dumps({**info, "grpc": "later fields are ignored"}))
+    assert read_api_info(tmp_path) == ApiInfo(**info)  # type: ignore[arg-type]
+
+
+def test_api_info_written_by_the_node_reads_back_and_is_private(tmp_path: Path) -> None:
+    info = ApiInfo(url="http://127.0.0.1:9", token="tok", pid=42, node_id="abc")
+    write_api_info(tmp_path, info)
     assert read_api_info(tmp_path) == info
+    assert (tmp_path / API_FILE_NAME).stat().st_mode & 0o777 == 0o600
+    remove_api_info(tmp_path, "another node's token")
+    assert (tmp_path / API_FILE_NAME).exists()
+    remove_api_info(tmp_path, "tok")
+    assert not (tmp_path / API_FILE_NAME).exists()
