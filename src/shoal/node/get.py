@@ -9,9 +9,7 @@ holder on a bad or missing block. Chunks are handed out strictly in file order.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -28,7 +26,8 @@ from shoal.content import (
 )
 from shoal.errors import IntegrityError
 from shoal.ids import short_id
-from shoal.node.runtime import NodeRuntime, cancel_and_wait
+from shoal.node.runtime import NodeRuntime
+from shoal.node.window import OrderedWindow
 
 
 def _open_data(ref: ChildRef, key: ChildKey, data: bytes) -> bytes:
@@ -95,37 +94,35 @@ class FileStream:
     leaves: AsyncGenerator[tuple[ChildRef, ChildKey], None]
 
     def __post_init__(self) -> None:
-        self._pending: deque[asyncio.Task[bytes]] = deque()
+        self._window = OrderedWindow[bytes](self.rt.options.window)
         self._exhausted = False
         self.delivered = 0
 
     async def _fill(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._exhausted and len(self._pending) < self.rt.options.window:
+        while not self._exhausted and not self._window.full:
             try:
                 ref, key = await anext(self.leaves)
             except StopAsyncIteration:
                 self._exhausted = True
                 return
-            self._pending.append(loop.create_task(fetch_chunk(self.rt, ref, key)))
+            self._window.start(fetch_chunk(self.rt, ref, key))
 
     async def next_chunk(self) -> bytes | None:
         """The next chunk of plaintext, or None at the end of the file."""
         await self._fill()
-        if not self._pending:
+        if not self._window:
             if self.delivered != self.info.size:
                 raise IntegrityError(
                     f"{self.info.name}: manifest promises {self.info.size} bytes, "
                     f"its blocks hold {self.delivered}"
                 )
             return None
-        chunk = await self._pending.popleft()
+        chunk = await self._window.next()
         self.delivered += len(chunk)
         return chunk
 
     async def aclose(self) -> None:
-        await cancel_and_wait(self._pending)
-        self._pending.clear()
+        await self._window.aclose()
         await self.leaves.aclose()
 
 

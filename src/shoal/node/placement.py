@@ -7,8 +7,7 @@ any node (and later, repair) knows where a block belongs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Iterable
 
 
 def distance(a: bytes, b: bytes) -> int:
@@ -30,19 +29,3 @@ def closest(target: bytes, node_ids: Iterable[bytes], n: int) -> list[bytes]:
     if n < 0:
         raise ValueError("n must be >= 0")
     return by_distance(target, node_ids)[:n]
-
-
-class PlacementPolicy(Protocol):
-    """Chooses the holders of a block among candidate nodes (an interface for later
-    policies such as erasure-coded share placement)."""
-
-    def holders(self, block_id: bytes, candidates: Sequence[bytes], count: int) -> list[bytes]:
-        """Up to ``count`` candidates in order of preference."""
-        ...
-
-
-class XorPlacement:
-    """The default policy: XOR-closest nodes first."""
-
-    def holders(self, block_id: bytes, candidates: Sequence[bytes], count: int) -> list[bytes]:
-        return closest(block_id, candidates, count)

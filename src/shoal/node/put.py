@@ -9,17 +9,16 @@ leaves no name behind.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from shoal.content import FileInfo, ManifestBuilder, Redundancy, seal_chunk
 from shoal.ids import encode_id
-from shoal.node.runtime import NodeRuntime, cancel_and_wait
+from shoal.node.runtime import NodeRuntime
 from shoal.node.types import StoreResult
+from shoal.node.window import OrderedWindow
 from shoal.store import CatalogEntry
 
 log = logging.getLogger(__name__)
@@ -69,11 +68,10 @@ async def store_file(
     )
     size = 0
     blocks = 0
-    pending: deque[asyncio.Task[_Placed]] = deque()
 
-    async def finish_oldest() -> None:
+    async def finish_oldest(window: OrderedWindow[_Placed]) -> None:
         nonlocal blocks
-        placed = await pending.popleft()
+        placed = await window.next()
         for block_id, data in builder.add(
             placed.block_id, placed.stored_size, placed.key, placed.plaintext_size
         ):
@@ -83,18 +81,15 @@ async def store_file(
         if progress is not None:
             progress(placed.plaintext_size)
 
-    loop = asyncio.get_running_loop()
-    try:
+    # The window owns the chunk tasks: on failure or cancellation none outlives this put.
+    async with OrderedWindow[_Placed](rt.options.window) as window:
         async for chunk in chunks:
-            if len(pending) >= rt.options.window:
-                await finish_oldest()
+            if window.full:
+                await finish_oldest(window)
             size += len(chunk)
-            pending.append(loop.create_task(_seal_and_place(rt, chunk, replicas)))
-        while pending:
-            await finish_oldest()
-    finally:
-        # This put owns its chunk tasks: on failure or cancellation none outlives it.
-        await cancel_and_wait(pending)
+            window.start(_seal_and_place(rt, chunk, replicas))
+        while window:
+            await finish_oldest(window)
 
     now = time.time()
     info = FileInfo(name=name, size=size, media_type=media_type, mtime=mtime, created=now)

@@ -5,7 +5,7 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.node.placement import XorPlacement, by_distance, closest, distance
+from shoal.node.placement import by_distance, closest, distance
 
 ids = st.binary(min_size=32, max_size=32)
 
@@ -45,10 +45,3 @@ def test_every_node_computes_the_same_set(target: bytes, nodes: list[bytes], see
     shuffled = list(nodes)
     seed.shuffle(shuffled)
     assert closest(target, nodes, 3) == closest(target, shuffled, 3)
-
-
-def test_policy_spreads_blocks_over_nodes() -> None:
-    nodes = [nid(i) for i in range(10)]
-    policy = XorPlacement()
-    first_holders = {policy.holders(nid(1000 + b), nodes, 3)[0] for b in range(200)}
-    assert len(first_holders) >= 8
