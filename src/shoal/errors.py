@@ -16,6 +16,7 @@ The tree::
     │   └── AddressInUse           address-in-use  409   ALREADY_EXISTS
     ├── NotFound                   not-found       404   NOT_FOUND
     ├── IntegrityError             integrity       422   DATA_LOSS
+    │   └── CorruptBlock           corrupt-block   422   DATA_LOSS
     ├── QuorumNotMet               quorum          503   UNAVAILABLE
     ├── InvalidCapability          invalid-cap     400   INVALID_ARGUMENT
     └── StorageError               storage         507   INTERNAL
@@ -39,6 +40,7 @@ __all__ = [
     "AddressInUse",
     "Busy",
     "ConfigError",
+    "CorruptBlock",
     "HandshakeError",
     "IntegrityError",
     "InvalidCapability",
@@ -171,6 +173,17 @@ class IntegrityError(ShoalError):
     code = "integrity"
     http_status = 422
     grpc_status = "DATA_LOSS"
+
+
+class CorruptBlock(IntegrityError):
+    """A block's bytes do not hash to its ID.
+
+    The only evidence that justifies moving a stored block aside, or trying another holder:
+    every other failure to open a block whose hash is right (a wrong key, a malformed or
+    lying manifest) would be the same on every holder, since they all hold the same bytes.
+    """
+
+    code = "corrupt-block"
 
 
 class QuorumNotMet(ShoalError):

@@ -5,33 +5,59 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from shoal import NotFound, QuorumNotMet, StorageError
+from shoal import InvalidCapability, Node, NotFound, QuorumNotMet, StorageError
 from tests.conftest import SmallDisk
 from tests.integration.conftest import Cluster
 
 
-async def test_put_fails_with_quorum_not_met_and_leaves_no_name(
+def break_disk(cluster: Cluster, name: str) -> Path:
+    """Break a node's disk for real: its temp directory becomes a plain file."""
+    tmp = cluster.root / name / "blocks" / "tmp"
+    shutil.rmtree(tmp)
+    tmp.write_bytes(b"not a directory")
+    return tmp
+
+
+def repair_disk(tmp: Path) -> None:
+    tmp.unlink()
+    tmp.mkdir()
+
+
+async def test_put_with_a_failing_holder_keeps_the_copies_it_could_place(
     cluster: Cluster, random_bytes: Callable[[int], bytes]
 ) -> None:
     a = await cluster.add("a")
     b = await cluster.add("b", peers=[a.listen_address], replicas=2)
     await b.wait_for_peers(1, timeout=15)
-    # Break a's disk for real: its temp directory becomes a plain file, so every write fails.
-    tmp = cluster.root / "a" / "blocks" / "tmp"
-    shutil.rmtree(tmp)
-    tmp.write_bytes(b"not a directory")
+    tmp = break_disk(cluster, "a")
+    data = random_bytes(300_000)
+    result = await b.store_with_result("half.bin", data)
+    assert (result.replicas, result.replicas_wanted) == (1, 2)
+    assert [f.name for f in await b.list_files()] == ["half.bin"]
+    repair_disk(tmp)
+    async with a.get(result.cap) as reader:  # a has no copy: the bytes come from b
+        assert await reader.read() == data
+
+
+async def test_put_that_can_place_a_block_nowhere_fails_and_leaves_no_name(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    a = await cluster.add("a")
+    b = await cluster.add("b", peers=[a.listen_address], replicas=2)
+    await b.wait_for_peers(1, timeout=15)
+    broken = [break_disk(cluster, "a"), break_disk(cluster, "b")]
     with pytest.raises(QuorumNotMet) as info:
         await b.store("doomed.bin", random_bytes(300_000))
-    message = str(info.value)
-    assert "stored on 1 of 2 nodes" in message
-    assert info.value.placed  # says where the block did land
+    assert "could not be stored on any node" in str(info.value)
+    assert info.value.placed
     assert await b.list_files() == []
-    # Both nodes are still up and serving once the disk is repaired.
-    tmp.unlink()
-    tmp.mkdir()
+    # Both nodes are still up and serving once the disks are repaired.
+    for tmp in broken:
+        repair_disk(tmp)
     data = random_bytes(100_000)
     cap = await b.store("fine.bin", data)
     async with a.get(cap) as reader:
@@ -122,3 +148,28 @@ async def test_get_to_file_on_a_full_disk_is_a_storage_error_and_leaves_nothing(
     assert list(disk.iterdir()) == []
     # The node is fine: the same get to a disk with room works.
     assert await a.get_to_file(cap, cluster.root / "ok.bin") == 3 * 1024 * 1024
+
+
+async def test_a_cap_with_a_wrong_key_touches_nothing_and_the_right_cap_still_reads(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    first = await cluster.add("n0")
+    nodes = [first] + [await cluster.add(f"n{i}", peers=[first.listen_address]) for i in (1, 2, 3)]
+    for node in nodes:
+        await node.wait_for_peers(3, timeout=15)
+    data = random_bytes(2 * 1024 * 1024 + 5)
+    cap = await first.store("f.bin", data)
+    cid, key = cap.rsplit(":", 1)
+    wrong = f"{cid}:{'a' if key[0] != 'a' else 'b'}{key[1:]}"  # one character differs
+    for node in nodes:  # every node, holders of the root and not
+        with pytest.raises(InvalidCapability, match="key does not open this file"):
+            async with node.get(wrong) as reader:
+                await reader.read()
+    for node in nodes:
+        assert list((cluster.root / node_dir(cluster, node) / "blocks" / "corrupt").iterdir()) == []
+        async with node.get(cap) as reader:
+            assert await reader.read() == data
+
+
+def node_dir(cluster: Cluster, node: Node) -> str:
+    return Path(node.data_dir).name

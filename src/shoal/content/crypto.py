@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shoal import defaults
-from shoal.errors import IntegrityError
+from shoal.errors import CorruptBlock, IntegrityError
 from shoal.ids import ID_SIZE, encode_id, sha256
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "NONCE",
     "PROFILE",
     "TAG_SIZE",
+    "AuthenticationFailed",
     "Buffer",
     "SealedChunk",
     "block_id",
@@ -66,6 +67,14 @@ MANIFEST_KEY_LABEL = b"shoal-v1 manifest key\x00"
 
 Buffer = bytes | bytearray | memoryview
 """Byte buffers accepted without copying."""
+
+
+class AuthenticationFailed(IntegrityError):
+    """A ciphertext's tag does not verify under the key given.
+
+    Once the bytes are known to match their block ID, this means the key is wrong: the cap's
+    (at the root) or the parent manifest's (below it). The block itself is intact.
+    """
 
 
 def _check_key(what: str, key: bytes) -> None:
@@ -131,15 +140,17 @@ def decrypt(key: bytes, ciphertext: Buffer) -> bytes:
         The plaintext.
 
     Raises:
-        IntegrityError: The tag does not verify (wrong key or altered bytes).
+        AuthenticationFailed: The tag does not verify (wrong key or altered bytes).
     """
     _check_key("key", key)
     if memoryview(ciphertext).nbytes < TAG_SIZE:
-        raise IntegrityError("ciphertext is shorter than its authentication tag")
+        raise AuthenticationFailed("ciphertext is shorter than its authentication tag")
     try:
         return AESGCM(key).decrypt(NONCE, ciphertext, None)
     except InvalidTag as exc:
-        raise IntegrityError("authentication failed: wrong key or altered ciphertext") from exc
+        raise AuthenticationFailed(
+            "authentication failed: wrong key or altered ciphertext"
+        ) from exc
 
 
 def block_id(data: Buffer) -> bytes:
@@ -199,18 +210,22 @@ def open_chunk(
         The plaintext.
 
     Raises:
-        IntegrityError: The bytes do not hash to ``block_id``, fail authentication, or have
-            the wrong length. The message names the block.
+        CorruptBlock: The bytes do not hash to ``block_id`` (checked first: only this failure
+            says anything about the bytes held).
+        IntegrityError: The (intact) block fails authentication under ``key``, or has the
+            wrong length: the manifest that gave ``key`` is wrong. The message names the block.
     """
     if len(block_id) != ID_SIZE:
         raise ValueError(f"block id must be {ID_SIZE} bytes, got {len(block_id)}")
     name = encode_id(block_id)
     if sha256(data) != block_id:
-        raise IntegrityError(f"block {name} does not match its hash; fetch it from another peer")
+        raise CorruptBlock(f"block {name} does not match its hash; fetch it from another peer")
     try:
         plaintext = decrypt(key, data)
-    except IntegrityError as exc:
-        raise IntegrityError(f"block {name} failed authentication: {exc}") from exc
+    except AuthenticationFailed as exc:
+        raise IntegrityError(
+            f"block {name} is intact but its manifest's key does not open it"
+        ) from exc
     if plaintext_size is not None and len(plaintext) != plaintext_size:
         raise IntegrityError(
             f"block {name} holds {len(plaintext)} plaintext bytes, manifest says {plaintext_size}"

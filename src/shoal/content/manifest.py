@@ -32,7 +32,7 @@ from shoal.content.crypto import (
     decrypt,
     keyed_digest,
 )
-from shoal.errors import IntegrityError
+from shoal.errors import CorruptBlock, IntegrityError
 from shoal.ids import ID_SIZE, encode_id, sha256
 
 __all__ = [
@@ -321,7 +321,7 @@ def load_manifest(block_id: bytes, data: Buffer) -> Manifest:
         IntegrityError: Hash mismatch or malformed manifest.
     """
     if sha256(data) != block_id:
-        raise IntegrityError(
+        raise CorruptBlock(
             f"manifest block {encode_id(block_id)} does not match its hash; "
             "fetch it from another peer"
         )

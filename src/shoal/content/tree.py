@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from shoal.content.caps import ReadCap
-from shoal.content.crypto import KEY_SIZE, TAG_SIZE, encrypt
+from shoal.content.crypto import KEY_SIZE, TAG_SIZE, AuthenticationFailed, encrypt
 from shoal.content.manifest import (
     DEFAULT_FANOUT,
     MANIFEST_VERSION,
@@ -35,7 +35,7 @@ from shoal.content.manifest import (
     manifest_key,
     open_manifest,
 )
-from shoal.errors import IntegrityError
+from shoal.errors import IntegrityError, InvalidCapability
 from shoal.ids import ID_SIZE, encode_id, sha256
 
 __all__ = [
@@ -56,7 +56,13 @@ def _check_sizes(part: SealedPart, expected_size: int) -> None:
 def open_root(cap: ReadCap, data: bytes) -> tuple[Manifest, SealedPart, FileInfo]:
     """Check and open a file's root manifest block (hash, format, key, sizes)."""
     root = load_manifest(cap.cid, data)
-    part = open_manifest(root, cap.key)
+    try:
+        part = open_manifest(root, cap.key)
+    except AuthenticationFailed:
+        # The root is intact (its hash matched): the cap's key is not this file's key.
+        raise InvalidCapability(
+            "this cap's key does not open this file: check that the cap was copied whole"
+        ) from None
     if part.info is None:
         raise IntegrityError("root manifest carries no file info: not a file's read cap")
     _check_sizes(part, part.info.size)
@@ -67,9 +73,9 @@ def open_child(
     parent: Manifest, ref: ChildRef, key: ChildKey, data: bytes
 ) -> tuple[Manifest, SealedPart]:
     """Check and open the child manifest ``ref`` of ``parent`` (depth > 0) from its bytes."""
+    child = load_manifest(ref.block_id, data)
     if len(data) != ref.stored_size:
         raise IntegrityError(f"manifest block {encode_id(ref.block_id)} has wrong size")
-    child = load_manifest(ref.block_id, data)
     if child.depth != parent.depth - 1:
         raise IntegrityError(f"manifest block {encode_id(ref.block_id)} has wrong depth")
     part = open_manifest(child, key.key)

@@ -26,33 +26,35 @@ from shoal.content import (
 )
 from shoal.errors import IntegrityError
 from shoal.ids import short_id
+from shoal.node.blocks import fetch_block
 from shoal.node.runtime import NodeRuntime
 from shoal.node.window import OrderedWindow
 
 
 def _open_data(ref: ChildRef, key: ChildKey, data: bytes) -> bytes:
-    if len(data) != ref.stored_size:
+    plaintext = open_chunk(key.key, ref.block_id, data, plaintext_size=key.plaintext_size)
+    if len(data) != ref.stored_size:  # the block is intact (its hash matched): the manifest lies
         raise IntegrityError(
             f"block {short_id(ref.block_id)} is {len(data)} bytes, manifest says {ref.stored_size}"
         )
-    return open_chunk(key.key, ref.block_id, data, plaintext_size=key.plaintext_size)
+    return plaintext
 
 
 async def fetch_chunk(rt: NodeRuntime, ref: ChildRef, key: ChildKey) -> bytes:
     """One data block, verified and decrypted (CPU work on the pool)."""
-    return await rt.fetch_block(ref.block_id, functools.partial(_open_data, ref, key))
+    return await fetch_block(rt, ref.block_id, functools.partial(_open_data, ref, key))
 
 
 async def fetch_root(rt: NodeRuntime, cap: ReadCap) -> tuple[Manifest, SealedPart, FileInfo]:
     """The root manifest of ``cap``, checked and opened."""
-    return await rt.fetch_block(cap.cid, functools.partial(open_root, cap))
+    return await fetch_block(rt, cap.cid, functools.partial(open_root, cap))
 
 
 async def fetch_child(
     rt: NodeRuntime, parent: Manifest, ref: ChildRef, key: ChildKey
 ) -> tuple[Manifest, SealedPart]:
     """An inner manifest of a tree, checked against its parent and opened."""
-    return await rt.fetch_block(ref.block_id, functools.partial(open_child, parent, ref, key))
+    return await fetch_block(rt, ref.block_id, functools.partial(open_child, parent, ref, key))
 
 
 async def walk_leaves(

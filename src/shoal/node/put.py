@@ -2,9 +2,14 @@
 
 Chunks are sealed (convergent key, AES-256-GCM, SHA-256) on the CPU pool and placed on their
 holders concurrently, at most ``window`` chunks at a time, so memory stays bounded whatever the
-file size. Manifest entries are added in file order as chunks complete. The catalog entry is
-written only after every block, manifests included, has met its write quorum: a failed put
-leaves no name behind.
+file size. Manifest entries are added in file order as chunks complete; the root manifest goes
+last, so that no root is ever stored without everything below it. The catalog entry is written
+only after every block is stored: a failed put leaves no name behind.
+
+Each block goes to the R nodes closest to its ID; when fewer could take it (peers down or
+full, none left to replace them), the put still succeeds with the copies it placed, says so in
+``StoreResult.replicas`` (the fewest copies of any block) and logs a warning. It fails only
+when some block could be placed nowhere.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 from shoal.content import FileInfo, ManifestBuilder, Redundancy, seal_chunk
 from shoal.ids import encode_id
+from shoal.node.blocks import place_block
 from shoal.node.runtime import NodeRuntime
 from shoal.node.types import StoreResult
 from shoal.node.window import OrderedWindow
@@ -32,12 +38,15 @@ class _Placed:
     stored_size: int
     key: bytes
     plaintext_size: int
+    copies: int
 
 
 async def _seal_and_place(rt: NodeRuntime, chunk: Buffer, replicas: int) -> _Placed:
     sealed = await rt.cpu(seal_chunk, rt.data.convergence_secret, chunk)
-    await rt.place_block(sealed.block_id, sealed.data, replicas)
-    return _Placed(sealed.block_id, len(sealed.data), sealed.key, sealed.plaintext_size)
+    holders = await place_block(rt, sealed.block_id, sealed.data, replicas)
+    return _Placed(
+        sealed.block_id, len(sealed.data), sealed.key, sealed.plaintext_size, len(holders)
+    )
 
 
 async def store_file(
@@ -51,33 +60,29 @@ async def store_file(
 ) -> StoreResult:
     """Encrypt, place and catalog one file. ``chunks`` yields chunk-size pieces in order."""
     wanted = rt.options.replicas
-    live = len(rt.live_nodes())
-    replicas = min(wanted, live)
-    if replicas < wanted:
-        log.warning(
-            "only %d node(s) up: storing %s with %d copies instead of %d",
-            live,
-            name,
-            replicas,
-            wanted,
-        )
     builder = ManifestBuilder(
         rt.data.convergence_secret,
-        redundancy=Redundancy(replicas=replicas),
+        redundancy=Redundancy(replicas=wanted),
         fanout=rt.options.manifest_fanout,
     )
     size = 0
     blocks = 0
+    copies = wanted  # the fewest copies of any block so far
+
+    async def place(block_id: bytes, data: bytes) -> None:
+        nonlocal blocks, copies
+        copies = min(copies, len(await place_block(rt, block_id, data, wanted)))
+        blocks += 1
 
     async def finish_oldest(window: OrderedWindow[_Placed]) -> None:
-        nonlocal blocks
+        nonlocal blocks, copies
         placed = await window.next()
+        copies = min(copies, placed.copies)
+        blocks += 1
         for block_id, data in builder.add(
             placed.block_id, placed.stored_size, placed.key, placed.plaintext_size
         ):
-            await rt.place_block(block_id, data, replicas)
-            blocks += 1
-        blocks += 1
+            await place(block_id, data)
         if progress is not None:
             progress(placed.plaintext_size)
 
@@ -87,20 +92,24 @@ async def store_file(
             if window.full:
                 await finish_oldest(window)
             size += len(chunk)
-            window.start(_seal_and_place(rt, chunk, replicas))
+            window.start(_seal_and_place(rt, chunk, wanted))
         while window:
             await finish_oldest(window)
 
     now = time.time()
     info = FileInfo(name=name, size=size, media_type=media_type, mtime=mtime, created=now)
     manifest_blocks, cap = builder.finish(info)
-    # The root goes last so that no root is ever stored without everything below it.
-    *inner, root = manifest_blocks
-    for block_id, data in inner:  # only files over ~16 GiB have inner manifests
-        await rt.place_block(block_id, data, replicas)
-    await rt.place_block(root[0], root[1], replicas)
-    blocks += len(manifest_blocks)
+    for block_id, data in manifest_blocks:  # the root is last
+        await place(block_id, data)
     cap_text = str(cap)
+    if copies < wanted:
+        log.warning(
+            "stored %s with only %d of %d copies of some blocks: it does not yet survive the "
+            "loss of the nodes that hold them",
+            name,
+            copies,
+            wanted,
+        )
     entry = CatalogEntry(name=name, cap=cap_text, size=size, media_type=media_type, created=now)
     await rt.io(rt.catalog.put_file, entry)
     log.info("stored %s (%d bytes, %d blocks, cid %s)", name, size, blocks, encode_id(cap.cid))
@@ -109,6 +118,6 @@ async def store_file(
         cap=cap_text,
         size=size,
         blocks=blocks,
-        replicas=replicas,
+        replicas=copies,
         replicas_wanted=wanted,
     )

@@ -10,6 +10,7 @@ from shoal.content.crypto import (
     MANIFEST_KEY_LABEL,
     PROFILE,
     TAG_SIZE,
+    AuthenticationFailed,
     block_id,
     chunk_key,
     decrypt,
@@ -17,7 +18,7 @@ from shoal.content.crypto import (
     open_chunk,
     seal_chunk,
 )
-from shoal.errors import IntegrityError
+from shoal.errors import CorruptBlock, IntegrityError
 from shoal.ids import encode_id, sha256
 
 from .helpers import OTHER_SECRET, SECRET
@@ -68,12 +69,15 @@ def test_every_byte_of_a_chunk_block_is_protected() -> None:
         for flip in (0x01, 0x80, 0xFF):
             bad = bytearray(sealed.data)
             bad[pos] ^= flip
-            # Against the real ID: the hash check fails and names the block.
-            with pytest.raises(IntegrityError, match=encode_id(sealed.block_id)):
+            # Against the real ID: the hash check fails, names the block, and says the bytes
+            # are corrupt (the one failure that justifies trying another holder).
+            with pytest.raises(CorruptBlock, match=encode_id(sealed.block_id)):
                 open_chunk(sealed.key, sealed.block_id, bytes(bad))
-            # Even with a matching ID (a forged manifest), the GCM tag catches it.
-            with pytest.raises(IntegrityError, match="authentication"):
+            # Even with a matching ID (a forged manifest), the GCM tag catches it; the bytes
+            # match their ID, so this is not corruption of the block.
+            with pytest.raises(IntegrityError, match="key does not open it") as info:
                 open_chunk(sealed.key, sha256(bad), bytes(bad))
+            assert not isinstance(info.value, CorruptBlock)
 
 
 def test_truncated_and_extended_blocks_are_rejected() -> None:
@@ -88,9 +92,10 @@ def test_truncated_and_extended_blocks_are_rejected() -> None:
 def test_wrong_key_is_detected() -> None:
     sealed = seal_chunk(SECRET, b"secret stuff")
     wrong = chunk_key(SECRET, b"other stuff")
-    with pytest.raises(IntegrityError, match="authentication"):
+    with pytest.raises(IntegrityError, match="key does not open it") as info:
         open_chunk(wrong, sealed.block_id, sealed.data)
-    with pytest.raises(IntegrityError):
+    assert not isinstance(info.value, CorruptBlock)
+    with pytest.raises(AuthenticationFailed):
         decrypt(wrong, sealed.data)
 
 

@@ -1,0 +1,138 @@
+"""Block operations the put and get pipelines are made of: place a block, fetch a block.
+
+Placement: a block belongs on the R nodes closest to its ID (``Routing.closest``). A holder
+that fails is replaced by the next closest; when none is left the block keeps the copies that
+could be placed (the caller reports that the file is under-replicated), and only a block that
+could be placed nowhere fails the put.
+
+Fetching: local store first, then holders closest first. Only one kind of failure moves on to
+another source: the bytes do not hash to the block ID (``CorruptBlock``). A bad local copy is
+then moved aside (the store logs it). Any other failure to open a block whose hash is right
+(a wrong key in a cap, a manifest that lies) is final: every holder has the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from shoal.errors import (
+    CorruptBlock,
+    NotFound,
+    QuorumNotMet,
+    RemoteProtocolError,
+    ShoalError,
+    StorageError,
+    TransportError,
+)
+from shoal.ids import encode_id, short_id
+from shoal.protocol import BlockData, GetBlock, PutBlock
+
+if TYPE_CHECKING:
+    from shoal.node.runtime import NodeRuntime
+
+__all__ = ["fetch_block", "place_block", "put_on"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Holders asked for a block before a get gives up on it.
+FETCH_CANDIDATES = 8
+
+
+async def put_on(rt: NodeRuntime, node_id: bytes, block_id: bytes, data: bytes) -> None:
+    """Store one block on one node (this one or a peer); returns after its fsync."""
+    if node_id == rt.node_id:
+        # We computed block_id from these bytes ourselves: no need to hash them again.
+        await rt.io(rt.blocks.put, block_id, data, verify=False)
+        return
+    conn = await rt.routing.connect(node_id)
+    await conn.request(PutBlock(block_id=block_id, data=data), timeout=rt.options.request_timeout)
+
+
+async def place_block(rt: NodeRuntime, block_id: bytes, data: bytes, replicas: int) -> list[bytes]:
+    """Store a block on up to ``replicas`` nodes, the closest to its ID first.
+
+    A node that fails is replaced by the next closest. Returns the nodes that acknowledged
+    (after fsync), at most ``replicas`` and at least one.
+
+    Raises:
+        QuorumNotMet: No node at all could store the block; the message says why.
+    """
+    candidates = await rt.routing.closest(block_id, 2 * replicas)
+    acked: list[bytes] = []
+    failures: list[str] = []
+    next_index = 0
+    while len(acked) < replicas:
+        batch = candidates[next_index : next_index + replicas - len(acked)]
+        next_index += len(batch)
+        if not batch:
+            break
+        results = await asyncio.gather(
+            *(put_on(rt, n, block_id, data) for n in batch), return_exceptions=True
+        )
+        for node_id, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, ShoalError):
+                    raise result
+                failures.append(f"{short_id(node_id)}: {result}")
+            else:
+                acked.append(node_id)
+    if not acked:
+        raise QuorumNotMet(
+            f"block {short_id(block_id)} could not be stored on any node; "
+            f"failed: {'; '.join(failures[:4]) or 'no node is up'}. "
+            "Check that peers are up (`shoal peers`) and retry.",
+            placed={encode_id(block_id): []},
+        )
+    if failures:
+        log.info("block %s placed on %d node(s); failed: %s", short_id(block_id), len(acked),
+                 "; ".join(failures[:4]))  # fmt: skip
+    return acked
+
+
+async def fetch_block(rt: NodeRuntime, block_id: bytes, open_block: Callable[[bytes], T]) -> T:
+    """Get a block from the local store or from its holders, and open it.
+
+    ``open_block`` runs on the CPU pool over the bytes. It must check the hash first and raise
+    ``CorruptBlock`` when the bytes do not match ``block_id``; it returns what the caller wants
+    (plaintext, an opened manifest). Any other error it raises is final and propagates.
+
+    Raises:
+        NotFound: No source had intact bytes for the block.
+    """
+    errors: list[str] = []
+    try:
+        data = await rt.io(rt.blocks.get, block_id, verify=False)
+    except NotFound:
+        pass
+    except StorageError as exc:
+        errors.append(f"local: {exc}")
+    else:
+        try:
+            return await rt.cpu(open_block, data)
+        except CorruptBlock as exc:
+            errors.append(f"local: {exc}")
+            # Its own bytes fail its own hash: the one reason to move a stored block aside.
+            try:
+                await rt.io(rt.blocks.quarantine, block_id)
+            except ShoalError as quarantine_error:
+                log.warning("could not move corrupt block aside: %s", quarantine_error)
+    holders = [n for n in await rt.routing.closest(block_id, FETCH_CANDIDATES) if n != rt.node_id]
+    for node_id in holders:
+        try:
+            conn = await rt.routing.connect(node_id)
+            answer = await conn.request(
+                GetBlock(block_id=block_id), timeout=rt.options.request_timeout
+            )
+            assert isinstance(answer, BlockData)
+            return await rt.cpu(open_block, answer.data)
+        except (CorruptBlock, NotFound, TransportError, RemoteProtocolError) as exc:
+            errors.append(f"{short_id(node_id)}: {exc}")
+    raise NotFound(
+        f"block {short_id(block_id)} is not available: not stored here and "
+        f"{len(holders)} peer(s) could not supply it"
+        + (f" ({'; '.join(errors[:4])})" if errors else "")
+    )
