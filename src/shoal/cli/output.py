@@ -22,19 +22,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from shoal.units import format_size
+
 __all__ = ["format_age", "format_size", "format_table", "transfer_progress"]
-
-
-def format_size(size: int | float | None) -> str:
-    """``1536`` → ``"1.5 KiB"``; None → ``"?"``."""
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def format_age(timestamp: float | None, now: float | None = None) -> str:
