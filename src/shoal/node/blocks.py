@@ -28,12 +28,12 @@ from shoal.errors import (
     TransportError,
 )
 from shoal.ids import encode_id, short_id
-from shoal.protocol import BlockData, GetBlock, PutBlock
+from shoal.protocol import BlockData, GetBlock, HasBlocks, HaveBlocks, PutBlock
 
 if TYPE_CHECKING:
     from shoal.node.runtime import NodeRuntime
 
-__all__ = ["fetch_block", "place_block", "put_on"]
+__all__ = ["PresenceHints", "fetch_block", "place_block", "put_on"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,17 +42,68 @@ T = TypeVar("T")
 FETCH_CANDIDATES = 8
 
 
-async def put_on(rt: NodeRuntime, node_id: bytes, block_id: bytes, data: bytes) -> None:
-    """Store one block on one node (this one or a peer); returns after its fsync."""
+class PresenceHints:
+    """Whether to ask a holder if it has a block before sending it (one per put).
+
+    Asking (HAS_BLOCKS) costs a round trip and saves a block's bytes when the answer is yes: a
+    second put of the same bytes sends no data at all. While a holder keeps answering yes we keep
+    asking; after ``MISSES_BEFORE_SENDING`` noes in a row (a new file) we send directly and only
+    ask every ``PROBE_EVERY``-th block, to notice when the file starts matching again.
+    """
+
+    MISSES_BEFORE_SENDING = 2
+    PROBE_EVERY = 8
+
+    def __init__(self) -> None:
+        self._misses: dict[bytes, int] = {}
+        self._skipped: dict[bytes, int] = {}
+
+    def should_ask(self, node_id: bytes) -> bool:
+        if self._misses.get(node_id, 0) < self.MISSES_BEFORE_SENDING:
+            return True
+        skipped = self._skipped.get(node_id, 0) + 1
+        self._skipped[node_id] = skipped % self.PROBE_EVERY
+        return skipped >= self.PROBE_EVERY
+
+    def answer(self, node_id: bytes, *, present: bool) -> None:
+        self._misses[node_id] = 0 if present else self._misses.get(node_id, 0) + 1
+
+
+async def put_on(
+    rt: NodeRuntime,
+    node_id: bytes,
+    block_id: bytes,
+    data: bytes,
+    hints: PresenceHints | None = None,
+) -> None:
+    """Store one block on one node (this one or a peer); returns once it is durably there.
+
+    With ``hints``, a peer may first be asked whether it already holds the block (it answers
+    yes only for an intact copy), and then nothing is sent.
+    """
     if node_id == rt.node_id:
         # We computed block_id from these bytes ourselves: no need to hash them again.
         await rt.io(rt.blocks.put, block_id, data, verify=False)
         return
     conn = await rt.routing.connect(node_id)
-    await conn.request(PutBlock(block_id=block_id, data=data), timeout=rt.options.request_timeout)
+    timeout = rt.options.request_timeout
+    if hints is not None and hints.should_ask(node_id):
+        answer = await conn.request(HasBlocks(block_ids=(block_id,)), timeout=timeout)
+        assert isinstance(answer, HaveBlocks)
+        present = len(answer.present) == 1 and answer.present[0]
+        hints.answer(node_id, present=present)
+        if present:
+            return
+    await conn.request(PutBlock(block_id=block_id, data=data), timeout=timeout)
 
 
-async def place_block(rt: NodeRuntime, block_id: bytes, data: bytes, replicas: int) -> list[bytes]:
+async def place_block(
+    rt: NodeRuntime,
+    block_id: bytes,
+    data: bytes,
+    replicas: int,
+    hints: PresenceHints | None = None,
+) -> list[bytes]:
     """Store a block on up to ``replicas`` nodes, the closest to its ID first.
 
     A node that fails is replaced by the next closest. Returns the nodes that acknowledged
@@ -71,7 +122,7 @@ async def place_block(rt: NodeRuntime, block_id: bytes, data: bytes, replicas: i
         if not batch:
             break
         results = await asyncio.gather(
-            *(put_on(rt, n, block_id, data) for n in batch), return_exceptions=True
+            *(put_on(rt, n, block_id, data, hints) for n in batch), return_exceptions=True
         )
         for node_id, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from shoal.content import FileInfo, ManifestBuilder, Redundancy, seal_chunk
 from shoal.ids import encode_id
-from shoal.node.blocks import place_block
+from shoal.node.blocks import PresenceHints, place_block
 from shoal.node.runtime import NodeRuntime
 from shoal.node.types import StoreResult
 from shoal.node.window import OrderedWindow
@@ -41,9 +41,11 @@ class _Placed:
     copies: int
 
 
-async def _seal_and_place(rt: NodeRuntime, chunk: Buffer, replicas: int) -> _Placed:
+async def _seal_and_place(
+    rt: NodeRuntime, chunk: Buffer, replicas: int, hints: PresenceHints
+) -> _Placed:
     sealed = await rt.cpu(seal_chunk, rt.data.convergence_secret, chunk)
-    holders = await place_block(rt, sealed.block_id, sealed.data, replicas)
+    holders = await place_block(rt, sealed.block_id, sealed.data, replicas, hints)
     return _Placed(
         sealed.block_id, len(sealed.data), sealed.key, sealed.plaintext_size, len(holders)
     )
@@ -68,10 +70,11 @@ async def store_file(
     size = 0
     blocks = 0
     copies = wanted  # the fewest copies of any block so far
+    hints = PresenceHints()
 
     async def place(block_id: bytes, data: bytes) -> None:
         nonlocal blocks, copies
-        copies = min(copies, len(await place_block(rt, block_id, data, wanted)))
+        copies = min(copies, len(await place_block(rt, block_id, data, wanted, hints)))
         blocks += 1
 
     async def finish_oldest(window: OrderedWindow[_Placed]) -> None:
@@ -92,7 +95,7 @@ async def store_file(
             if window.full:
                 await finish_oldest(window)
             size += len(chunk)
-            window.start(_seal_and_place(rt, chunk, wanted))
+            window.start(_seal_and_place(rt, chunk, wanted, hints))
         while window:
             await finish_oldest(window)
 
