@@ -22,10 +22,8 @@ from shoal.errors import (
     CorruptBlock,
     NotFound,
     QuorumNotMet,
-    RemoteProtocolError,
     ShoalError,
     StorageError,
-    TransportError,
 )
 from shoal.ids import encode_id, short_id
 from shoal.protocol import BlockData, GetBlock, HasBlocks, HaveBlocks, PutBlock
@@ -178,9 +176,13 @@ async def fetch_block(rt: NodeRuntime, block_id: bytes, open_block: Callable[[by
             answer = await conn.request(
                 GetBlock(block_id=block_id), timeout=rt.options.request_timeout
             )
-            assert isinstance(answer, BlockData)
+        except ShoalError as exc:  # whatever a holder answers or fails with is its own failure
+            errors.append(f"{short_id(node_id)}: {exc}")
+            continue
+        assert isinstance(answer, BlockData)
+        try:
             return await rt.cpu(open_block, answer.data)
-        except (CorruptBlock, NotFound, TransportError, RemoteProtocolError) as exc:
+        except CorruptBlock as exc:
             errors.append(f"{short_id(node_id)}: {exc}")
     raise NotFound(
         f"block {short_id(block_id)} is not available: not stored here and "
