@@ -138,3 +138,55 @@ async def test_bootstrap_address_follows_a_node_recreated_with_a_new_key(cluster
     await manager.wait_until(lambda: manager.connection(new._rt.node_id) is not None, 15)
     states = {p.node_id: p.state for p in b.peers()}
     assert states == {old.node_id: PeerState.DOWN, new.node_id: PeerState.UP}
+
+
+def held_blocks(node: Node) -> set[str]:
+    """The block files a node holds on disk (what it could serve without the network)."""
+    root = node.data_dir / "blocks"
+    return {
+        p.name
+        for p in root.glob("*/*/*")
+        if p.is_file() and p.parent.parent.name not in ("tmp", "corrupt")
+    }
+
+
+async def test_five_nodes_r2_each_node_reads_what_it_does_not_hold(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    first = await cluster.add("n0", replicas=2)
+    nodes = [first] + [
+        await cluster.add(f"n{i}", peers=[first.listen_address], replicas=2) for i in range(1, 5)
+    ]
+    for node in nodes:
+        await node.wait_for_peers(4, timeout=15)
+    data = random_bytes(6 * 1024 * 1024 + 99)  # 7 data blocks and a root
+    result = await nodes[2].store_with_result("f.bin", data)
+    assert (result.replicas, result.replicas_wanted) == (2, 2)
+    held = {node.node_id: held_blocks(node) for node in nodes}
+    all_blocks = set().union(*held.values())
+    assert len(all_blocks) == result.blocks
+    # Every block is on exactly two nodes, so no node holds the whole file.
+    for block in all_blocks:
+        assert sum(block in h for h in held.values()) == 2
+    for node in nodes:
+        assert held[node.node_id] != all_blocks
+        async with node.get(result.cap) as reader:
+            assert await reader.read() == data
+        assert held_blocks(node) == held[node.node_id]  # a get stores nothing (no cache yet)
+
+
+async def test_a_node_that_joins_after_the_put_reads_the_file_over_the_network(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    a = await cluster.add("a")
+    b = await cluster.add("b", peers=[a.listen_address])
+    c = await cluster.add("c", peers=[a.listen_address])
+    for node in (a, b, c):
+        await node.wait_for_peers(2, timeout=15)
+    data = random_bytes(3 * 1024 * 1024 + 1)
+    cap = await a.store("f.bin", data)
+    late = await cluster.add("late", peers=[b.listen_address])
+    await late.wait_for_peers(3, timeout=15)
+    assert held_blocks(late) == set()
+    async with late.get(cap) as reader:
+        assert await reader.read() == data
