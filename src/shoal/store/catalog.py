@@ -147,7 +147,8 @@ def cid_of_cap(cap: str) -> str:
     try:
         decode_id(parts[2])
     except ValueError as exc:
-        raise InvalidCapability(f"cap has a malformed CID: {exc}") from exc
+        # Not the decoder's message: it quotes the text, which may be a misplaced key.
+        raise InvalidCapability("cap has a malformed CID (expected 52 base32 characters)") from exc
     return parts[2].lower()
 
 
