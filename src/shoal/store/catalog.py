@@ -148,7 +148,7 @@ def cid_of_cap(cap: str) -> str:
         decode_id(parts[2])
     except ValueError as exc:
         # Not the decoder's message: it quotes the text, which may be a misplaced key.
-        raise InvalidCapability("cap has a malformed CID (expected 52 base32 characters)") from exc
+        raise InvalidCapability("cap has a malformed CID (expected 52 base32 characters)") from None
     return parts[2].lower()
 
 

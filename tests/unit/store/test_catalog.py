@@ -415,3 +415,4 @@ def test_cap_errors_never_show_the_cap(catalog: Catalog) -> None:
         with pytest.raises(InvalidCapability) as info:
             cid_of_cap(bad)
         assert key[:8] not in str(info.value)
+        assert info.value.__cause__ is None
