@@ -146,7 +146,7 @@ def cid_of_cap(cap: str) -> str:
         raise InvalidCapability("not a shoal cap (expected shoal:r:<cid>:<key> or shoal:v:<cid>)")
     try:
         decode_id(parts[2])
-    except ValueError as exc:
+    except ValueError:
         # Not the decoder's message: it quotes the text, which may be a misplaced key.
         raise InvalidCapability("cap has a malformed CID (expected 52 base32 characters)") from None
     return parts[2].lower()
