@@ -6,9 +6,10 @@ Layout (see docs/content-format.md)::
       node.key          Ed25519 private key, PKCS#8 PEM, mode 0600
       node.crt          self-signed certificate for node.key, rewritten on every start
       convergence.key   32-byte convergence secret as hex, mode 0600 (share it to dedupe as a group)
-      config.toml       listen address, bootstrap peers, replicas, network name
+      config.toml       listen address, bootstrap peers, replicas, network name, storage limits
       shoal.db          SQLite catalog (WAL): names, pins, peers
-      blocks/           one file per block: blocks/<2>/<2>/<block id>
+      blocks/           one file per block: blocks/<2>/<2>/<block id>; tmp/, corrupt/
+      node.lock         held (flock) by the running node; holds its pid (see docs/storage.md)
       api.json          address and token of the running node's local HTTP API (while running)
 """
 
@@ -25,6 +26,7 @@ from shoal import defaults
 from shoal.errors import ConfigError
 from shoal.store.files import write_file_atomic
 from shoal.transport.identity import Identity
+from shoal.units import parse_size
 
 KEY_FILE = "node.key"
 SECRET_FILE = "convergence.key"
@@ -41,10 +43,16 @@ class NodeConfig:
     peers: list[str] = field(default_factory=list)
     replicas: int = defaults.REPLICAS
     network: str = defaults.OPEN_NETWORK
+    #: Most bytes of blocks the node keeps (``node.max_storage``); None: no limit but the
+    #: reserve.
+    max_storage: int | None = None
+    #: Free disk the node never uses (``node.reserved_space``); None: 5% of the file system,
+    #: at most 1 GiB.
+    reserved_space: int | None = None
 
     def to_toml(self) -> str:
         peers = ", ".join(f'"{p}"' for p in self.peers)
-        return (
+        text = (
             "# Shoal node configuration. Command-line flags override these values.\n"
             "[node]\n"
             f'listen = "{self.listen}"\n'
@@ -52,6 +60,11 @@ class NodeConfig:
             f"replicas = {self.replicas}\n"
             f'network = "{self.network}"\n'
         )
+        if self.max_storage is not None:
+            text += f"max_storage = {_size_toml(self.max_storage)}\n"
+        if self.reserved_space is not None:
+            text += f"reserved_space = {_size_toml(self.reserved_space)}\n"
+        return text
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: Path) -> NodeConfig:
@@ -71,7 +84,37 @@ class NodeConfig:
             raise ConfigError(f"{source}: node.replicas must be an integer from 1 to 16")
         if not isinstance(network, str) or not 0 < len(network) <= 64:
             raise ConfigError(f"{source}: node.network must be a name of 1 to 64 characters")
-        return cls(listen=listen, peers=list(peers), replicas=replicas, network=network)
+        return cls(
+            listen=listen,
+            peers=list(peers),
+            replicas=replicas,
+            network=network,
+            max_storage=_size_setting(node, "max_storage", source),
+            reserved_space=_size_setting(node, "reserved_space", source),
+        )
+
+
+_SIZE_UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
+def _size_toml(size: int) -> str:
+    """A size as TOML that reads back exactly: ``"50GiB"`` when a unit divides it, else bytes."""
+    for unit, factor in _SIZE_UNITS:
+        if size and size % factor == 0:
+            return f'"{size // factor}{unit}"'
+    return str(size)
+
+
+def _size_setting(node: dict[str, Any], key: str, source: Path) -> int | None:
+    """``node.<key>`` as bytes (a size such as "50GiB" or an integer), or None if absent."""
+    if key not in node:
+        return None
+    value = node[key]
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ConfigError(
+            f'{source}: node.{key} must be a number of bytes or a size such as "50GiB"'
+        )
+    return parse_size(value, what=f"node.{key} in {source}")
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,16 @@ async def store_file(
             copies,
             wanted,
         )
-    entry = CatalogEntry(name=name, cap=cap_text, size=size, media_type=media_type, created=now)
+    entry = CatalogEntry(
+        name=name,
+        cap=cap_text,
+        size=size,
+        media_type=media_type,
+        created=now,
+        mtime=mtime,
+        replicas=copies,
+        replicas_wanted=wanted,
+    )
     await rt.io(rt.catalog.put_file, entry)
     log.info("stored %s (%d bytes, %d blocks, cid %s)", name, size, blocks, encode_id(cap.cid))
     return StoreResult(

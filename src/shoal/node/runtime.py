@@ -61,6 +61,11 @@ class RuntimeOptions:
     backoff: Backoff = field(default_factory=Backoff)
     cpu_threads: int = max(2, os.cpu_count() or 2)
     io_threads: int = 8
+    #: Most bytes of blocks kept; None: config.toml's node.max_storage (default: no limit).
+    max_storage: int | None = None
+    #: Free disk never used; None: config.toml's node.reserved_space (default: 5% of the
+    #: file system, at most 1 GiB); 0: no reserve.
+    reserved_space: int | None = None
 
 
 class NodeRuntime:
@@ -70,7 +75,18 @@ class NodeRuntime:
         self.data = data
         self.options = options
         self.node_id = data.identity.node_id
-        self.blocks = BlockStore(data.blocks_path)
+        # A flag (options) wins over config.toml, which wins over the store's default (None).
+        self.blocks = BlockStore(
+            data.blocks_path,
+            max_bytes=(
+                data.config.max_storage if options.max_storage is None else options.max_storage
+            ),
+            reserve_bytes=(
+                data.config.reserved_space
+                if options.reserved_space is None
+                else options.reserved_space
+            ),
+        )
         self.catalog = Catalog(data.catalog_path)
         self._cpu = ThreadPoolExecutor(options.cpu_threads, thread_name_prefix="shoal-cpu")
         self._io = ThreadPoolExecutor(options.io_threads, thread_name_prefix="shoal-io")

@@ -51,7 +51,9 @@ class RequestHandler:
             return BlockData(block_id=message.block_id, data=data)
         if isinstance(message, HasBlocks):
             ids = message.block_ids
-            present = await rt.io(lambda: tuple(rt.blocks.has(b) for b in ids))
+            # verify=True: a copy that fails its hash is not "present" (a stat per stamped
+            # block; see docs/storage.md).
+            present = await rt.io(lambda: tuple(rt.blocks.has(b, verify=True) for b in ids))
             return HaveBlocks(present=present)
         if isinstance(message, GetPeers):
             shared = [

@@ -23,9 +23,25 @@ def cap(seed: int) -> str:
     return f"shoal:r:{cid(seed)}:{encode_id(sha256(b'key' + seed.to_bytes(4, 'big')))}"
 
 
-def entry(name: str, seed: int, *, size: int = 10, created: float = 1000.0) -> CatalogEntry:
+def entry(
+    name: str,
+    seed: int,
+    *,
+    size: int = 10,
+    created: float = 1000.0,
+    mtime: float | None = None,
+    replicas: int | None = None,
+    wanted: int | None = None,
+) -> CatalogEntry:
     return CatalogEntry(
-        name=name, cap=cap(seed), size=size, media_type="text/plain", created=created
+        name=name,
+        cap=cap(seed),
+        size=size,
+        media_type="text/plain",
+        created=created,
+        mtime=mtime,
+        replicas=replicas,
+        replicas_wanted=wanted,
     )
 
 
@@ -213,3 +229,190 @@ def test_concurrent_use_from_threads(catalog: Catalog) -> None:
     assert names == {f"t{t}-{i}" for t in range(8) for i in range(0, 25, 2)}
     assert catalog.pins() == {cid(t * 1000 + i) for t in range(8) for i in range(0, 25, 2)}
     assert catalog.peers() == [(f"peer-{t}", ["127.0.0.1:24"], 24.0) for t in range(8)]
+
+
+# -- schema v2: replicas, mtime, peer failures ----------------------------------------------
+
+# The version-1 schema exactly as Shoal created it (not imported: the test pins the old format).
+_V1_SCHEMA = (
+    """CREATE TABLE files (
+        name TEXT PRIMARY KEY,
+        cap TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        media_type TEXT NOT NULL,
+        created REAL NOT NULL
+    )""",
+    "CREATE INDEX files_cid ON files (cid)",
+    "CREATE TABLE pins (cid TEXT PRIMARY KEY, pinned_at REAL NOT NULL)",
+    """CREATE TABLE peers (
+        node_id TEXT PRIMARY KEY,
+        addresses TEXT NOT NULL,
+        last_seen REAL NOT NULL
+    )""",
+)
+
+
+def make_v1(path: Path, *extra: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        raw.execute("PRAGMA journal_mode=WAL")
+        for statement in (*_V1_SCHEMA, *extra):
+            raw.execute(statement)
+        raw.execute(
+            "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
+            ("old.txt", cap(7), cid(7), 123, "text/plain", 50.0),
+        )
+        raw.execute("INSERT INTO pins VALUES (?, ?)", (cid(7), 50.0))
+        raw.execute("INSERT INTO peers VALUES (?, ?, ?)", ("peer-old", '["10.0.0.1:7000"]', 40.0))
+        raw.execute("PRAGMA user_version = 1")
+    finally:
+        raw.close()
+
+
+def columns(path: Path, table: str) -> list[str]:
+    raw = sqlite3.connect(path)
+    try:
+        return [row[1] for row in raw.execute(f"PRAGMA table_info({table})")]
+    finally:
+        raw.close()
+
+
+def user_version(path: Path) -> int:
+    raw = sqlite3.connect(path)
+    try:
+        return int(raw.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        raw.close()
+
+
+def test_migration_from_v1_keeps_every_row(db_path: Path) -> None:
+    make_v1(db_path)
+    with Catalog(db_path) as cat:
+        assert user_version(db_path) == catalog_module.SCHEMA_VERSION == 2
+        old = cat.get_file("old.txt")
+        assert old == CatalogEntry(
+            name="old.txt", cap=cap(7), size=123, media_type="text/plain", created=50.0
+        )
+        assert old is not None
+        assert (old.mtime, old.replicas, old.replicas_wanted) == (None, None, None)
+        assert not old.under_replicated
+        assert cat.pins() == {cid(7)}
+        assert cat.peers() == [("peer-old", ["10.0.0.1:7000"], 40.0)]
+        (record,) = cat.peer_records()
+        assert (record.failures, record.last_failure) == (0, None)
+        assert cat.under_replicated() == []  # unknown counts are not reported as missing
+        # The migrated file takes new rows.
+        cat.put_file(entry("new", 8, replicas=2, wanted=3, mtime=9.5))
+        assert [e.name for e in cat.under_replicated()] == ["new"]
+    with Catalog(db_path) as again:  # reopening a v2 file migrates nothing
+        assert again.get_file("new") == entry("new", 8, replicas=2, wanted=3, mtime=9.5)
+
+
+def test_a_failed_migration_leaves_version_1_intact(db_path: Path) -> None:
+    # An object in the way of the v2 migration makes it fail halfway through.
+    make_v1(db_path, "CREATE TABLE peers_last_seen (x)")
+    with pytest.raises(StorageError, match="peers_last_seen"):
+        Catalog(db_path)
+    assert user_version(db_path) == 1
+    assert "replicas" not in columns(db_path, "files")
+    assert "failures" not in columns(db_path, "peers")
+    raw = sqlite3.connect(db_path)
+    raw.execute("DROP TABLE peers_last_seen")
+    raw.commit()
+    raw.close()
+    with Catalog(db_path) as cat:
+        assert cat.get_file("old.txt") is not None
+    assert "replicas" in columns(db_path, "files")
+
+
+def test_replicas_and_mtime_round_trip(catalog: Catalog) -> None:
+    full = entry("full", 1, replicas=3, wanted=3, mtime=1.25)
+    short = entry("short", 2, replicas=1, wanted=3)
+    unknown = entry("unknown", 3)
+    for item in (full, short, unknown):
+        catalog.put_file(item)
+    assert catalog.get_file("full") == full
+    assert catalog.list_files() == [full, short, unknown]
+    assert catalog.under_replicated() == [short]
+    assert short.under_replicated
+    assert not full.under_replicated
+
+    assert catalog.set_replicas("short", 3) is True
+    assert catalog.under_replicated() == []
+    assert catalog.set_replicas("missing", 3) is False
+    assert catalog.remove_file("short") == entry("short", 2, replicas=3, wanted=3)
+
+
+def test_replica_counts_are_validated(catalog: Catalog) -> None:
+    with pytest.raises(ValueError):
+        catalog.put_file(entry("a", 1, replicas=1))
+    with pytest.raises(ValueError):
+        catalog.put_file(entry("a", 1, replicas=-1, wanted=3))
+    assert catalog.list_files() == []
+
+
+def test_entry_stays_positional() -> None:
+    # Callers that build entries positionally (five fields) keep working.
+    made = CatalogEntry("n", cap(1), 5, "text/plain", 2.0)
+    assert (made.mtime, made.replicas, made.replicas_wanted) == (None, None, None)
+
+
+def test_peer_failures_forget_and_prune(catalog: Catalog) -> None:
+    catalog.upsert_peer("a", ["10.0.0.1:1"], 100.0)
+    catalog.upsert_peer("b", ["10.0.0.2:1"], 200.0)
+    catalog.upsert_peer("c", ["10.0.0.3:1"], 300.0)
+    assert catalog.record_peer_failure("a", 150.0) == 1
+    assert catalog.record_peer_failure("a", 160.0) == 2
+    assert catalog.record_peer_failure("unknown", 160.0) == 0
+    assert catalog.peers() == [  # the old shape is unchanged
+        ("a", ["10.0.0.1:1"], 100.0),
+        ("b", ["10.0.0.2:1"], 200.0),
+        ("c", ["10.0.0.3:1"], 300.0),
+    ]
+    a = catalog.peer_records()[0]
+    assert (a.failures, a.last_failure) == (2, 160.0)
+
+    # Seen again: failures reset.
+    catalog.upsert_peer("a", ["10.0.0.1:1"], 400.0)
+    assert catalog.peer_records()[0].failures == 0
+    catalog.record_peer_failure("b", 500.0)
+
+    assert catalog.prune_peers(seen_before=350.0, min_failures=1) == 1  # b only
+    assert [p[0] for p in catalog.peers()] == ["a", "c"]
+    assert catalog.prune_peers(seen_before=350.0) == 1  # c
+    assert catalog.forget_peer("a") is True
+    assert catalog.forget_peer("a") is False
+    assert catalog.peers() == []
+
+
+def test_max_peers_keeps_the_most_recently_seen(db_path: Path) -> None:
+    with Catalog(db_path, max_peers=10) as cat:
+        for i in range(500):  # 500 throwaway identities
+            cat.upsert_peer(f"peer-{i:03d}", ["10.0.0.1:1"], float(i))
+        assert [p[0] for p in cat.peers()] == [f"peer-{i:03d}" for i in range(490, 500)]
+        # A peer seen again moves up; the least recently seen goes.
+        cat.upsert_peer("peer-490", ["10.0.0.1:1"], 1000.0)
+        cat.upsert_peer("newcomer", [], 600.0)
+        assert len(cat.peers()) == 10
+        assert "peer-491" not in {p[0] for p in cat.peers()}
+        assert "peer-490" in {p[0] for p in cat.peers()}
+    with Catalog(db_path, max_peers=3) as smaller:  # a lower cap applies at open
+        assert [p[0] for p in smaller.peers()] == ["newcomer", "peer-490", "peer-499"]
+
+
+def test_peer_addresses_are_bounded(catalog: Catalog) -> None:
+    many = [f"10.0.{i // 256}.{i % 256}:7000" for i in range(100)]
+    catalog.upsert_peer("p", ["x" * 301, *many], 1.0)
+    (_, kept, _) = catalog.peers()[0]
+    assert kept == many[: catalog_module.MAX_PEER_ADDRESSES]
+
+
+def test_cap_errors_never_show_the_cap(catalog: Catalog) -> None:
+    key = encode_id(sha256(b"secret key"))
+    for bad in [f"shoal-r:{cid(1)}:{key}", f"shoal:r:{key[:-1]}!:{key}", f"x:{key}"]:
+        with pytest.raises(InvalidCapability) as info:
+            cid_of_cap(bad)
+        assert key[:8] not in str(info.value)
+        assert info.value.__cause__ is None
