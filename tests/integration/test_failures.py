@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal import InvalidCapability, Node, NotFound, QuorumNotMet, StorageError
+from shoal import ConfigError, InvalidCapability, Node, NotFound, QuorumNotMet, StorageError
 from tests.conftest import SmallDisk
 from tests.integration.conftest import Cluster
 
@@ -173,3 +173,19 @@ async def test_a_cap_with_a_wrong_key_touches_nothing_and_the_right_cap_still_re
 
 def node_dir(cluster: Cluster, node: Node) -> str:
     return Path(node.data_dir).name
+
+
+async def test_a_second_node_on_the_same_data_dir_is_refused_and_the_first_keeps_working(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    a = await cluster.add("a")
+    data = random_bytes(100_000)
+    cap = await a.store("f.bin", data)
+    with pytest.raises(ConfigError, match=r"in use by another running node \(pid \d+\)"):
+        async with Node.start(a.data_dir, listen="127.0.0.1:0"):
+            pass
+    async with a.get(cap) as reader:
+        assert await reader.read() == data
+    cap2 = await a.store("g.bin", random_bytes(50_000))  # and it still stores
+    async with a.get(cap2) as reader:
+        assert len(await reader.read()) == 50_000

@@ -33,7 +33,7 @@ from shoal.protocol import (
     GetPeers,
     Peers,
 )
-from shoal.store import BlockStore, Catalog
+from shoal.store import BlockStore, Catalog, DataDirLock
 from shoal.transport import Backoff, ConnectionManager, PeerConnection
 from shoal.transport.routing import FullMeshRouting, Routing
 
@@ -72,6 +72,17 @@ class NodeRuntime:
     """Everything a running node owns. ``start()`` then ``aclose()``."""
 
     def __init__(self, data: DataDir, options: RuntimeOptions) -> None:
+        # First of all: one node per data dir. Opening the block store clears its tmp/, which
+        # would pull the floor from under another node still writing there.
+        self._lock = DataDirLock(data.path)
+        self._lock.acquire()
+        try:
+            self._open(data, options)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, data: DataDir, options: RuntimeOptions) -> None:
         self.data = data
         self.options = options
         self.node_id = data.identity.node_id
@@ -133,6 +144,7 @@ class NodeRuntime:
         self._cpu.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self._io.shutdown, wait=True)
         self.catalog.close()
+        self._lock.release()
 
     # -- threads -------------------------------------------------------------------------------
 
