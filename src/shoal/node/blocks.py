@@ -80,8 +80,10 @@ async def put_on(
     yes only for an intact copy), and then nothing is sent.
     """
     if node_id == rt.node_id:
-        # We computed block_id from these bytes ourselves: no need to hash them again.
-        await rt.io(rt.blocks.put, block_id, data, verify=False)
+        # An intact copy is found by one stat (the store's stamp); only a missing or damaged
+        # one is written. We computed block_id from these bytes: no need to hash them again.
+        if not await rt.io(rt.blocks.has, block_id, verify=True):
+            await rt.io(rt.blocks.put, block_id, data, verify=False)
         return
     conn = await rt.routing.connect(node_id)
     timeout = rt.options.request_timeout
