@@ -29,9 +29,7 @@ def put(
 ) -> tuple[dict[bytes, bytes], list[tuple[bytes, bytes]], ReadCap]:
     """Store ``data``; return (block store, blocks in emission order, read cap)."""
     chunker = Chunker(chunk_size)
-    builder = ManifestBuilder(
-        secret, chunk_size=chunk_size, fanout=fanout, redundancy=redundancy
-    )
+    builder = ManifestBuilder(secret, chunk_size=chunk_size, fanout=fanout, redundancy=redundancy)
     emitted: list[tuple[bytes, bytes]] = []
 
     def add(chunk: bytes) -> None:

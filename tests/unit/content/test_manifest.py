@@ -147,7 +147,7 @@ def test_load_manifest_checks_the_hash_first() -> None:
     # Garbage that does not match its ID is corrupt, not malformed: another holder may have it.
     with pytest.raises(CorruptBlock):
         load_manifest(bytes(32), b"\xc1 not msgpack")
-    with pytest.raises(IntegrityError, match="manifest block .*: malformed"):
+    with pytest.raises(IntegrityError, match=r"manifest block .*: malformed"):
         load_manifest(sha256(b"\xc1"), b"\xc1")
 
 
@@ -240,7 +240,7 @@ def test_malformed_manifests_are_rejected(data: bytes, message: str) -> None:
 
 def test_too_many_children_is_rejected_before_reading_them() -> None:
     data = raw(f=32768, c=[[ID, 20]] * 32769)
-    with pytest.raises(IntegrityError, match="32769 entries .* at most 32768"):
+    with pytest.raises(IntegrityError, match=r"32769 entries .* at most 32768"):
         Manifest.decode(data)
 
 
