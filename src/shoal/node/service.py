@@ -35,6 +35,7 @@ Data = bytes | bytearray | memoryview | IO[bytes] | AsyncIterable[bytes] | os.Pa
 Progress = Callable[[int], None]  # called with the number of bytes just done
 
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
+_DELETE_BATCH = 256  # block deletes per trip to the I/O pool
 
 
 class FileReader:
@@ -335,13 +336,22 @@ class Node:
     async def drop_local_copy(self, name_or_cap: str) -> int:
         """Delete this node's local blocks of a file (as the demo does); return how many."""
         cap = await self.resolve(name_or_cap)
-        deleted = 0
+        blocks = self._rt.blocks
+
+        def delete(ids: list[bytes]) -> int:
+            return sum(blocks.delete(block_id) for block_id in ids)
+
         # A streaming, keyless walk: each manifest is read before its ID comes out, so deleting
-        # it as the walk goes is safe; memory stays bounded whatever the tree.
+        # it as the walk goes is safe; memory stays bounded whatever the tree. Deletes go to
+        # the I/O pool in batches (one thread hop per batch, not per block).
+        deleted = 0
+        batch: list[bytes] = []
         async for block_id in walk_block_ids(self._rt, cap.cid):
-            if await self._rt.io(self._rt.blocks.delete, block_id):
-                deleted += 1
-        return deleted
+            batch.append(block_id)
+            if len(batch) == _DELETE_BATCH:
+                deleted += await self._rt.io(delete, batch)
+                batch = []
+        return deleted + await self._rt.io(delete, batch)
 
     # -- peers and status ----------------------------------------------------------------------
 
