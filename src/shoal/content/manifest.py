@@ -68,7 +68,7 @@ MANIFEST_VERSION = 2
 """Format version of every manifest this code writes and the only one it reads."""
 
 MAX_DEPTH = 8
-"""Deepest root: with the default fanout depth 1 already covers 16 TiB of 1 MiB chunks."""
+"""Deepest root: with the default chunk size and fanout, depth 1 already covers 256 TiB."""
 
 MAX_CHILDREN = 32768
 """Largest fanout: a full manifest is then about 2.4 MB, well under :data:`MAX_BLOCK_SIZE`."""
