@@ -64,9 +64,9 @@ async def test_the_same_bytes_get_the_same_cap_whatever_the_name_and_time(
     assert await other.store("holiday.jpg", data) != first
 
 
-def small_tower(width: int) -> tuple[dict[bytes, bytes], Ref]:
-    """9 manifests, each listing the one below ``width`` times, over one 0-byte chunk: a
-    '0-byte file' of width**9 leaves in 10 blocks."""
+def tower(width: int) -> tuple[dict[bytes, bytes], Ref]:
+    """The issue's tree: 9 manifests, each listing the one below ``width`` times, over one
+    0-byte chunk: a '0-byte file' of width**9 leaves in 10 blocks."""
     store: dict[bytes, bytes] = {}
     ref = chunk(store, b"")
     for depth in range(9):
@@ -78,10 +78,10 @@ async def test_a_get_of_an_endless_tree_fails_at_once_and_touches_nothing(
     cluster: Cluster,
 ) -> None:
     node = await cluster.add("a")
-    store, root = small_tower(1024)
+    store, root = tower(MAX_CHILDREN)
     await write_blocks(node, store)
     cap = str(cap_of(root))
-    with pytest.raises(IntegrityError, match="lists 1024 children where the 0 bytes"):
+    with pytest.raises(IntegrityError, match="lists 32768 children where the 0 bytes"):
         async with node.get(cap) as reader:
             await reader.read()
     with pytest.raises(IntegrityError, match="larger than"):
