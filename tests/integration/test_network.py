@@ -32,9 +32,12 @@ async def test_store_on_one_get_on_each_other(
     for node in (a, b, c):
         async with node.get(cap) as reader:
             assert reader.size == len(data)
-            assert reader.name == "picture_1.png"
+            # Names are not part of a file: got by cap, it has none (the CID stands in).
+            assert (reader.name, reader.media_type) == (None, "application/octet-stream")
+            assert cap.startswith(f"shoal:r:{reader.cid}:")
             assert await reader.read() == data
     async with c.get("picture_1.png") as reader:
+        assert (reader.name, reader.media_type) == ("picture_1.png", "image/png")
         assert await reader.read() == data
     with pytest.raises(NotFound):
         async with a.get("picture_1.png"):

@@ -1,4 +1,4 @@
-"""Pure content layer: chunking, encryption, manifests and capability strings.
+"""Pure content layer: chunking, encryption, manifests, tree walks and capability strings.
 
 No I/O, no clocks, no randomness: every input is passed in. Format: ``docs/content-format.md``.
 """
@@ -22,37 +22,52 @@ from shoal.content.crypto import (
 )
 from shoal.content.manifest import (
     MANIFEST_VERSION,
-    ChildKey,
+    MAX_BLOCK_SIZE,
+    MAX_CHILDREN,
+    MAX_CHUNK_SIZE,
+    MAX_DEPTH,
+    MAX_FILE_SIZE,
     ChildRef,
-    FileInfo,
     Manifest,
     Redundancy,
     SealedPart,
     load_manifest,
     manifest_key,
-    open_manifest,
+    open_sealed,
 )
-from shoal.content.tree import (
-    ManifestBuilder,
-    TreeReader,
-    iter_tree,
-    open_child,
-    open_root,
-    walk_blocks,
+from shoal.content.tree import ManifestBuilder, TreeReader, iter_tree, walk_blocks
+from shoal.content.walk import (
+    BlockRef,
+    BlockWalk,
+    DataRef,
+    FileInfo,
+    FileWalk,
+    NeedManifest,
+    OpenedManifest,
 )
 
 __all__ = [
     "CHUNK_SIZE",
     "KEY_SIZE",
     "MANIFEST_VERSION",
+    "MAX_BLOCK_SIZE",
+    "MAX_CHILDREN",
+    "MAX_CHUNK_SIZE",
+    "MAX_DEPTH",
+    "MAX_FILE_SIZE",
     "PROFILE",
     "TAG_SIZE",
-    "ChildKey",
+    "BlockRef",
+    "BlockWalk",
     "ChildRef",
     "Chunker",
+    "DataRef",
     "FileInfo",
+    "FileWalk",
     "Manifest",
     "ManifestBuilder",
+    "NeedManifest",
+    "OpenedManifest",
     "ReadCap",
     "Redundancy",
     "SealedChunk",
@@ -67,10 +82,8 @@ __all__ = [
     "load_manifest",
     "looks_like_cap",
     "manifest_key",
-    "open_child",
     "open_chunk",
-    "open_manifest",
-    "open_root",
+    "open_sealed",
     "parse_cap",
     "seal_chunk",
     "walk_blocks",

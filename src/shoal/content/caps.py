@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shoal.errors import InvalidCapability
-from shoal.ids import ID_SIZE, decode_id, encode_id
+from shoal.ids import ID_SIZE, ID_TEXT_LENGTH, decode_id, encode_id
 
 __all__ = [
     "CAP_PREFIX",
@@ -31,13 +31,27 @@ VERIFY_PREFIX = "shoal:v:"
 
 _EXPECTED = "expected 'shoal:r:<cid>:<key>' or 'shoal:v:<cid>' with 52-character base32 fields"
 
-# A read cap is 8 + 52 + 1 + 52 characters. Echoing at most the first 60 characters of bad input
-# shows the prefix and the CID but never the key, so error messages are safe to log.
-_SHOWN = 60
+# Error messages never echo the input: a malformed read cap may hold a real key anywhere (in
+# the key field, or shifted into the CID field by a missing or extra colon). They show at most
+# the recognised prefix and the first few characters of the CID field, fewer than any useful
+# part of a key, replaced by '?' unless printable ASCII (no control characters in logs).
+_SHOWN_CID = 6
+_BASE32 = frozenset("abcdefghijklmnopqrstuvwxyz234567")
 
 
-def _shown(text: str) -> str:
-    return repr(text[:_SHOWN] + ("..." if len(text) > _SHOWN else ""))
+def _shown(prefix: str, cid_field: str) -> str:
+    start = "".join(c if " " < c < "\x7f" else "?" for c in cid_field[:_SHOWN_CID])
+    more = "..." if len(cid_field) > _SHOWN_CID else ""
+    return f"'{prefix}{start}{more}'"
+
+
+def _field_problem(value: str) -> str:
+    """Why ``value`` is not the text of a 32-byte ID, described without quoting it."""
+    if len(value) != ID_TEXT_LENGTH:
+        return f"expected {ID_TEXT_LENGTH} base32 characters, got {len(value)}"
+    if not set(value.lower()) <= _BASE32:
+        return "not base32 (letters a-z and digits 2-7 only)"
+    return "not the canonical base32 text of 32 bytes (check the last character)"
 
 
 def _check_field(what: str, raw: bytes) -> None:
@@ -106,22 +120,23 @@ class ReadCap:
         """
         cap = parse_cap(text)
         if not isinstance(cap, ReadCap):
+            # Shown short: a key pasted as 'shoal:v:<key>' parses as a verify cap.
             raise InvalidCapability(
-                f"{_shown(text.strip())} is a verify cap, which can check a file but not read "
-                "it; a read cap 'shoal:r:<cid>:<key>' is needed"
+                f"{_shown(VERIFY_PREFIX, encode_id(cap.cid))} is a verify cap, which can check "
+                "a file but not read it; a read cap 'shoal:r:<cid>:<key>' is needed"
             )
         return cap
 
 
-def _decode(what: str, value: str, text: str) -> bytes:
+def _decode(what: str, value: str, prefix: str, cid_field: str) -> bytes:
     try:
         return decode_id(value)
-    except ValueError as exc:
-        # decode_id's message quotes the field; never quote a (possibly real) key.
-        detail = f": {exc}" if what == "cid" else ""
+    except ValueError:
+        # decode_id's message quotes the field, which may be a key: describe it instead.
         raise InvalidCapability(
-            f"bad {what} in capability {_shown(text)}{detail}; {_EXPECTED}"
-        ) from exc
+            f"bad {what} in capability {_shown(prefix, cid_field)}: {_field_problem(value)}; "
+            f"{_EXPECTED}"
+        ) from None
 
 
 def parse_cap(text: str) -> ReadCap | VerifyCap:
@@ -135,26 +150,34 @@ def parse_cap(text: str) -> ReadCap | VerifyCap:
         The :class:`ReadCap` or :class:`VerifyCap`.
 
     Raises:
-        InvalidCapability: Anything else; the message says what was expected.
+        InvalidCapability: Anything else; the message says what was expected, and shows at most
+            the prefix and the first characters of the CID field (never a key).
     """
     if not isinstance(text, str):
         raise InvalidCapability(f"a capability must be a string, got {type(text).__name__}")
-    stripped = text.strip()
-    parts = stripped.split(":")
+    parts = text.strip().split(":")
     kind = parts[1].lower() if len(parts) > 1 else ""
     if parts[0].lower() != "shoal" or kind not in ("r", "v"):
-        raise InvalidCapability(f"not a capability: {_shown(stripped)}; {_EXPECTED}")
+        raise InvalidCapability(f"not a capability; {_EXPECTED}")
+    prefix = READ_PREFIX if kind == "r" else VERIFY_PREFIX
+    fields = parts[2:]
     if kind == "r":
-        if len(parts) != 4:
+        if len(fields) != 2:
             raise InvalidCapability(
-                f"a read cap has the form 'shoal:r:<cid>:<key>', got {_shown(stripped)}"
+                f"a read cap has the form 'shoal:r:<cid>:<key>' (two fields after "
+                f"'shoal:r:'), got {len(fields)} field(s)"
             )
-        return ReadCap(_decode("cid", parts[2], stripped), _decode("key", parts[3], stripped))
-    if len(parts) != 3:
-        raise InvalidCapability(
-            f"a verify cap has the form 'shoal:v:<cid>', got {_shown(stripped)}"
+        cid_field, key_field = fields
+        return ReadCap(
+            _decode("cid", cid_field, prefix, cid_field),
+            _decode("key", key_field, prefix, cid_field),
         )
-    return VerifyCap(_decode("cid", parts[2], stripped))
+    if len(fields) != 1:
+        raise InvalidCapability(
+            f"a verify cap has the form 'shoal:v:<cid>' (one field after 'shoal:v:'), "
+            f"got {len(fields)} field(s)"
+        )
+    return VerifyCap(_decode("cid", fields[0], prefix, fields[0]))
 
 
 def looks_like_cap(text: str) -> bool:

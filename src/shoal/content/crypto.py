@@ -196,15 +196,23 @@ def seal_chunk(secret: bytes, plaintext: Buffer) -> SealedChunk:
 
 
 def open_chunk(
-    key: bytes, block_id: bytes, data: Buffer, *, plaintext_size: int | None = None
+    key: bytes,
+    block_id: bytes,
+    data: Buffer,
+    *,
+    plaintext_size: int | None = None,
+    stored_size: int | None = None,
 ) -> bytes:
     """Check a stored chunk against its ID, then decrypt it.
+
+    The bytes are hashed exactly once, first: callers (and the store) need not hash again.
 
     Args:
         key: The chunk key from the manifest.
         block_id: The ID the manifest gives for this chunk.
         data: The stored bytes as fetched.
         plaintext_size: If given, the plaintext length the manifest promises.
+        stored_size: If given, the stored length the manifest promises.
 
     Returns:
         The plaintext.
@@ -220,6 +228,10 @@ def open_chunk(
     name = encode_id(block_id)
     if sha256(data) != block_id:
         raise CorruptBlock(f"block {name} does not match its hash; fetch it from another peer")
+    size = memoryview(data).nbytes
+    if stored_size is not None and size != stored_size:
+        # The block is intact (its hash matched): the manifest that lists it lies.
+        raise IntegrityError(f"block {name} is {size} bytes, its manifest says {stored_size}")
     try:
         plaintext = decrypt(key, data)
     except AuthenticationFailed as exc:

@@ -1,29 +1,36 @@
-"""Manifests: the blocks that describe a file, in a tree when the file is large.
+"""Manifests: the blocks that describe a file's bytes, in a tree when the file is large.
 
 How it works: a manifest is a msgpack map with a plaintext *verify part* (format version, depth,
-redundancy, and for each child its block ID and stored size) and a *sealed part*: the AES-256-GCM
-ciphertext of another msgpack map holding, for each child, its key and plaintext size and, at the
-root only, the file's name, size, media type and times. Any node can check and repair a file from
-the verify parts alone; only a holder of the root key can read it. The sealed part is encrypted
-like a chunk, under a convergent key derived from its own plaintext (a separate PRF label).
+the file's chunk size and fanout, redundancy, and for each child its block ID and stored size)
+and a *sealed part*: the AES-256-GCM ciphertext of another msgpack map that holds each child's
+key and, at the root only, the object kind (``"file"``) and the file's size. Nothing else: no
+name, media type or time, so the same bytes of one owner (same chunk size, fanout and
+redundancy) always give the same blocks and the same cap. Any node can walk, check and repair a
+file from the verify parts alone; only a holder of the root key can read it. The sealed part is
+encrypted like a chunk, under a convergent key derived from its own plaintext (another PRF
+label).
 
-A manifest of depth 0 lists data blocks; one of depth d > 0 lists manifests of depth d - 1. The
-builder fills one node per level; a full node is sealed only when one more entry arrives at its
-level, so a file of at most ``fanout`` chunks has a single depth-0 root, and any root of depth > 0
-has at least two children. For a child manifest, ``plaintext_size`` is the number of file bytes
-below it, which lets readers check every subtree's size. The byte-exact format is in
-``docs/content-format.md``.
+A manifest of depth 0 lists data blocks; one of depth d > 0 lists manifests of depth d - 1.
+Children's plaintext sizes are not stored: the tree's shape fixes them (every child but the last
+of a depth-d node covers exactly ``chunk_size * fanout**d`` bytes), and readers check the shape
+as they go (:mod:`shoal.content.walk`).
+
+Decoding reads exactly the canonical encoding that :meth:`Manifest.encode` writes, with
+:mod:`shoal.content.codec`: bounded, without recursion, never echoing a value. This module checks
+what one manifest can say about itself; the walk checks how manifests fit together. The
+byte-exact format is in ``docs/content-format.md``.
 """
 
 from __future__ import annotations
 
-import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from shoal import defaults
+from shoal.content.codec import Malformed, Reader
 from shoal.content.crypto import (
     KEY_SIZE,
     MANIFEST_KEY_LABEL,
@@ -37,42 +44,69 @@ from shoal.ids import ID_SIZE, encode_id, sha256
 
 __all__ = [
     "DEFAULT_FANOUT",
+    "KIND_DIRECTORY",
+    "KIND_FILE",
     "MANIFEST_VERSION",
+    "MAX_BLOCK_SIZE",
     "MAX_CHILDREN",
+    "MAX_CHUNK_SIZE",
     "MAX_DEPTH",
+    "MAX_FILE_SIZE",
     "MAX_MANIFEST_SIZE",
-    "ChildKey",
+    "MAX_REPLICAS",
     "ChildRef",
-    "FileInfo",
     "Manifest",
     "Redundancy",
     "SealedPart",
+    "encode_sealed",
     "load_manifest",
     "manifest_key",
-    "open_manifest",
+    "open_sealed",
 ]
 
-MANIFEST_VERSION = 1
-MAX_DEPTH = 8
-DEFAULT_FANOUT = defaults.MANIFEST_FANOUT
-# 32768 children take about 2.6 MB (verify + sealed parts), well under the 4 MiB frame limit.
-MAX_CHILDREN = 32768
-MAX_MANIFEST_SIZE = 4 << 20
-MAX_SIZE = (1 << 63) - 1  # file and subtree sizes: msgpack int64 range
-MAX_BLOCK_SIZE = (1 << 32) - 1  # stored block sizes: frames carry u32 lengths
-MAX_REPLICAS = 255
-MAX_NAME_BYTES = 4096
-MAX_MEDIA_TYPE_BYTES = 255
+MANIFEST_VERSION = 2
+"""Format version of every manifest this code writes and the only one it reads."""
 
-_TOP_KEYS = frozenset({"v", "d", "r", "c", "s"})
-_SEALED_KEYS = frozenset({"k", "f"})
-_INFO_KEYS = frozenset({"n", "z", "m", "t", "c"})
-_REDUNDANCY_KINDS = {"replicate": frozenset({"t", "r"})}
+MAX_DEPTH = 8
+"""Deepest root: with the default chunk size and fanout, depth 1 already covers 256 TiB."""
+
+MAX_CHILDREN = 32768
+"""Largest fanout: a full manifest is then about 2.4 MB, well under :data:`MAX_BLOCK_SIZE`."""
+
+MAX_BLOCK_SIZE = 4 << 20
+"""Largest stored block, data or manifest (a block travels in one frame)."""
+
+MAX_MANIFEST_SIZE = MAX_BLOCK_SIZE
+
+MAX_CHUNK_SIZE = MAX_BLOCK_SIZE - TAG_SIZE
+"""Largest chunk size: its data block (plaintext + tag) must fit in a block."""
+
+MAX_FILE_SIZE = 1 << 50
+"""Largest file (1 PiB). Bounds what a root may claim, so a get's work is bounded too."""
+
+MAX_REPLICAS = 255
+
+DEFAULT_FANOUT = defaults.MANIFEST_FANOUT
+
+KIND_FILE = "file"
+"""Object kind of a file's root (the sealed ``"t"`` field)."""
+
+KIND_DIRECTORY = "dir"
+"""Reserved object kind of a directory's root; this version refuses it."""
+
+# Map keys in their fixstr encoding; the encoder writes them in exactly this order.
+_K = {name: msgpack.packb(name) for name in ("v", "d", "z", "f", "r", "c", "s", "t", "k")}
+_MANIFEST_FIELDS = 7
+_ROOT_FIELDS = 3
+_INNER_FIELDS = 1
+_REDUNDANCY_KINDS = {"replicate": 2}  # kind -> number of fields in its map
+_MIN_CHILD_ENTRY = 36  # 0x92, 0xc4 0x20, 32-byte id, a 1-byte uint
+_MIN_KEY_ENTRY = 34  # 0xc4 0x20, 32-byte key
 
 
 @dataclass(frozen=True, slots=True)
 class Redundancy:
-    """How a file's blocks are kept: ``kind="replicate"`` with ``replicas`` copies of each.
+    """How a manifest's children are kept: ``kind="replicate"`` with ``replicas`` copies.
 
     Encoded as a map so that erasure coding (``kind="zfec"`` with ``k`` and ``n``) can be added.
     """
@@ -83,7 +117,7 @@ class Redundancy:
     def __post_init__(self) -> None:
         if self.kind not in _REDUNDANCY_KINDS:
             raise ValueError(f"unsupported redundancy kind {self.kind!r}")
-        if not _is_int(self.replicas) or not 1 <= self.replicas <= MAX_REPLICAS:
+        if type(self.replicas) is not int or not 1 <= self.replicas <= MAX_REPLICAS:
             raise ValueError(f"replicas must be 1..{MAX_REPLICAS}, got {self.replicas!r}")
 
     def to_wire(self) -> dict[str, Any]:
@@ -100,168 +134,79 @@ class ChildRef:
 
 
 @dataclass(frozen=True, slots=True)
-class ChildKey:
-    """Sealed-part entry: a child's key and plaintext size (for a manifest: bytes below it)."""
-
-    key: bytes = field(repr=False)
-    plaintext_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class FileInfo:
-    """What the root manifest's sealed part says about the file.
-
-    Attributes:
-        name: The file name given at put time.
-        size: Total plaintext size in bytes.
-        media_type: MIME type, e.g. ``application/octet-stream``.
-        mtime: Modification time of the source (Unix seconds), if known.
-        created: When it was stored (Unix seconds).
-    """
-
-    name: str
-    size: int
-    media_type: str
-    mtime: float | None
-    created: float
-
-    def __post_init__(self) -> None:
-        problem = _info_problem(self.name, self.size, self.media_type, self.mtime, self.created)
-        if problem:
-            raise ValueError(problem)
-
-
-@dataclass(frozen=True, slots=True)
-class SealedPart:
-    """The opened sealed part of a manifest: one key per child, file info at the root."""
-
-    keys: tuple[ChildKey, ...]
-    info: FileInfo | None
-
-
-def _is_int(value: object) -> bool:
-    return type(value) is int  # bool is an int subclass but never a valid size
-
-
-def _is_time(value: object) -> bool:
-    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _utf8_len(text: object) -> int:
-    """Length of ``text`` in UTF-8, or -1 if it is not an encodable string (lone surrogates)."""
-    if not isinstance(text, str):
-        return -1
-    try:
-        return len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return -1
-
-
-def _info_problem(name: Any, size: Any, media_type: Any, mtime: Any, created: Any) -> str | None:
-    if not 0 <= _utf8_len(name) <= MAX_NAME_BYTES:
-        return f"file name must be a Unicode string of at most {MAX_NAME_BYTES} UTF-8 bytes"
-    if not _is_int(size) or not 0 <= size <= MAX_SIZE:
-        return f"file size must be an integer 0..2**63-1, got {size!r}"
-    if not 0 <= _utf8_len(media_type) <= MAX_MEDIA_TYPE_BYTES:
-        return f"media type must be a string of at most {MAX_MEDIA_TYPE_BYTES} UTF-8 bytes"
-    if mtime is not None and not _is_time(mtime):
-        return f"mtime must be a finite number or None, got {mtime!r}"
-    if not _is_time(created):
-        return f"created must be a finite number, got {created!r}"
-    return None
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _pairs_to_dict(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    # msgpack keeps the last of duplicate keys; refuse them so one block has one meaning.
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise _DuplicateKey("duplicate key in map")
-    return result
-
-
-def _unpack(data: Buffer, what: str) -> dict[str, Any]:
-    try:
-        obj = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            object_pairs_hook=_pairs_to_dict,
-            max_array_len=MAX_CHILDREN,
-            max_map_len=16,
-            max_str_len=MAX_MANIFEST_SIZE,
-            max_bin_len=MAX_MANIFEST_SIZE,
-            max_ext_len=0,
-        )
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise IntegrityError(f"malformed {what}: not valid msgpack ({exc})") from exc
-    if not isinstance(obj, dict):
-        raise IntegrityError(f"malformed {what}: expected a map, got {type(obj).__name__}")
-    return obj
-
-
-def _check_keys(
-    obj: dict[str, Any], allowed: frozenset[str], required: frozenset[str], what: str
-) -> None:
-    if not obj.keys() <= allowed:
-        extra = sorted(map(str, obj.keys() - allowed))
-        raise IntegrityError(f"malformed {what}: unknown field(s) {extra}")
-    if not required <= obj.keys():
-        raise IntegrityError(f"malformed {what}: missing field(s) {sorted(required - obj.keys())}")
-
-
-def _pairs(value: Any, what: str, item_size: int, max_second: int) -> list[tuple[bytes, int]]:
-    """Validate an array of ``[bin(item_size), uint]`` pairs."""
-    if not isinstance(value, list):
-        raise IntegrityError(f"malformed {what}: expected an array")
-    out: list[tuple[bytes, int]] = []
-    for index, item in enumerate(value):
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or not isinstance(item[0], bytes)
-            or len(item[0]) != item_size
-            or not _is_int(item[1])
-            or not 0 <= item[1] <= max_second
-        ):
-            raise IntegrityError(
-                f"malformed {what}: entry {index} is not "
-                f"[{item_size}-byte bin, integer 0..{max_second}]"
-            )
-        out.append((item[0], item[1]))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
 class Manifest:
     """One manifest block: the plaintext verify part plus the sealed blob.
 
+    Children are kept compactly (one ``bytes`` of IDs, one array of sizes), so a decoded
+    32,768-child manifest takes about as much memory as its block.
+
     Attributes:
-        version: Format version (:data:`MANIFEST_VERSION`).
-        depth: 0 if the children are data blocks, else the children are manifests of depth - 1.
+        depth: 0 if the children are data blocks, else they are manifests of depth - 1.
+        chunk_size: Plaintext bytes of every chunk of the file but the last.
+        fanout: Children of every full manifest of the file.
         redundancy: How the children are kept.
-        children: Block ID and stored size of each child, in file order.
+        child_ids: The children's block IDs, 32 bytes each, in file order.
+        stored_sizes: The children's stored sizes, same order.
         sealed: AES-256-GCM ciphertext of the sealed part.
     """
 
-    version: int
     depth: int
+    chunk_size: int
+    fanout: int
     redundancy: Redundancy
-    children: tuple[ChildRef, ...]
+    child_ids: bytes = field(repr=False)
+    stored_sizes: array[int] = field(repr=False)
     sealed: bytes = field(repr=False)
 
+    @property
+    def child_count(self) -> int:
+        """Number of children."""
+        return len(self.stored_sizes)
+
+    def child_id(self, index: int) -> bytes:
+        """Block ID of child ``index``."""
+        return self.child_ids[index * ID_SIZE : (index + 1) * ID_SIZE]
+
+    @property
+    def children(self) -> tuple[ChildRef, ...]:
+        """Every child as a :class:`ChildRef` (builds one object per child: for tools, tests)."""
+        return tuple(ChildRef(self.child_id(i), s) for i, s in enumerate(self.stored_sizes))
+
+    @classmethod
+    def build(
+        cls,
+        depth: int,
+        chunk_size: int,
+        fanout: int,
+        redundancy: Redundancy,
+        children: list[ChildRef] | tuple[ChildRef, ...],
+        sealed: bytes,
+    ) -> Manifest:
+        """Make a manifest from a list of children (no validation: :meth:`decode` does that)."""
+        return cls(
+            depth,
+            chunk_size,
+            fanout,
+            redundancy,
+            b"".join(c.block_id for c in children),
+            array("L", (c.stored_size for c in children)),
+            sealed,
+        )
+
     def encode(self) -> bytes:
-        """The block bytes: a msgpack map with keys ``v d r c s`` in that order."""
+        """The block bytes: a msgpack map with keys ``v d z f r c s`` in that order."""
+        ids = self.child_ids
         packed: bytes = msgpack.packb(
             {
-                "v": self.version,
+                "v": MANIFEST_VERSION,
                 "d": self.depth,
+                "z": self.chunk_size,
+                "f": self.fanout,
                 "r": self.redundancy.to_wire(),
-                "c": [[child.block_id, child.stored_size] for child in self.children],
+                "c": [
+                    [ids[i * ID_SIZE : (i + 1) * ID_SIZE], size]
+                    for i, size in enumerate(self.stored_sizes)
+                ],
                 "s": self.sealed,
             },
             use_bin_type=True,
@@ -270,65 +215,110 @@ class Manifest:
 
     @classmethod
     def decode(cls, data: Buffer) -> Manifest:
-        """Parse and validate a manifest block (no hash check: :func:`load_manifest` does that).
+        """Parse a manifest block and check what it says about itself (no hash check).
+
+        Checked here: the canonical encoding, every field's type and range, at most ``fanout``
+        children (and at least one in an inner manifest, depth > 0), and at depth 0 that every
+        data block holds at least 1 byte and every one but the last a full chunk. How
+        manifests fit together is the walk's job.
 
         Raises:
-            IntegrityError: The bytes are not a valid version-1 manifest; the message says why.
+            IntegrityError: The bytes are not a valid version-2 manifest; the message says why.
         """
-        if memoryview(data).nbytes > MAX_MANIFEST_SIZE:
+        raw = data if isinstance(data, bytes) else bytes(data)
+        if len(raw) > MAX_MANIFEST_SIZE:
             raise IntegrityError(f"manifest larger than {MAX_MANIFEST_SIZE} bytes")
-        obj = _unpack(data, "manifest")
-        _check_keys(obj, _TOP_KEYS, _TOP_KEYS, "manifest")
-        version, depth = obj["v"], obj["d"]
-        if not _is_int(version) or version != MANIFEST_VERSION:
-            raise IntegrityError(
-                f"unsupported manifest version {version!r} (this Shoal reads {MANIFEST_VERSION}); "
-                "a newer Shoal may be needed"
-            )
-        if not _is_int(depth) or not 0 <= depth <= MAX_DEPTH:
-            raise IntegrityError(f"malformed manifest: depth must be 0..{MAX_DEPTH}, got {depth!r}")
-        redundancy = _decode_redundancy(obj["r"])
-        children = tuple(
-            ChildRef(block_id, size)
-            for block_id, size in _pairs(obj["c"], "manifest children", ID_SIZE, MAX_BLOCK_SIZE)
+        try:
+            return _decode(Reader(raw))
+        except Malformed as exc:
+            raise IntegrityError(f"malformed manifest: {exc}") from None
+
+
+def _decode(reader: Reader) -> Manifest:
+    what = "manifest"
+    fields = reader.map_header(what)
+    reader.key(_K["v"], "v", what)
+    version = reader.uint("manifest version", 0, (1 << 64) - 1)
+    if version != MANIFEST_VERSION:
+        raise IntegrityError(_version_problem(version))
+    if fields != _MANIFEST_FIELDS:
+        raise Malformed(f"{what}: {fields} fields, expected {_MANIFEST_FIELDS}")
+    reader.key(_K["d"], "d", what)
+    depth = reader.uint("depth", 0, MAX_DEPTH)
+    reader.key(_K["z"], "z", what)
+    chunk_size = reader.uint("chunk size", 1, MAX_CHUNK_SIZE)
+    reader.key(_K["f"], "f", what)
+    fanout = reader.uint("fanout", 2, MAX_CHILDREN)
+    reader.key(_K["r"], "r", what)
+    redundancy = _decode_redundancy(reader)
+    reader.key(_K["c"], "c", what)
+    count = reader.array_header("children", fanout, _MIN_CHILD_ENTRY)
+    high = chunk_size + TAG_SIZE if depth == 0 else MAX_MANIFEST_SIZE
+    child_ids, stored_sizes = reader.id_size_pairs("children", count, high)
+    reader.key(_K["s"], "s", what)
+    sealed = reader.bin("sealed part", TAG_SIZE, MAX_MANIFEST_SIZE)
+    reader.expect_end(what)
+    if depth > 0 and count == 0:
+        raise Malformed("an inner manifest (depth > 0) must have children")
+    if depth == 0 and count:
+        if min(stored_sizes) <= TAG_SIZE:
+            raise Malformed("a data block of 0 bytes: a file's chunks are never empty")
+        full = chunk_size + TAG_SIZE
+        if stored_sizes[:-1].count(full) != count - 1:
+            raise Malformed("a data block other than the last is not a full chunk")
+    return Manifest(depth, chunk_size, fanout, redundancy, child_ids, stored_sizes, sealed)
+
+
+def _version_problem(version: int) -> str:
+    if version == 1:
+        return (
+            "manifest format version 1 is a pre-release format that this Shoal no longer "
+            "reads; store the file again to get a version-2 cap"
         )
-        if depth > 0 and not children:
-            raise IntegrityError("malformed manifest: an inner manifest must have children")
-        sealed = obj["s"]
-        if not isinstance(sealed, bytes) or len(sealed) < TAG_SIZE:
-            raise IntegrityError("malformed manifest: sealed part must be bin of at least 16 bytes")
-        return cls(MANIFEST_VERSION, depth, redundancy, children, sealed)
+    if version > MANIFEST_VERSION:
+        return (
+            f"manifest format version {version} is newer than this Shoal reads "
+            f"({MANIFEST_VERSION}); a newer Shoal may be needed"
+        )
+    return f"unknown manifest format version {version}"
 
 
-def _decode_redundancy(value: Any) -> Redundancy:
-    if not isinstance(value, dict):
-        raise IntegrityError("malformed manifest: redundancy must be a map")
-    kind = value.get("t")
-    allowed = _REDUNDANCY_KINDS.get(kind) if isinstance(kind, str) else None
-    if not isinstance(kind, str) or allowed is None:
-        raise IntegrityError(f"unsupported redundancy kind {kind!r}; a newer Shoal may be needed")
-    _check_keys(value, allowed, allowed, "redundancy")
-    replicas = value["r"]
-    if not _is_int(replicas) or not 1 <= replicas <= MAX_REPLICAS:
-        raise IntegrityError(f"malformed manifest: replicas must be 1..{MAX_REPLICAS}")
+def _decode_redundancy(reader: Reader) -> Redundancy:
+    what = "redundancy"
+    fields = reader.map_header(what)
+    reader.key(_K["t"], "t", what)
+    kind = reader.short_str("redundancy kind")
+    if kind not in _REDUNDANCY_KINDS:
+        # Only a name from our own table is ever shown, never the untrusted string.
+        raise Malformed("unsupported redundancy kind; a newer Shoal may be needed")
+    if fields != _REDUNDANCY_KINDS[kind]:
+        raise Malformed(f"{what}: {fields} fields, expected {_REDUNDANCY_KINDS[kind]}")
+    reader.key(_K["r"], "r", what)
+    replicas = reader.uint("replicas", 1, MAX_REPLICAS)
     return Redundancy(kind, replicas)
 
 
 def load_manifest(block_id: bytes, data: Buffer) -> Manifest:
-    """Check a fetched manifest block against the ID that referenced it, then decode it.
+    """Check a fetched manifest block against its ID (first), then decode it.
 
     Raises:
-        IntegrityError: Hash mismatch or malformed manifest.
+        CorruptBlock: The bytes do not hash to ``block_id``.
+        IntegrityError: The (intact) block is not a valid manifest.
     """
     if sha256(data) != block_id:
         raise CorruptBlock(
             f"manifest block {encode_id(block_id)} does not match its hash; "
             "fetch it from another peer"
         )
+    return decode_named(block_id, data)
+
+
+def decode_named(block_id: bytes, data: Buffer) -> Manifest:
+    """:meth:`Manifest.decode`, with the block's ID in any error message (no hash check)."""
     try:
         return Manifest.decode(data)
     except IntegrityError as exc:
-        raise IntegrityError(f"manifest block {encode_id(block_id)}: {exc}") from exc
+        raise IntegrityError(f"manifest block {encode_id(block_id)}: {exc}") from None
 
 
 def manifest_key(secret: bytes, sealed_plaintext: Buffer) -> bytes:
@@ -336,64 +326,77 @@ def manifest_key(secret: bytes, sealed_plaintext: Buffer) -> bytes:
     return keyed_digest(secret, MANIFEST_KEY_LABEL, sealed_plaintext)
 
 
-def _encode_sealed(keys: list[ChildKey], info: FileInfo | None) -> bytes:
-    sealed: dict[str, Any] = {"k": [[k.key, k.plaintext_size] for k in keys]}
-    if info is not None:
-        sealed["f"] = {
-            "n": info.name,
-            "z": info.size,
-            "m": info.media_type,
-            "t": None if info.mtime is None else float(info.mtime),
-            "c": float(info.created),
-        }
+@dataclass(frozen=True, slots=True)
+class SealedPart:
+    """The opened sealed part of a manifest.
+
+    Attributes:
+        keys: One 32-byte key per child, joined, in the children's order.
+        size: At a file's root, the file size in bytes; None in an inner manifest.
+    """
+
+    keys: bytes = field(repr=False)
+    size: int | None
+
+    def key(self, index: int) -> bytes:
+        """Key of child ``index``."""
+        return self.keys[index * KEY_SIZE : (index + 1) * KEY_SIZE]
+
+
+def encode_sealed(keys: list[bytes], size: int | None) -> bytes:
+    """The sealed plaintext: ``{"t": "file", "z": size, "k": keys}`` at a root, else ``{"k"}``."""
+    sealed: dict[str, Any] = {} if size is None else {"t": KIND_FILE, "z": size}
+    sealed["k"] = keys
     packed: bytes = msgpack.packb(sealed, use_bin_type=True)
     return packed
 
 
-def _decode_info(value: Any) -> FileInfo:
-    if not isinstance(value, dict):
-        raise IntegrityError("malformed sealed part: file info must be a map")
-    _check_keys(value, _INFO_KEYS, _INFO_KEYS, "file info")
-    name, size, media, mtime, created = (value[k] for k in ("n", "z", "m", "t", "c"))
-    # The wire stores times as float64 only.
-    if not isinstance(created, float) or not (mtime is None or isinstance(mtime, float)):
-        raise IntegrityError("malformed file info: times must be float64 (mtime may be nil)")
-    problem = _info_problem(name, size, media, mtime, created)
-    if problem:
-        raise IntegrityError(f"malformed file info: {problem}")
-    return FileInfo(name, size, media, mtime, created)
-
-
-def open_manifest(manifest: Manifest, key: bytes) -> SealedPart:
-    """Decrypt and validate a manifest's sealed part.
+def open_sealed(manifest: Manifest, key: bytes, *, root: bool) -> SealedPart:
+    """Decrypt and parse a manifest's sealed part.
 
     Args:
         manifest: A decoded manifest.
         key: Its key (from the read cap at the root, from the parent below).
+        root: Whether this is a file's root (whose sealed part holds the kind and size).
 
     Returns:
-        One :class:`ChildKey` per child, and the file info if this manifest carries it.
+        The keys (exactly one per child) and, at the root, the file size.
 
     Raises:
-        IntegrityError: Wrong key, altered bytes, malformed content, a key count that differs
-            from the child count, or a data child whose sizes disagree.
+        AuthenticationFailed: ``key`` does not open the sealed part (wrong key, altered bytes).
+        IntegrityError: The sealed part is malformed, is not the kind expected, or does not hold
+            one key per child.
     """
     plaintext = decrypt(key, manifest.sealed)
-    obj = _unpack(plaintext, "sealed part")
-    _check_keys(obj, _SEALED_KEYS, frozenset({"k"}), "sealed part")
-    pairs = _pairs(obj["k"], "sealed keys", KEY_SIZE, MAX_SIZE)
-    if len(pairs) != len(manifest.children):
-        raise IntegrityError(
-            f"manifest lists {len(manifest.children)} children but {len(pairs)} keys"
-        )
-    keys = tuple(ChildKey(k, size) for k, size in pairs)
-    if manifest.depth == 0 and manifest.redundancy.kind == "replicate":
-        # A replicated data block is exactly the GCM ciphertext: plaintext + tag.
-        for index, (ref, child) in enumerate(zip(manifest.children, keys, strict=True)):
-            if ref.stored_size != child.plaintext_size + TAG_SIZE:
-                raise IntegrityError(
-                    f"manifest entry {index}: stored size {ref.stored_size} does not fit "
-                    f"plaintext size {child.plaintext_size}"
-                )
-    info = _decode_info(obj["f"]) if "f" in obj else None
-    return SealedPart(keys, info)
+    try:
+        return _decode_sealed(Reader(plaintext), manifest.child_count, root)
+    except Malformed as exc:
+        raise IntegrityError(f"malformed sealed part: {exc}") from None
+
+
+def _decode_sealed(reader: Reader, children: int, root: bool) -> SealedPart:
+    what = "sealed part"
+    fields = reader.map_header(what)
+    size: int | None = None
+    if root:
+        if fields == _INNER_FIELDS:
+            raise IntegrityError("this is an inner manifest of a file, not a file's root")
+        if fields != _ROOT_FIELDS:
+            raise Malformed(f"{what}: {fields} fields, expected {_ROOT_FIELDS}")
+        reader.key(_K["t"], "t", what)
+        kind = reader.short_str("object kind")
+        if kind == KIND_DIRECTORY:
+            raise IntegrityError("this cap names a directory, which this Shoal cannot read")
+        if kind != KIND_FILE:
+            raise IntegrityError("unsupported object kind; a newer Shoal may be needed")
+        reader.key(_K["z"], "z", what)
+        size = reader.uint("file size", 0, MAX_FILE_SIZE)
+    elif fields != _INNER_FIELDS:
+        raise Malformed(f"{what}: {fields} fields, expected {_INNER_FIELDS} (an inner manifest)")
+    reader.key(_K["k"], "k", what)
+    count = reader.array_header("keys", MAX_CHILDREN, _MIN_KEY_ENTRY)
+    if count != children:
+        raise Malformed(f"{count} keys for {children} children")
+    keys = reader.ids("keys", count)
+    reader.expect_end(what)
+    return SealedPart(keys, size)

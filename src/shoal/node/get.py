@@ -1,29 +1,21 @@
 """The get pipeline: a read cap in, verified plaintext out, in order.
 
-The root manifest is fetched and opened first (it gives the name, size and media type). Then
-the manifest tree is walked depth first, and data blocks are fetched ``window`` at a time in
-parallel: each from the local store if present, else from the live peers closest to its ID,
-each one checked (SHA-256, then the AEAD tag) before it is used, failing over to the next
-holder on a bad or missing block. Chunks are handed out strictly in file order.
+The walk is the content layer's sans-I/O :class:`~shoal.content.FileWalk`; this module only
+moves bytes for it. The root manifest is fetched and opened first (it gives the size). Then the
+walk names manifests to fetch (each opened on the CPU pool, hash first) and data blocks in file
+order, which are fetched ``window`` at a time in parallel: each from the local store if present,
+else from the holders closest to its ID, each checked (SHA-256 once, then the AEAD tag) before
+it is used, failing over to the next holder only on a hash mismatch. Chunks are handed out
+strictly in file order. A tree that lies about its shape or sizes fails at the first lie, so the
+work of a get is bounded by the size its root reports.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from shoal.content import (
-    ChildKey,
-    ChildRef,
-    FileInfo,
-    Manifest,
-    ReadCap,
-    SealedPart,
-    open_child,
-    open_chunk,
-    open_root,
-)
+from shoal.content import BlockWalk, DataRef, FileWalk, NeedManifest, ReadCap
 from shoal.errors import IntegrityError
 from shoal.ids import short_id
 from shoal.node.blocks import fetch_block
@@ -31,57 +23,32 @@ from shoal.node.runtime import NodeRuntime
 from shoal.node.window import OrderedWindow
 
 
-def _open_data(ref: ChildRef, key: ChildKey, data: bytes) -> bytes:
-    plaintext = open_chunk(key.key, ref.block_id, data, plaintext_size=key.plaintext_size)
-    if len(data) != ref.stored_size:  # the block is intact (its hash matched): the manifest lies
-        raise IntegrityError(
-            f"block {short_id(ref.block_id)} is {len(data)} bytes, manifest says {ref.stored_size}"
-        )
-    return plaintext
-
-
-async def fetch_chunk(rt: NodeRuntime, ref: ChildRef, key: ChildKey) -> bytes:
+async def fetch_chunk(rt: NodeRuntime, ref: DataRef) -> bytes:
     """One data block, verified and decrypted (CPU work on the pool)."""
-    return await fetch_block(rt, ref.block_id, functools.partial(_open_data, ref, key))
+    return await fetch_block(rt, ref.block_id, ref.open)
 
 
-async def fetch_root(rt: NodeRuntime, cap: ReadCap) -> tuple[Manifest, SealedPart, FileInfo]:
-    """The root manifest of ``cap``, checked and opened."""
-    return await fetch_block(rt, cap.cid, functools.partial(open_root, cap))
+async def walk_leaves(rt: NodeRuntime, walk: FileWalk) -> AsyncGenerator[DataRef, None]:
+    """Drive ``walk``: fetch the manifests it needs, yield its data blocks in file order."""
+    while (step := walk.next()) is not None:
+        if isinstance(step, NeedManifest):
+            walk.feed(await fetch_block(rt, step.block_id, step.open))
+        else:
+            yield step
 
 
-async def fetch_child(
-    rt: NodeRuntime, parent: Manifest, ref: ChildRef, key: ChildKey
-) -> tuple[Manifest, SealedPart]:
-    """An inner manifest of a tree, checked against its parent and opened."""
-    return await fetch_block(rt, ref.block_id, functools.partial(open_child, parent, ref, key))
+async def walk_block_ids(rt: NodeRuntime, cid: bytes) -> AsyncGenerator[bytes, None]:
+    """Every block ID of a file (manifests and data, root first), from its CID alone.
 
-
-async def walk_leaves(
-    rt: NodeRuntime, manifest: Manifest, part: SealedPart
-) -> AsyncGenerator[tuple[ChildRef, ChildKey], None]:
-    """Yield every data block of the tree under ``manifest`` in file order."""
-    for ref, key in zip(manifest.children, part.keys, strict=True):
-        if manifest.depth == 0:
-            yield ref, key
-            continue
-        child, child_part = await fetch_child(rt, manifest, ref, key)
-        async for leaf in walk_leaves(rt, child, child_part):
-            yield leaf
-
-
-async def walk_block_ids(rt: NodeRuntime, cap: ReadCap) -> list[bytes]:
-    """Every block ID of a file (manifests and data), root first."""
-    root, part, _ = await fetch_root(rt, cap)
-    ids = [cap.cid]
-    stack = [(root, part)]
-    while stack:
-        manifest, manifest_part = stack.pop()
-        for ref, key in zip(manifest.children, manifest_part.keys, strict=True):
-            ids.append(ref.block_id)
-            if manifest.depth > 0:
-                stack.append(await fetch_child(rt, manifest, ref, key))
-    return ids
+    Streams in bounded memory: each distinct manifest is fetched and decoded once, and a
+    manifest's ID is yielded only after its bytes were read (so deleting it is safe).
+    """
+    walk = BlockWalk(cid)
+    while (step := walk.next()) is not None:
+        if isinstance(step, NeedManifest):
+            walk.feed(await fetch_block(rt, step.block_id, step.open))
+        else:
+            yield step.block_id
 
 
 @dataclass
@@ -92,8 +59,9 @@ class FileStream:
     """
 
     rt: NodeRuntime
-    info: FileInfo
-    leaves: AsyncGenerator[tuple[ChildRef, ChildKey], None]
+    cid: bytes
+    size: int
+    leaves: AsyncGenerator[DataRef, None]
 
     def __post_init__(self) -> None:
         self._window = OrderedWindow[bytes](self.rt.options.window)
@@ -103,19 +71,19 @@ class FileStream:
     async def _fill(self) -> None:
         while not self._exhausted and not self._window.full:
             try:
-                ref, key = await anext(self.leaves)
+                ref = await anext(self.leaves)
             except StopAsyncIteration:
                 self._exhausted = True
                 return
-            self._window.start(fetch_chunk(self.rt, ref, key))
+            self._window.start(fetch_chunk(self.rt, ref))
 
     async def next_chunk(self) -> bytes | None:
         """The next chunk of plaintext, or None at the end of the file."""
         await self._fill()
         if not self._window:
-            if self.delivered != self.info.size:
+            if self.delivered != self.size:  # the walk's arithmetic makes this unreachable
                 raise IntegrityError(
-                    f"{self.info.name}: manifest promises {self.info.size} bytes, "
+                    f"file {short_id(self.cid)}: its root promises {self.size} bytes, "
                     f"its blocks hold {self.delivered}"
                 )
             return None
@@ -130,5 +98,9 @@ class FileStream:
 
 async def open_file(rt: NodeRuntime, cap: ReadCap) -> FileStream:
     """Fetch and open the root manifest of ``cap``; return a stream over its chunks."""
-    root, part, info = await fetch_root(rt, cap)
-    return FileStream(rt, info, walk_leaves(rt, root, part))
+    walk = FileWalk(cap)
+    root = walk.next()
+    assert isinstance(root, NeedManifest)  # a walk starts with its root
+    walk.feed(await fetch_block(rt, root.block_id, root.open))
+    assert walk.info is not None
+    return FileStream(rt, cap.cid, walk.info.size, walk_leaves(rt, walk))

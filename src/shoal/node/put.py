@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from shoal.content import FileInfo, ManifestBuilder, Redundancy, seal_chunk
+from shoal.content import ManifestBuilder, Redundancy, seal_chunk
 from shoal.ids import encode_id
 from shoal.node.blocks import PresenceHints, place_block
 from shoal.node.runtime import NodeRuntime
@@ -57,15 +57,20 @@ async def store_file(
     chunks: AsyncIterator[Buffer],
     *,
     media_type: str,
-    mtime: float | None,
     progress: Callable[[int], None] | None = None,
 ) -> StoreResult:
-    """Encrypt, place and catalog one file. ``chunks`` yields chunk-size pieces in order."""
+    """Encrypt, place and catalog one file.
+
+    ``chunks`` yields pieces of exactly ``rt.options.chunk_size`` bytes in order, the last one
+    possibly shorter. The cap depends only on the bytes, the owner's secret and the chunk size,
+    fanout and replicas: ``name`` and ``media_type`` go to the catalog only.
+    """
     wanted = rt.options.replicas
     builder = ManifestBuilder(
         rt.data.convergence_secret,
-        redundancy=Redundancy(replicas=wanted),
+        chunk_size=rt.options.chunk_size,
         fanout=rt.options.manifest_fanout,
+        redundancy=Redundancy(replicas=wanted),
     )
     size = 0
     blocks = 0
@@ -100,8 +105,7 @@ async def store_file(
             await finish_oldest(window)
 
     now = time.time()
-    info = FileInfo(name=name, size=size, media_type=media_type, mtime=mtime, created=now)
-    manifest_blocks, cap = builder.finish(info)
+    manifest_blocks, cap = builder.finish()
     for block_id, data in manifest_blocks:  # the root is last
         await place(block_id, data)
     cap_text = str(cap)

@@ -35,22 +35,30 @@ Data = bytes | bytearray | memoryview | IO[bytes] | AsyncIterable[bytes] | os.Pa
 Progress = Callable[[int], None]  # called with the number of bytes just done
 
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
+_DELETE_BATCH = 256  # block deletes per trip to the I/O pool
 
 
 class FileReader:
     """A verified, decrypted file being read from the network, in order.
 
-    ``name``, ``size`` and ``media_type`` come from the manifest. ``read(n=-1)`` returns up to
-    ``n`` bytes (everything left if -1, ``b""`` at the end); ``async for chunk in reader``
-    yields the file chunk by chunk, which keeps memory bounded for any file size.
+    ``size`` comes from the file's root manifest. ``name`` and ``media_type`` are not part of a
+    file (its cap depends only on its bytes): they come from this node's catalog when the file
+    was opened by name; opened by cap, ``name`` is None and ``media_type`` is
+    ``application/octet-stream``. ``cid`` is the file's content ID (text form), a fallback name
+    for downloads. ``read(n=-1)`` returns up to ``n`` bytes (everything left if -1, ``b""`` at
+    the end); ``async for chunk in reader`` yields the file chunk by chunk, which keeps memory
+    bounded for any file size.
     """
 
-    def __init__(self, stream: FileStream) -> None:
+    def __init__(
+        self, stream: FileStream, *, name: str | None = None, media_type: str | None = None
+    ) -> None:
         self._stream = stream
         self._buffer = bytearray()
-        self.name = stream.info.name
-        self.size = stream.info.size
-        self.media_type = stream.info.media_type
+        self.name = name
+        self.size = stream.size
+        self.media_type = media_type or DEFAULT_MEDIA_TYPE
+        self.cid = encode_id(stream.cid)
 
     async def read(self, n: int = -1) -> bytes:
         """Read up to ``n`` bytes; ``-1`` reads to the end (bounded only by the file size)."""
@@ -186,14 +194,12 @@ class Node:
         """Like ``store`` but returns the full ``StoreResult`` (size, blocks, replicas)."""
         if not name or "\x00" in name or len(name) > 1024:
             raise ConfigError("a file name must be 1 to 1024 characters, without NUL")
-        mtime: float | None = None
         close: IO[bytes] | None = None
         source: Any = data
         if isinstance(data, os.PathLike):
             path = Path(data)
             try:
                 source = close = await self._rt.io(path.open, "rb")
-                mtime = (await self._rt.io(path.stat)).st_mtime
             except OSError as exc:
                 raise NotFound(f"cannot read {path}: {exc.strerror}") from exc
         try:
@@ -203,7 +209,6 @@ class Node:
                 name,
                 chunks,
                 media_type=_media_type(name, media_type),
-                mtime=mtime,
                 progress=progress,
             )
         finally:
@@ -253,13 +258,17 @@ class Node:
                     "use the read cap (shoal:r:...)"
                 )
             return cap
-        entry = await self._rt.io(self._rt.catalog.get_file, name_or_cap)
+        entry = await self._catalog_entry(name_or_cap)
+        return ReadCap.parse(entry.cap)
+
+    async def _catalog_entry(self, name: str) -> CatalogEntry:
+        entry = await self._rt.io(self._rt.catalog.get_file, name)
         if entry is None:
             raise NotFound(
-                f"no file named {name_or_cap!r} in this node's catalog "
+                f"no file named {name!r} in this node's catalog "
                 "(files stored through other nodes are read with their cap, shoal:r:...)"
             )
-        return ReadCap.parse(entry.cap)
+        return entry
 
     def get(self, name_or_cap: str) -> AbstractAsyncContextManager[FileReader]:
         """Open a file by name or read cap; use as ``async with node.get(x) as reader``."""
@@ -267,10 +276,17 @@ class Node:
 
     @asynccontextmanager
     async def _get(self, name_or_cap: str) -> AsyncIterator[FileReader]:
-        cap = await self.resolve(name_or_cap)
+        name: str | None = None
+        media_type: str | None = None
+        if looks_like_cap(name_or_cap):
+            cap = await self.resolve(name_or_cap)
+        else:
+            entry = await self._catalog_entry(name_or_cap)
+            cap = ReadCap.parse(entry.cap)
+            name, media_type = entry.name, entry.media_type
         stream = await open_file(self._rt, cap)
         try:
-            yield FileReader(stream)
+            yield FileReader(stream, name=name, media_type=media_type)
         finally:
             await stream.aclose()
 
@@ -320,12 +336,22 @@ class Node:
     async def drop_local_copy(self, name_or_cap: str) -> int:
         """Delete this node's local blocks of a file (as the demo does); return how many."""
         cap = await self.resolve(name_or_cap)
-        ids = await walk_block_ids(self._rt, cap)
+        blocks = self._rt.blocks
+
+        def delete(ids: list[bytes]) -> int:
+            return sum(blocks.delete(block_id) for block_id in ids)
+
+        # A streaming, keyless walk: each manifest is read before its ID comes out, so deleting
+        # it as the walk goes is safe; memory stays bounded whatever the tree. Deletes go to
+        # the I/O pool in batches (one thread hop per batch, not per block).
         deleted = 0
-        for block_id in ids:
-            if await self._rt.io(self._rt.blocks.delete, block_id):
-                deleted += 1
-        return deleted
+        batch: list[bytes] = []
+        async for block_id in walk_block_ids(self._rt, cap.cid):
+            batch.append(block_id)
+            if len(batch) == _DELETE_BATCH:
+                deleted += await self._rt.io(delete, batch)
+                batch = []
+        return deleted + await self._rt.io(delete, batch)
 
     # -- peers and status ----------------------------------------------------------------------
 

@@ -6,22 +6,16 @@ from collections.abc import Callable
 
 from shoal.content import (
     Chunker,
-    FileInfo,
     ManifestBuilder,
     ReadCap,
     Redundancy,
     TreeReader,
-    open_chunk,
     seal_chunk,
 )
 from shoal.errors import NotFound
 
 SECRET = bytes(range(32))
 OTHER_SECRET = bytes(range(1, 33))
-
-
-def make_info(name: str, size: int) -> FileInfo:
-    return FileInfo(name, size, "application/octet-stream", 1700000000.5, 1700000100.25)
 
 
 def put(
@@ -31,12 +25,11 @@ def put(
     chunk_size: int = 4,
     fanout: int = 2,
     pieces: int = 1,
-    name: str = "f.bin",
     redundancy: Redundancy | None = None,
 ) -> tuple[dict[bytes, bytes], list[tuple[bytes, bytes]], ReadCap]:
     """Store ``data``; return (block store, blocks in emission order, read cap)."""
     chunker = Chunker(chunk_size)
-    builder = ManifestBuilder(secret, redundancy=redundancy, fanout=fanout)
+    builder = ManifestBuilder(secret, chunk_size=chunk_size, fanout=fanout, redundancy=redundancy)
     emitted: list[tuple[bytes, bytes]] = []
 
     def add(chunk: bytes) -> None:
@@ -53,27 +46,33 @@ def put(
     tail = chunker.finish()
     if tail is not None:
         add(tail)
-    blocks, cap = builder.finish(make_info(name, len(data)))
+    blocks, cap = builder.finish()
     emitted.extend(blocks)
     return dict(emitted), emitted, cap
 
 
-def fetcher(store: dict[bytes, bytes]) -> Callable[[bytes], bytes]:
-    def fetch(block_id: bytes) -> bytes:
+class CountingFetch:
+    """A fetch over a dict that counts what it was asked for."""
+
+    def __init__(self, store: dict[bytes, bytes]) -> None:
+        self.store = store
+        self.calls = 0
+
+    def __call__(self, block_id: bytes) -> bytes:
+        self.calls += 1
         try:
-            return store[block_id]
+            return self.store[block_id]
         except KeyError:
             raise NotFound(f"no block {block_id.hex()}") from None
 
-    return fetch
+
+def fetcher(store: dict[bytes, bytes]) -> Callable[[bytes], bytes]:
+    return CountingFetch(store)
 
 
-def get(cap: ReadCap, store: dict[bytes, bytes]) -> tuple[FileInfo, bytes]:
-    """Read a whole file back, checking every block."""
+def get(cap: ReadCap, store: dict[bytes, bytes]) -> tuple[int, bytes]:
+    """Read a whole file back, checking every block; return (size from the root, bytes)."""
     fetch = fetcher(store)
     reader = TreeReader(cap, fetch)
-    parts = [
-        open_chunk(key.key, ref.block_id, fetch(ref.block_id), plaintext_size=key.plaintext_size)
-        for ref, key in reader
-    ]
-    return reader.info, b"".join(parts)
+    parts = [ref.open(fetch(ref.block_id)) for ref in reader]
+    return reader.info.size, b"".join(parts)

@@ -99,6 +99,21 @@ def test_wrong_key_is_detected() -> None:
         decrypt(wrong, sealed.data)
 
 
+def test_stored_size_is_checked_after_the_hash() -> None:
+    sealed = seal_chunk(SECRET, b"12345")
+    size = len(sealed.data)
+    assert open_chunk(sealed.key, sealed.block_id, sealed.data, stored_size=size) == b"12345"
+    # Intact bytes, wrong size in the manifest: the manifest lies, the block is fine.
+    with pytest.raises(
+        IntegrityError, match=f"is {size} bytes, its manifest says {size + 1}"
+    ) as info:
+        open_chunk(sealed.key, sealed.block_id, sealed.data, stored_size=size + 1)
+    assert not isinstance(info.value, CorruptBlock)
+    # Damaged bytes of the wrong size: the hash is checked first, so this is corruption.
+    with pytest.raises(CorruptBlock):
+        open_chunk(sealed.key, sealed.block_id, sealed.data[:-1], stored_size=size)
+
+
 def test_plaintext_size_is_checked() -> None:
     sealed = seal_chunk(SECRET, b"12345")
     assert open_chunk(sealed.key, sealed.block_id, sealed.data, plaintext_size=5) == b"12345"
