@@ -57,13 +57,14 @@ async def store_file(
     chunks: AsyncIterator[Buffer],
     *,
     media_type: str,
+    mtime: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> StoreResult:
     """Encrypt, place and catalog one file.
 
     ``chunks`` yields pieces of exactly ``rt.options.chunk_size`` bytes in order, the last one
     possibly shorter. The cap depends only on the bytes, the owner's secret and the chunk size,
-    fanout and replicas: ``name`` and ``media_type`` go to the catalog only.
+    fanout and replicas: ``name``, ``media_type`` and ``mtime`` go to the catalog only.
     """
     wanted = rt.options.replicas
     builder = ManifestBuilder(

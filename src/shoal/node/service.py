@@ -189,9 +189,13 @@ class Node:
         data: Data,
         *,
         media_type: str | None = None,
+        mtime: float | None = None,
         progress: Progress | None = None,
     ) -> StoreResult:
-        """Like ``store`` but returns the full ``StoreResult`` (size, blocks, replicas)."""
+        """Like ``store`` but returns the full ``StoreResult`` (size, blocks, replicas).
+
+        ``mtime`` (Unix seconds) is kept in the catalog; for a path it defaults to the file's.
+        """
         if not name or "\x00" in name or len(name) > 1024:
             raise ConfigError("a file name must be 1 to 1024 characters, without NUL")
         close: IO[bytes] | None = None
@@ -199,7 +203,10 @@ class Node:
         if isinstance(data, os.PathLike):
             path = Path(data)
             try:
-                source = close = await self._rt.io(path.open, "rb")
+                opened = await self._rt.io(path.open, "rb")
+                source = close = opened
+                if mtime is None:
+                    mtime = (await self._rt.io(os.fstat, opened.fileno())).st_mtime
             except OSError as exc:
                 raise NotFound(f"cannot read {path}: {exc.strerror}") from exc
         try:
@@ -209,6 +216,7 @@ class Node:
                 name,
                 chunks,
                 media_type=_media_type(name, media_type),
+                mtime=mtime,
                 progress=progress,
             )
         finally:
