@@ -38,6 +38,10 @@ DEFAULT_MEDIA_TYPE = "application/octet-stream"
 _DELETE_BATCH = 256  # block deletes per trip to the I/O pool
 
 
+def _open_binary(path: Path) -> IO[bytes]:
+    return path.open("rb")
+
+
 class FileReader:
     """A verified, decrypted file being read from the network, in order.
 
@@ -203,7 +207,7 @@ class Node:
         if isinstance(data, os.PathLike):
             path = Path(data)
             try:
-                opened = await self._rt.io(path.open, "rb")
+                opened = await self._rt.io(_open_binary, path)
                 source = close = opened
                 if mtime is None:
                     mtime = (await self._rt.io(os.fstat, opened.fileno())).st_mtime
