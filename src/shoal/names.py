@@ -81,8 +81,7 @@ def check_name(name: object, *, what: str = "file name") -> str:
         reason = _refused_character(char)
         if reason is not None:
             raise ConfigError(
-                f"a {what} must not contain {reason}: U+{ord(char):04X} at position "
-                f"{position + 1}"
+                f"a {what} must not contain {reason}: U+{ord(char):04X} at position {position + 1}"
             )
     size = len(name.encode("utf-8"))  # cannot fail: lone surrogates were refused above
     if size > MAX_NAME_BYTES:
@@ -107,9 +106,7 @@ def local_file_name(name: str) -> str:
     """
     base = name.rsplit("/", 1)[-1]
     if base in ("", ".", ".."):
-        raise ConfigError(
-            "this name does not end in a usable file name: give one with -o FILE"
-        )
+        raise ConfigError("this name does not end in a usable file name: give one with -o FILE")
     try:
         return check_name(base)
     except ConfigError as exc:
@@ -160,7 +157,6 @@ def check_media_type(value: object) -> str:
     stripped = value.strip(" \t")
     if not _MEDIA_TYPE.fullmatch(stripped):
         raise ConfigError(
-            "a media type must look like type/subtype, e.g. image/png or "
-            "text/plain; charset=utf-8"
+            "a media type must look like type/subtype, e.g. image/png or text/plain; charset=utf-8"
         )
     return stripped
