@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Callable
@@ -48,18 +49,41 @@ def test_commands_without_a_running_node_say_to_start_one(
     assert not out.exists()
 
 
-def test_run_on_an_address_in_use_says_which(shoal_net: ShoalNet, tmp_path: Path) -> None:
+def address_in_use(sock: socket.socket) -> str:
+    return "{}:{}".format(*sock.getsockname())
+
+
+def test_run_on_an_address_in_use_says_which_and_creates_nothing(
+    shoal_net: ShoalNet, tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "mine.txt").write_text("keep me")
+    kept = tmp_path / "kept"
+    node_id = run_shoal("init", "--data-dir", str(kept)).ok().last_line
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = "{}:{}".format(*taken.getsockname())
         result = run_shoal("run", "--data-dir", str(tmp_path / "x"), "--listen", address)
+        others = [
+            run_shoal("run", "--data-dir", str(data_dir), "--listen", address)
+            for data_dir in (tmp_path / "empty", tmp_path / "a" / "b" / "c", kept)
+        ]
     assert result.code != 0, result.describe()
     errors = result.error_lines
     assert len(errors) == 1, result.describe()
     assert address in errors[0], result.describe()
     assert "in use" in errors[0], result.describe()
     assert "Traceback" not in result.stderr, result.describe()
+    # The failed start created nothing: no data dir, no key.
+    assert not (tmp_path / "x").exists(), list((tmp_path / "x").rglob("*"))
+    # In an existing dir it removes only what it made; missing parents it made go too; a
+    # data dir that was initialized before is left as it was.
+    for other in others:
+        assert_one_error_line(other, address)
+    assert [p.name for p in (tmp_path / "empty").iterdir()] == ["mine.txt"]
+    assert not (tmp_path / "a").exists()
+    assert run_shoal("init", "--data-dir", str(kept)).ok().last_line == node_id
 
     # The same when the port is another running node's.
     n1 = shoal_net.start("n1")
@@ -68,7 +92,46 @@ def test_run_on_an_address_in_use_says_which(shoal_net: ShoalNet, tmp_path: Path
     assert result.code != 0, result.describe()
     assert len(result.error_lines) == 1, result.describe()
     assert n1.listen in result.error_lines[0], result.describe()
+    assert not (tmp_path / "y").exists()
     assert n1.alive
+    assert n1.status()["node_id"] == n1.node_id
+
+
+def fill_disk(path: Path) -> None:
+    """Write zeros to ``path`` until its file system is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            try:
+                os.write(fd, bytes(4096))
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    return
+                raise
+    finally:
+        os.close(fd)
+
+
+def test_run_on_a_full_disk_is_one_error_line(
+    small_disk: Callable[[int], Path], shoal_net: ShoalNet
+) -> None:
+    disk = small_disk(1024 * 1024)
+    existing = disk / "existing"
+    node_id = run_shoal("init", "--data-dir", str(existing)).ok().last_line
+    filler = disk / "filler"
+    fill_disk(filler)
+    for data_dir in (disk / "new", existing):
+        result = run_shoal("run", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0")
+        line = assert_one_error_line(result)
+        assert "full" in line or "No space" in line, result.describe()
+    assert not (disk / "new").exists()  # what the failed start began is gone
+
+    # Nothing broke: with space again, the existing node starts with its own key.
+    filler.unlink()
+    node = shoal_net.node("existing")
+    node.data_dir = existing
+    node.start()
+    assert node.node_id == node_id
 
 
 def test_file_commands_through_shoal_data_dir(
