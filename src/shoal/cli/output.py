@@ -89,6 +89,8 @@ class SpeedColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
+        if speed is None and task.elapsed:  # rich needs two updates to estimate a speed
+            speed = task.completed / task.elapsed
         return Text(format_speed(speed), style="progress.data.speed")
 
 

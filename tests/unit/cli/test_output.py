@@ -83,10 +83,16 @@ def test_progress_columns_use_binary_units() -> None:
     assert BytesColumn().render(task).plain == "3.0 MiB / 20.0 MiB"
     task.finished_speed = 1.5 * 1024 * 1024
     assert SpeedColumn().render(task).plain == "1.5 MiB/s"
-    progress.add_task("y", total=None)
+    progress.add_task("y", total=None, start=False)
     unknown = progress.tasks[-1]
     assert BytesColumn().render(unknown).plain == "0 B"
     assert SpeedColumn().render(unknown).plain == "?/s"
+    # One update only: rich has no speed estimate yet, the column uses the average.
+    progress.add_task("z", total=None)
+    single = progress.tasks[-1]
+    single.completed = 1024
+    assert SpeedColumn().render(single).plain.endswith("/s")
+    assert SpeedColumn().render(single).plain != "?/s"
 
 
 def test_format_speed() -> None:
