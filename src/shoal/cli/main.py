@@ -9,7 +9,6 @@ line ``error: <message>`` and exit code 1; bad usage exits 2; Ctrl-C exits 130.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -190,23 +189,20 @@ def put(data_dir: Path, files: tuple[str, ...], name: str | None) -> None:
         else:
             todo.append((file, file_name))
     under_replicated: tuple[int, int] | None = None
-    with contextlib.ExitStack() as stack:
-        client = stack.enter_context(Client.from_data_dir(data_dir)) if todo else None
-        for file, file_name in todo:
-            assert client is not None
-            try:
-                result = _put_one(client, file, file_name)
-            except ShoalError as exc:
-                failed(file, exc)
-                continue
-            click.echo(
-                f"stored {printable(result['name'])} ({format_size(result.get('size'))})",
-                err=True,
-            )
-            copies, wanted = result.get("replicas"), result.get("replicas_wanted")
-            if isinstance(copies, int) and isinstance(wanted, int) and copies < wanted:
-                under_replicated = under_replicated or (copies, wanted)
-            click.echo(result["cap"])
+    if todo:
+        with Client.from_data_dir(data_dir) as client:
+            for file, file_name in todo:
+                try:
+                    result = _put_one(client, file, file_name)
+                except ShoalError as exc:
+                    failed(file, exc)
+                    continue
+                size = format_size(result.get("size"))
+                click.echo(f"stored {printable(result['name'])} ({size})", err=True)
+                copies, wanted = result.get("replicas"), result.get("replicas_wanted")
+                if isinstance(copies, int) and isinstance(wanted, int) and copies < wanted:
+                    under_replicated = under_replicated or (copies, wanted)
+                click.echo(result["cap"])
     if under_replicated is not None:
         copies, wanted = under_replicated
         click.echo(
