@@ -1,16 +1,32 @@
 # Every target sets up what it needs: `make run` and `make test` work on a fresh machine.
-PYTHON ?= python3.11
-VENV := .venv
+#
+# Python: the newest Python 3.11 or later found on PATH, or the one given as PYTHON=...
+# (`make test PYTHON=python3.11`). The virtualenv (VENV, default .venv) is made again when it
+# was made with another Python version than the one chosen.
+PYTHON_CANDIDATES := python3.14 python3.13 python3.12 python3.11 python3
+# Exits 0 for a released CPython 3.11 or later.
+SUPPORTED := import sys; sys.exit(not (sys.version_info >= (3, 11) and sys.version_info.releaselevel == "final"))
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in $(PYTHON_CANDIDATES); do $$p -c '$(SUPPORTED)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+endif
+PYTHON_VERSION := $(if $(PYTHON),$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null))
+VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-$(PYTHON_VERSION)
 
 .PHONY: run test lint bench clean venv
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "error: no Python 3.11 or later found on PATH (tried $(PYTHON_CANDIDATES)); install one, or name it: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@$(PYTHON) -c '$(SUPPORTED)' >/dev/null 2>&1 || { echo "error: PYTHON=$(PYTHON) is not a released Python 3.11 or later" >&2; exit 1; }
+	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$(PYTHON_VERSION)" ]; then \
+		echo "$(VENV) was made with another Python version: making it again with $(PYTHON) ($(PYTHON_VERSION))"; \
+		rm -rf $(VENV); \
+	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed*
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -30,4 +46,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-*/ build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -48,5 +48,6 @@ def test_restart_on_the_same_data_dir_and_port(
     # And it takes new files as before.
     src2, data2 = random_file("after.bin", 2 * 1024 * 1024)
     cap2 = n1.cli("put", str(src2)).ok().last_line
+    out.unlink()  # a get never replaces a file without --force
     n2.cli("get", cap2, "-o", str(out)).ok()
     assert out.read_bytes() == data2

@@ -6,11 +6,18 @@ only users who can read the data dir can talk to the node. Every request must ca
 ``Authorization: Bearer <token>``. Bodies stream both ways: a PUT body is handed to
 ``Node.store`` as an async iterator of pieces and a GET is written piece by piece as the node
 decrypts, so no request holds a whole file in memory. ``ShoalError`` subclasses become JSON
-errors ``{"error": {"type", "message"}}`` with a fitting status; see ``docs/http-api.md``.
+errors ``{"error": {"type", "code", "message"}}`` with the status their class carries; see
+``docs/http-api.md``.
+
+Checks come before work: the token, then the name (:func:`shoal.names.check_name`) and the
+``Content-Type`` (:func:`shoal.names.check_media_type`) of a PUT, all before its body is read.
+A request whose client goes away is cancelled (``handler_cancellation``), so a get stops
+fetching blocks for nobody and a put stops placing them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -26,7 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from shoal.client.api_info import API_FILE_NAME, ApiInfo, remove_api_info, write_api_info
 from shoal.client.http import check_read_cap
-from shoal.content.caps import looks_like_cap
+from shoal.content.caps import looks_like_cap, parse_cap
 from shoal.errors import (
     ConfigError,
     NotFound,
@@ -35,6 +42,8 @@ from shoal.errors import (
     TransportError,
     Unauthenticated,
 )
+from shoal.ids import encode_id
+from shoal.names import check_media_type, check_name
 from shoal.node.service import Node
 
 __all__ = ["ApiServer", "error_status", "serve_api"]
@@ -49,6 +58,16 @@ CLIENT_MAX_SIZE: Final = 1024 * 1024
 
 _NODE_KEY: Final = web.AppKey("node", Node)
 _TOKEN_KEY: Final = web.AppKey("token", str)
+
+
+class RequestCounter:
+    """How many requests are being handled right now (``ApiServer.active_requests``)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+
+
+_COUNTER_KEY: Final = web.AppKey("requests", RequestCounter)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -111,6 +130,17 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 @web.middleware
+async def _count_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the requests in progress (a cancelled one stops counting when it has stopped)."""
+    counter = request.app[_COUNTER_KEY]
+    counter.active += 1
+    try:
+        return await handler(request)
+    finally:
+        counter.active -= 1
+
+
+@web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse any request without the right bearer token (constant-time comparison)."""
     expected = f"Bearer {request.app[_TOKEN_KEY]}".encode()
@@ -143,8 +173,11 @@ async def _list_files(request: web.Request) -> web.Response:
 
 
 async def _put_file(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
+    # Everything the request says is checked before a byte of the body is read.
+    name = check_name(request.match_info["name"])
     media_type = request.headers.get("Content-Type")
+    if media_type is not None:
+        media_type = check_media_type(media_type)
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -160,6 +193,10 @@ async def _put_file(request: web.Request) -> web.Response:
         # nobody reads this answer, so it is not worth an error with a traceback.
         log.info("%s", exc)
         return _error_response(exc, status=400)
+    except asyncio.CancelledError:
+        # The same, noticed by aiohttp first: it cancels the handler of a closed connection.
+        log.info("upload of %r was interrupted: the client went away", name)
+        raise
     answer = {
         "name": result.name,
         "cap": result.cap,
@@ -172,16 +209,20 @@ async def _put_file(request: web.Request) -> web.Response:
 
 
 async def _get_file(request: web.Request) -> web.StreamResponse:
-    return await _stream_file(request, request.match_info["name"])
+    name = request.match_info["name"]
+    return await _stream_file(request, name, file_name=name)
 
 
 async def _get_cap(request: web.Request) -> web.StreamResponse:
     cap = request.match_info["cap"]
     check_read_cap(cap)
-    return await _stream_file(request, cap)
+    # A file reached by its cap has no name of its own: like `shoal get CAP`, it is its CID.
+    return await _stream_file(request, cap, file_name=encode_id(parse_cap(cap).cid))
 
 
-async def _stream_file(request: web.Request, name_or_cap: str) -> web.StreamResponse:
+async def _stream_file(
+    request: web.Request, name_or_cap: str, *, file_name: str
+) -> web.StreamResponse:
     """Stream a file; an error before the first byte is a JSON error, after it an abort."""
     node = request.app[_NODE_KEY]
     async with node.get(name_or_cap) as reader:
@@ -193,7 +234,7 @@ async def _stream_file(request: web.Request, name_or_cap: str) -> web.StreamResp
             status=200,
             headers={
                 "Content-Type": reader.media_type or "application/octet-stream",
-                "Content-Disposition": _content_disposition(reader.name or "file"),
+                "Content-Disposition": _content_disposition(file_name),
             },
         )
         response.content_length = reader.size
@@ -238,10 +279,12 @@ def _loggable(name_or_cap: str) -> str:
 def make_app(node: Node, token: str) -> web.Application:
     """Build the aiohttp application serving ``node`` (no socket, no ``api.json``)."""
     app = web.Application(
-        client_max_size=CLIENT_MAX_SIZE, middlewares=[_errors_middleware, _auth_middleware]
+        client_max_size=CLIENT_MAX_SIZE,
+        middlewares=[_count_middleware, _errors_middleware, _auth_middleware],
     )
     app[_NODE_KEY] = node
     app[_TOKEN_KEY] = token
+    app[_COUNTER_KEY] = RequestCounter()
     app.router.add_get("/v1/status", _status)
     app.router.add_get("/v1/peers", _peers)
     app.router.add_get("/v1/files", _list_files)
@@ -270,10 +313,18 @@ class ApiServer:
         self.url = ""
         self._port = port
         self._runner: web.AppRunner | None = None
+        self._app = make_app(self.node, self.token)
+
+    @property
+    def active_requests(self) -> int:
+        """Requests being handled right now (a request whose client left is not counted)."""
+        return self._app[_COUNTER_KEY].active
 
     async def start(self) -> None:
         """Listen on 127.0.0.1 and publish ``api.json``."""
-        runner = web.AppRunner(make_app(self.node, self.token), access_log=None)
+        # handler_cancellation: when a client disconnects, aiohttp cancels its handler, so no
+        # work goes on for an answer nobody will read.
+        runner = web.AppRunner(self._app, access_log=None, handler_cancellation=True)
         await runner.setup()
         self._runner = runner
         try:

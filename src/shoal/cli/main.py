@@ -21,11 +21,13 @@ from typing import Any, TypeVar
 import click
 
 from shoal.cli.demo import run_demo
+from shoal.cli.files import output_path
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
 from shoal.cli.run import configure_logging, refuse_if_running, run_node
 from shoal.client.http import Client, check_read_cap
 from shoal.content.caps import looks_like_cap
 from shoal.errors import ConfigError, NotFound, ShoalError, StorageError
+from shoal.names import check_name, printable
 from shoal.node.service import init_data_dir
 
 __all__ = ["cli", "main"]
@@ -43,8 +45,7 @@ class ShoalGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ShoalError as exc:
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            click.echo(f"error: {message}", err=True)
+            click.echo(f"error: {_one_line(exc)}", err=True)
             raise click.exceptions.Exit(EXIT_ERROR) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -55,6 +56,11 @@ class ShoalGroup(click.Group):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             raise click.exceptions.Exit(EXIT_ERROR) from None
+
+
+def _one_line(exc: ShoalError) -> str:
+    """The error's message on one line, safe to print (control characters escaped)."""
+    return printable(" ".join(str(exc).split())) or type(exc).__name__
 
 
 def data_dir_option(*, required: bool = True) -> Callable[[F], F]:
@@ -137,23 +143,83 @@ def run(
 @data_dir_option()
 # Not click.Path(exists=True): a missing file is a failed operation (one `error:` line, exit
 # 1) like any other, not a usage error with a usage banner.
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--name", help="Name in the catalog (default: the file's name).")
-def put(data_dir: Path, file: Path, name: str | None) -> None:
-    """Store FILE through the running node; print its read cap as the last line."""
-    _check_input_file(file)
-    name = name or file.name
-    with Client.from_data_dir(data_dir) as client, transfer_progress(f"put {name}") as bar:
-        result = client.put(file, name=name, progress=bar)
-    click.echo(f"stored {result['name']} ({format_size(result.get('size'))})", err=True)
-    copies, wanted = result.get("replicas"), result.get("replicas_wanted")
-    if isinstance(copies, int) and isinstance(wanted, int) and copies < wanted:
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option(
+    "--name",
+    default=None,
+    help="Name in the catalog (default: the file's name). Needed for '-' (standard input); "
+    "only with one FILE.",
+)
+def put(data_dir: Path, files: tuple[str, ...], name: str | None) -> None:
+    """Store each FILE ('-' for standard input) through the running node.
+
+    Prints each file's read cap on stdout, one line per file stored, and "stored NAME (SIZE)"
+    on stderr. When one of several files fails, its error is reported and the others are
+    still stored; the exit code is then 1.
+    """
+    if name is not None:
+        check_name(name, what="--name")
+        if len(files) > 1:
+            raise click.UsageError("--name names a single file: give one FILE with it")
+    if "-" in files and name is None:
+        raise click.UsageError("put - reads standard input: give it a name with --name")
+    names = [name if name is not None else Path(file).name for file in files]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        shown = ", ".join(printable(n) for n in repeated[:3])
+        raise ConfigError(f"several files would be named {shown}: store them one by one")
+    failures = 0
+
+    def failed(file: str, exc: ShoalError) -> None:
+        nonlocal failures
+        if len(files) == 1:
+            raise exc
+        failures += 1
+        click.echo(f"error: {printable(file)}: {_one_line(exc)}", err=True)
+
+    # What can be checked here is, before the node is asked anything.
+    todo = []
+    for file, file_name in zip(files, names, strict=True):
+        try:
+            check_name(file_name)
+            if file != "-":
+                _check_input_file(Path(file))
+        except ShoalError as exc:
+            failed(file, exc)
+        else:
+            todo.append((file, file_name))
+    under_replicated: tuple[int, int] | None = None
+    if todo:
+        with Client.from_data_dir(data_dir) as client:
+            for file, file_name in todo:
+                try:
+                    result = _put_one(client, file, file_name)
+                except ShoalError as exc:
+                    failed(file, exc)
+                    continue
+                size = format_size(result.get("size"))
+                click.echo(f"stored {printable(result['name'])} ({size})", err=True)
+                copies, wanted = result.get("replicas"), result.get("replicas_wanted")
+                if isinstance(copies, int) and isinstance(wanted, int) and copies < wanted:
+                    under_replicated = under_replicated or (copies, wanted)
+                click.echo(result["cap"])
+    if under_replicated is not None:
+        copies, wanted = under_replicated
         click.echo(
             f"warning: only {copies} of {wanted} copies stored (only {copies} node(s) up); "
             "the file does not yet survive the loss of the nodes that hold it",
             err=True,
         )
-    click.echo(result["cap"])
+    if failures:
+        raise click.exceptions.Exit(EXIT_ERROR)
+
+
+def _put_one(client: Client, file: str, name: str) -> dict[str, Any]:
+    """Store one file (or standard input for ``-``) as ``name``, with a progress bar."""
+    with transfer_progress(f"put {printable(name)}") as bar:
+        if file == "-":
+            return client.put(sys.stdin.buffer, name=name, progress=bar)
+        return client.put(Path(file), name=name, progress=bar)
 
 
 def _check_input_file(file: Path) -> None:
@@ -174,25 +240,33 @@ def _check_input_file(file: Path) -> None:
 @click.option(
     "-o",
     "--output",
-    required=True,
-    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-    help="Where to write the file ('-' for stdout).",
+    default=None,
+    metavar="PATH",
+    help="Where to write: a file, a directory (DIR/ or an existing one), or '-' for stdout. "
+    "Default: the last part of NAME, or the CID for a cap, in the current directory.",
 )
-def get(data_dir: Path, name_or_cap: str, output: Path) -> None:
-    """Get a file by name or read cap (shoal:r:...) and write it to OUTPUT."""
+@click.option("-f", "--force", is_flag=True, help="Replace an existing file.")
+def get(data_dir: Path, name_or_cap: str, output: str | None, force: bool) -> None:
+    """Get a file by name or read cap (shoal:r:...) and write it to a file or stdout.
+
+    An existing file is never replaced without --force; a failed get leaves no file.
+    """
     is_cap = looks_like_cap(name_or_cap)
     if is_cap:
         check_read_cap(name_or_cap)  # a typo in a cap is reported even with no node running
-    label = "get by cap" if is_cap else f"get {name_or_cap}"
-    with Client.from_data_dir(data_dir) as client, transfer_progress(label) as bar:
-        if str(output) == "-":
+    label = "get by cap" if is_cap else f"get {printable(name_or_cap)}"
+    if output == "-":
+        with Client.from_data_dir(data_dir) as client, transfer_progress(label) as bar:
             stdout = sys.stdout.buffer
-            size = client.get_into(name_or_cap, stdout, progress=bar)
+            client.get_into(name_or_cap, stdout, progress=bar)
             stdout.flush()
-        else:
-            size = client.get(name_or_cap, output, progress=bar)
-    if str(output) != "-":
-        click.echo(f"wrote {output} ({format_size(size)})", err=True)
+        return
+    dest = output_path(name_or_cap, output)
+    if not force and os.path.lexists(dest):
+        raise ConfigError(f"{dest} already exists: use --force to replace it, or -o elsewhere")
+    with Client.from_data_dir(data_dir) as client, transfer_progress(label) as bar:
+        size = client.get(name_or_cap, dest, progress=bar, overwrite=force)
+    click.echo(f"wrote {dest} ({format_size(size)})", err=True)
 
 
 @cli.command(name="ls")
@@ -205,7 +279,7 @@ def ls(data_dir: Path, as_json: bool) -> None:
     if as_json:
         _print_json(files)
         return
-    rows = [[f["name"], format_size(f.get("size")), f["cap"]] for f in files]
+    rows = [[printable(str(f["name"])), format_size(f.get("size")), f["cap"]] for f in files]
     click.echo(format_table(["NAME", "SIZE", "CAP"], rows))
 
 
@@ -247,7 +321,9 @@ def status(data_dir: Path, as_json: bool) -> None:
         _print_json(info)
         return
     for key, value in info.items():
-        if isinstance(value, float):
+        if key == "bytes" and isinstance(value, int):
+            shown = format_size(value)
+        elif isinstance(value, float):
             shown = f"{value:.1f}"
         elif isinstance(value, str | int):
             shown = str(value)

@@ -1,8 +1,10 @@
 """What the CLI prints: plain aligned tables, sizes, times and progress bars.
 
 Tables are plain text rather than rich tables so that long capability strings are never folded
-or cut when stdout is a pipe or a narrow terminal. Progress bars go to stderr, keeping stdout
-for results that scripts read.
+or cut when stdout is a pipe or a narrow terminal; columns are aligned by display width (an east
+Asian character or an emoji takes two terminal cells). Progress bars go to stderr, keeping
+stdout for results that scripts read. Every size and speed uses ``shoal.units`` (binary units:
+MiB, MiB/s), in bars and summaries alike.
 """
 
 from __future__ import annotations
@@ -11,20 +13,30 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from shoal.units import format_size
 
-__all__ = ["format_age", "format_size", "format_table", "transfer_progress"]
+__all__ = [
+    "BytesColumn",
+    "SpeedColumn",
+    "format_age",
+    "format_size",
+    "format_speed",
+    "format_table",
+    "transfer_progress",
+]
 
 
 def format_age(timestamp: float | None, now: float | None = None) -> str:
@@ -41,17 +53,45 @@ def format_age(timestamp: float | None, now: float | None = None) -> str:
     return f"{age / 86400:.0f}d ago"
 
 
+def format_speed(bytes_per_second: float | None) -> str:
+    """``1.5 * 2**20`` → ``"1.5 MiB/s"``; None → ``"?/s"``."""
+    return f"{format_size(bytes_per_second)}/s"
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces; the last column is never padded."""
-    widths = [len(h) for h in headers]
+    """Left-aligned columns separated by two spaces; the last column is never padded.
+
+    Widths are display widths (terminal cells), so wide characters line up.
+    """
+    widths = [cell_len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
+            widths[i] = max(widths[i], cell_len(cell))
     lines = []
     for row in (headers, *rows):
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        cells = [cell + " " * (widths[i] - cell_len(cell)) for i, cell in enumerate(row[:-1])]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines)
+
+
+class BytesColumn(ProgressColumn):
+    """``3.0 MiB / 20.0 MiB`` (or ``3.0 MiB`` when the total is unknown), in binary units."""
+
+    def render(self, task: Task) -> Text:
+        done = format_size(int(task.completed))
+        if task.total is None:
+            return Text(done, style="progress.download")
+        return Text(f"{done} / {format_size(int(task.total))}", style="progress.download")
+
+
+class SpeedColumn(ProgressColumn):
+    """``12.3 MiB/s``, in binary units (rich's own column counts decimal MB)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None and task.elapsed:  # rich needs two updates to estimate a speed
+            speed = task.completed / task.elapsed
+        return Text(format_speed(speed), style="progress.data.speed")
 
 
 class _Bar:
@@ -71,8 +111,8 @@ class _Bar:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
+                BytesColumn(),
+                SpeedColumn(),
                 TimeRemainingColumn(),
                 console=Console(stderr=True),
                 transient=False,
@@ -88,7 +128,7 @@ class _Bar:
 
 @contextmanager
 def transfer_progress(description: str) -> Iterator[_Bar]:
-    """A rich progress bar on stderr (bytes, MB/s, ETA) for the duration of the block."""
+    """A rich progress bar on stderr (bytes, MiB/s, ETA) for the duration of the block."""
     bar = _Bar(description)
     try:
         yield bar

@@ -6,16 +6,20 @@ Also what ``shoal demo`` shares with it: logging setup and waiting for a stop si
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
 from shoal.api.http import serve_api
 from shoal.client.http import Client
 from shoal.errors import ConfigError, ShoalError
+from shoal.node.datadir import is_initialized
 from shoal.node.service import Node, init_data_dir
 
 __all__ = ["configure_logging", "refuse_if_running", "run_node", "wait_for_stop_signal"]
@@ -69,18 +73,59 @@ def refuse_if_running(data_dir: Path) -> None:
 async def run_node(
     data_dir: Path, *, listen: str | None, peers: Sequence[str], replicas: int | None
 ) -> None:
-    """Run a node and its API until SIGINT/SIGTERM; print one line once it is listening."""
-    node_id, created = init_data_dir(data_dir)
-    if created:
-        log.info("initialized data dir %s for node %s", data_dir, node_id)
-    async with (
-        Node.start(data_dir, listen=listen, peers=peers, replicas=replicas) as node,
-        serve_api(node, data_dir) as api,
-    ):
-        print(
-            f"shoal node {node.node_id} listening on {node.listen_address} (API {api.url})",
-            flush=True,
-        )
-        # Peers going up and down are logged by the transport layer (INFO, on stderr).
-        await wait_for_stop_signal()
-        log.info("stopping")
+    """Run a node and its API until SIGINT/SIGTERM; print one line once it is listening.
+
+    A data dir this call initializes is removed again if the node then fails to start (a
+    port in use, a full disk): a start that fails leaves nothing behind.
+    """
+    undo = None if is_initialized(data_dir) else _undo_for(data_dir)
+    started = False
+    try:
+        node_id, created = init_data_dir(data_dir)
+        async with (
+            Node.start(data_dir, listen=listen, peers=peers, replicas=replicas) as node,
+            serve_api(node, data_dir) as api,
+        ):
+            started = True
+            if created:
+                log.info("initialized data dir %s for node %s", data_dir, node_id)
+            print(
+                f"shoal node {node.node_id} listening on {node.listen_address} (API {api.url})",
+                flush=True,
+            )
+            # Peers going up and down are logged by the transport layer (INFO, on stderr).
+            await wait_for_stop_signal()
+            log.info("stopping")
+    except BaseException:
+        if not started and undo is not None:
+            undo()
+        raise
+
+
+def _undo_for(data_dir: Path) -> Callable[[], None]:
+    """A function that removes what gets created in or for ``data_dir`` from now on.
+
+    If the directory does not exist yet, the topmost of its missing parents goes, whole;
+    otherwise only the entries that were not there now.
+    """
+    path = data_dir.absolute()
+    missing_top: Path | None = None
+    while not os.path.lexists(path):
+        missing_top, path = path, path.parent
+    if missing_top is None and not path.is_dir():
+        return lambda: None  # not a directory: the start fails before creating anything
+    before = set() if missing_top is not None else set(os.listdir(path))
+
+    def undo() -> None:
+        if missing_top is not None:
+            shutil.rmtree(missing_top, ignore_errors=True)
+            return
+        with contextlib.suppress(OSError):
+            for name in set(os.listdir(path)) - before:
+                entry = path / name
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+    return undo

@@ -33,6 +33,7 @@ from shoal.errors import (
     TransportError,
     error_class_for_code,
 )
+from shoal.names import check_name
 from shoal.store.files import AtomicFile
 
 __all__ = [
@@ -185,29 +186,36 @@ class Client:
 
         Args:
             path_or_fileobj: A path, or a binary file object open for reading.
-            name: Name in the catalog; defaults to the file's base name.
+            name: Name in the catalog; defaults to the file's base name. It is checked with
+                :func:`shoal.names.check_name` before anything is sent.
             progress: Called as ``progress(bytes_sent, total_or_None)`` after each piece.
 
         Returns:
-            ``{"name", "cap", "size"}``; ``cap`` is the read cap string.
+            ``{"name", "cap", "size", "blocks", "replicas", "replicas_wanted"}``; ``cap`` is
+            the read cap string.
 
         Raises:
-            ConfigError: No name given and none can be derived from the file object.
+            ConfigError: The name is invalid (empty, control characters, too long), or none
+                was given and none can be derived from the file object.
             StorageError: The local file cannot be read.
-            QuorumNotMet: The node could not place enough copies.
+            QuorumNotMet: The node could not place a block anywhere.
         """
+        if name is not None:
+            check_name(name)
         if isinstance(path_or_fileobj, str | os.PathLike):
             path = Path(path_or_fileobj)
+            if name is None:
+                name = check_name(path.name)
             try:
                 with path.open("rb") as fileobj:
-                    return self._put_fileobj(fileobj, name or path.name, progress)
+                    return self._put_fileobj(fileobj, name, progress)
             except OSError as exc:
                 raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
         if name is None:
             raw_name = getattr(path_or_fileobj, "name", None)
             if not isinstance(raw_name, str) or not os.path.basename(raw_name):
                 raise ConfigError("put needs a name for a file object without one")
-            name = os.path.basename(raw_name)
+            name = check_name(os.path.basename(raw_name))
         return self._put_fileobj(path_or_fileobj, name, progress)
 
     def _put_fileobj(
@@ -241,6 +249,8 @@ class Client:
         name_or_cap: str,
         dest_path: str | os.PathLike[str],
         progress: TransferProgress | None = None,
+        *,
+        overwrite: bool = True,
     ) -> int:
         """Fetch a file by name or read cap into ``dest_path``, atomically.
 
@@ -252,6 +262,8 @@ class Client:
             name_or_cap: A name in the node's catalog, or a read cap ``shoal:r:...``.
             dest_path: Where to write the file.
             progress: Called as ``progress(bytes_received, total)`` after each piece.
+            overwrite: Replace a file already at ``dest_path`` (the default). If False, such
+                a file is never replaced, even one created while the transfer ran.
 
         Returns:
             The file's size in bytes.
@@ -261,17 +273,22 @@ class Client:
             InvalidCapability: ``name_or_cap`` starts with ``shoal:`` but is no read cap.
             TransportError: The transfer was cut short.
             StorageError: The destination cannot be written.
+            ConfigError: ``overwrite`` is False and ``dest_path`` exists.
         """
         dest = Path(dest_path)
+        if not overwrite and os.path.lexists(dest):
+            raise _exists_error(dest)
         try:
             out = AtomicFile(dest)
         except OSError as exc:
             raise StorageError(f"cannot write into {dest.parent}: {exc.strerror or exc}") from exc
         try:
             size = self.get_into(name_or_cap, out.file, progress)
-            out.commit()
+            out.commit(overwrite=overwrite)
         except BaseException as exc:
             out.discard()
+            if isinstance(exc, FileExistsError):
+                raise _exists_error(dest) from None
             if isinstance(exc, OSError):
                 raise StorageError(f"cannot write {dest}: {exc.strerror or exc}") from exc
             raise
@@ -349,6 +366,10 @@ class Client:
         if transfer or isinstance(exc, httpx.RemoteProtocolError):
             return TransportError(f"the node closed the connection mid-transfer: {exc}")
         return TransportError(f"request to the node at {self.url} failed: {exc}")
+
+
+def _exists_error(dest: Path) -> ConfigError:
+    return ConfigError(f"{dest} already exists; it was not replaced")
 
 
 def _file_path(name: str) -> str:

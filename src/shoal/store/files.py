@@ -10,6 +10,7 @@ old file or the new one, never a part.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -76,8 +77,14 @@ class AtomicFile:
         """Append ``data``; return how many bytes were written."""
         return self.file.write(data)
 
-    def commit(self) -> None:
+    def commit(self, *, overwrite: bool = True) -> None:
         """Flush, fsync, rename into place and fsync the directory.
+
+        Args:
+            overwrite: Replace an existing target (the default). If False, an existing target
+                is kept and ``FileExistsError`` raised, with no window in which it could be
+                replaced (the new file is hard-linked into place, which fails if the name
+                exists).
 
         Raises:
             OSError: Any step failed; the temporary file is removed, the target unchanged.
@@ -89,7 +96,10 @@ class AtomicFile:
             os.fchmod(self.file.fileno(), self._mode)
             os.fsync(self.file.fileno())
             self.file.close()
-            os.replace(self._tmp, self.path)
+            if overwrite:
+                os.replace(self._tmp, self.path)
+            else:
+                _link_no_clobber(self._tmp, self.path)
             self._done = True
             fsync_dir(self.path.parent)
         except BaseException:
@@ -119,6 +129,22 @@ class AtomicFile:
             self.commit()
         else:
             self.discard()
+
+
+def _link_no_clobber(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target`` unless ``target`` exists (``FileExistsError``)."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        # A file system without hard links (FAT, some FUSE): check, then rename. Only a file
+        # created in between, by someone else, could still be replaced.
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.replace(source, target)
+        return
+    source.unlink()
 
 
 def write_file_atomic(

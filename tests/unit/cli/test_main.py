@@ -19,9 +19,11 @@ CID = encode_id(b"\x01" * 32)
 GOOD_CAP = f"shoal:r:{CID}:{encode_id(bytes([2]) * 32)}"
 
 
-def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
+def invoke(
+    *args: str, env: dict[str, str | None] | None = None, input: bytes | None = None
+) -> Result:
     runner = CliRunner()
-    return runner.invoke(cli, list(args), env={"SHOAL_DATA_DIR": None, **(env or {})})
+    return runner.invoke(cli, list(args), env={"SHOAL_DATA_DIR": None, **(env or {})}, input=input)
 
 
 def error_lines(result: Result) -> list[str]:
@@ -49,6 +51,7 @@ def test_version() -> None:
         ["run"],
         ["put", "README.md"],
         ["get", "x", "-o", "out"],
+        ["get", "x"],
         ["ls"],
         ["rm", "x"],
         ["peers"],
@@ -61,10 +64,88 @@ def test_missing_data_dir_is_a_usage_error(args: list[str]) -> None:
     assert "--data-dir" in result.stderr
 
 
-def test_get_needs_an_output(tmp_path: Path) -> None:
-    result = invoke("get", "--data-dir", str(tmp_path), "x")
+def test_get_refuses_to_replace_a_file_before_asking_the_node(tmp_path: Path) -> None:
+    out = tmp_path / "out.bin"
+    out.write_bytes(b"precious")
+    for target in (["-o", str(out)], ["-o", f"{tmp_path}/"]):
+        result = invoke("get", "--data-dir", str(tmp_path / "d"), "out.bin", *target)
+        assert result.exit_code == 1, result.output
+        assert error_lines(result) == [
+            f"error: {out} already exists: use --force to replace it, or -o elsewhere"
+        ]
+    assert out.read_bytes() == b"precious"
+    # With --force the same command goes on to the node (none is running here).
+    result = invoke("get", "--data-dir", str(tmp_path / "d"), "out.bin", "-o", str(out), "-f")
+    assert result.exit_code == 1
+    assert "no running node" in result.stderr
+    assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("name", ["..", "dir/", "a/."])
+def test_get_of_a_name_without_a_file_name_asks_for_o(tmp_path: Path, name: str) -> None:
+    result = invoke("get", "--data-dir", str(tmp_path), name)
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert "-o FILE" in line
+
+
+def test_get_into_a_missing_directory(tmp_path: Path) -> None:
+    result = invoke("get", "--data-dir", str(tmp_path), "x", "-o", f"{tmp_path}/nope/")
+    assert result.exit_code == 1
+    assert error_lines(result) == [f"error: no such directory: {tmp_path}/nope/ (create it first)"]
+
+
+def test_put_needs_a_file() -> None:
+    result = invoke("put", "--data-dir", "d")
     assert result.exit_code == 2
-    assert "-o" in result.stderr
+    assert "FILE" in result.stderr
+
+
+def test_put_of_standard_input_needs_a_name(tmp_path: Path) -> None:
+    result = invoke("put", "--data-dir", str(tmp_path), "-", input=b"data")
+    assert result.exit_code == 2
+    assert "--name" in result.stderr
+
+
+def test_one_name_for_several_files_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("put", "--data-dir", str(tmp_path), "a", "b", "--name", "x")
+    assert result.exit_code == 2
+    assert "--name" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("", "a --name must not be empty"),
+        ("fake\nrow", "a --name must not contain a control character: U+000A at position 5"),
+        ("\x1b[2J", "control character: U+001B"),
+        ("x" * 1025, "at most 1024 bytes"),
+    ],
+)
+def test_bad_names_are_refused_before_anything_is_read(
+    tmp_path: Path, name: str, fragment: str
+) -> None:
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"hello")
+    result = invoke("put", "--data-dir", str(tmp_path / "d"), str(src), "--name", name)
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert line.startswith("error: a --name must ")
+    assert fragment in line
+    assert not (tmp_path / "d").exists()
+
+
+def test_files_that_would_share_a_name_are_refused(tmp_path: Path) -> None:
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "x.txt").write_bytes(b"x")
+    result = invoke(
+        "put", "--data-dir", str(tmp_path), f"{tmp_path}/a/x.txt", f"{tmp_path}/b/x.txt"
+    )
+    assert result.exit_code == 1
+    assert error_lines(result) == [
+        "error: several files would be named x.txt: store them one by one"
+    ]
 
 
 def test_put_of_a_missing_file_is_one_error_line(tmp_path: Path) -> None:

@@ -210,3 +210,63 @@ def test_api_info_written_by_the_node_reads_back_and_is_private(tmp_path: Path) 
     assert (tmp_path / API_FILE_NAME).exists()
     remove_api_info(tmp_path, "tok")
     assert not (tmp_path / API_FILE_NAME).exists()
+
+
+async def test_get_without_overwrite_keeps_a_file_that_appeared_meanwhile(
+    serve: Serve, tmp_path: Path
+) -> None:
+    dest = tmp_path / "out.bin"
+
+    async def handler(request: web.Request) -> web.Response:
+        dest.write_bytes(b"written by someone else during the transfer")
+        return web.Response(body=b"the file")
+
+    url = await serve(handler)
+    with Client(url, "tok") as client, pytest.raises(ConfigError, match="already exists"):
+        await asyncio.to_thread(client.get, "f", dest, overwrite=False)
+    assert dest.read_bytes() == b"written by someone else during the transfer"
+    assert list(tmp_path.iterdir()) == [dest]  # no temporary file left
+
+
+async def test_get_without_overwrite_refuses_an_existing_file_before_asking(
+    serve: Serve, tmp_path: Path
+) -> None:
+    asked: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.Response(body=b"the file")
+
+    url = await serve(handler)
+    dest = tmp_path / "out.bin"
+    dest.write_bytes(b"old")
+    with Client(url, "tok") as client:
+        with pytest.raises(ConfigError, match="already exists"):
+            await asyncio.to_thread(client.get, "f", dest, overwrite=False)
+        assert asked == []
+        assert dest.read_bytes() == b"old"
+        # The default replaces it, atomically.
+        await asyncio.to_thread(client.get, "f", dest)
+    assert dest.read_bytes() == b"the file"
+    assert list(tmp_path.iterdir()) == [dest]
+
+
+@pytest.mark.parametrize("name", ["", "a\nb", "x" * 1025, "\u202eevil"])
+async def test_put_refuses_a_bad_name_before_sending(
+    serve: Serve, tmp_path: Path, name: str
+) -> None:
+    asked: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response({}, status=201)
+
+    url = await serve(handler)
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"data")
+    with Client(url, "tok") as client:
+        with pytest.raises(ConfigError, match="file name"):
+            await asyncio.to_thread(client.put, src, name)
+        with pytest.raises(ConfigError, match="file name"):
+            await asyncio.to_thread(client.put, io.BytesIO(b"data"), name)
+    assert asked == []
