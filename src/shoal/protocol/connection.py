@@ -41,6 +41,7 @@ from shoal.ids import short_id
 from shoal.protocol.frames import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_HEADER_SIZE,
+    FRAME_OVERHEAD,
     Frame,
     FrameDecoder,
 )
@@ -180,6 +181,9 @@ class Connection:
         self._max_frame_size = max_frame_size
         self._max_header_size = max_header_size
         self._decoder = FrameDecoder(max_frame_size, max_header_size, frame_types=MESSAGES.codes)
+        # Until the peer is authenticated only HELLO, AUTH and ERROR can come, and none has a
+        # payload: a stranger cannot make us buffer more than one maximum header.
+        self._decoder.max_frame_size = min(max_frame_size, FRAME_OVERHEAD + max_header_size)
         self._requests = RequestTable(
             dialer=role is Role.DIALER, max_cancelled=max_cancelled_requests
         )
@@ -376,6 +380,7 @@ class Connection:
     def _fail(self, error: ProtocolError, *, send_error: bool) -> None:
         self._state = State.ERROR
         self._error = error
+        self._decoder.discard()  # never hold bytes for a dead connection
         self._requests.fail_all()
         if send_error:
             code = error.code[:MAX_ERROR_CODE_LENGTH] or "protocol-error"
@@ -483,6 +488,7 @@ class Connection:
         if self.role is Role.LISTENER:
             self._outgoing.extend(self._encode(0, self._sign()))
         self._state = State.ESTABLISHED
+        self._decoder.max_frame_size = self._max_frame_size
         return HandshakeComplete(peer)
 
     def _hellos(self) -> tuple[Hello, Hello]:

@@ -182,6 +182,13 @@ class FrameDecoder:
             self._pos = 0
         self._buf += data
 
+    def discard(self) -> None:
+        """Drop what is buffered and everything received from now on (the connection failed)."""
+        if self._error is None:
+            self._error = RemoteProtocolError("the connection has failed", code="discarded")
+        self._buf = bytearray()
+        self._pos = 0
+
     def next_frame(self) -> Frame | None:
         """Return the next complete frame, or ``None`` if more data is needed.
 

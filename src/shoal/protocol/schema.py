@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import msgpack
 
@@ -378,6 +378,8 @@ class HeaderSchema:
                 code="header-too-large",
             )
         value = self._unpack(raw)
+        if type(value) is not dict:
+            self._refuse(f"is a {describe(value)}, not a map")
         try:
             return self.record.values_from_wire(value, self.what)
         except FieldError as exc:
@@ -412,7 +414,7 @@ class HeaderSchema:
             return items
 
         if not raw:
-            return self._refuse("is empty (an empty header is the one-byte map 0x80)")
+            self._refuse("is empty (an empty header is the one-byte map 0x80)")
         try:
             return msgpack.unpackb(
                 raw,
@@ -428,23 +430,23 @@ class HeaderSchema:
                 max_ext_len=0,
             )
         except _HeaderRefused as exc:
-            return self._refuse(str(exc))
+            self._refuse(str(exc))
         except msgpack.ExtraData:
-            return self._refuse("has bytes after its map")
+            self._refuse("has bytes after its map")
         except UnicodeDecodeError:
-            return self._refuse("has a str that is not UTF-8")
+            self._refuse("has a str that is not UTF-8")
         except (msgpack.StackError, msgpack.FormatError):
-            return self._refuse("is not valid msgpack")
+            self._refuse("is not valid msgpack")
         except ValueError as exc:
             text = str(exc)
             # msgpack's own limit messages hold numbers only ("20 exceeds max_array_len(16)").
             if "exceeds max_" in text:
-                return self._refuse(f"is beyond this message type's limits: {text[:120]}")
-            return self._refuse("is not valid msgpack")
+                self._refuse(f"is beyond this message type's limits: {text[:120]}")
+            self._refuse("is not valid msgpack")
         except Exception:  # msgpack documents that other exceptions may escape
-            return self._refuse("is not valid msgpack")
+            self._refuse("is not valid msgpack")
 
-    def _refuse(self, why: str) -> object:
+    def _refuse(self, why: str) -> NoReturn:
         raise RemoteProtocolError(f"{self.what} header {why}", code="malformed-header")
 
 
