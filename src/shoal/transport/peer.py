@@ -32,7 +32,9 @@ Stall detection: while requests of ours are pending and no byte arrives from the
 not count), a PING is sent outside any limit. If still no byte arrives within
 ``stall_ping_timeout`` [2 s], the peer is declared dead: every pending request fails at once
 with ``PeerUnavailable`` and the connection closes (the manager reconnects with backoff). A
-peer that is slow but alive answers the PING and is kept.
+peer that is slow but alive answers the PING and is kept; a peer that holds us back because
+its own limits are full (its disk is slow) cannot read our PING, so it sends a PING of its
+own every ``stall_timeout / 2`` while it holds us back, and its bytes keep it alive for us.
 
 Resource handling: ``close()`` fails every pending request with ``PeerUnavailable``, closes the
 stream, cancels and awaits the handler tasks and the stall watcher. Error messages name the
@@ -340,7 +342,11 @@ class PeerConnection:
         self._tasks.spawn(self._serve(request_id, message, slots, bulk=bulk), name="serve")
 
     async def _held_back(self, limit: str, wait: Awaitable[object]) -> None:
-        """Wait for ``wait`` with the read loop stopped: TCP then holds the peer back."""
+        """Wait for ``wait`` with the read loop stopped: TCP then holds the peer back.
+
+        Meanwhile a PING goes out every ``stall_timeout / 2``: the peer, whose requests we
+        are not reading, sees bytes from us and so does not take us for a frozen node.
+        """
         now = self._loop.time()
         if now - self._limit_logged.get(limit, -_LIMIT_LOG_INTERVAL) >= _LIMIT_LOG_INTERVAL:
             self._limit_logged[limit] = now
@@ -352,11 +358,32 @@ class PeerConnection:
                 self._limits[limit],
             )
         self._reader_blocked = True
+        waiting = asyncio.ensure_future(wait)
         try:
-            await wait
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=self._stall_timeout / 2)
+                if done:
+                    waiting.result()
+                    return
+                log.debug(
+                    "holding %s back; sending a PING so it knows we are alive", self.describe()
+                )
+                if not self._send_ping():
+                    return
         finally:
+            waiting.cancel()
             self._reader_blocked = False
             self._quiet_since = self._loop.time()  # our own pause is not the peer's silence
+
+    def _send_ping(self) -> bool:
+        """Send a PING outside every limit and forget it (its PONG is dropped by the
+        protocol); whether it could be sent."""
+        try:
+            self._conn.cancel_request(self._conn.send_request(Ping()))
+            self._flush()
+        except (LocalProtocolError, ConnectionError, OSError):
+            return False  # the connection is ending anyway
+        return True
 
     async def _serve(
         self, request_id: int, message: Message, slots: asyncio.Semaphore, *, bulk: bool
@@ -432,6 +459,8 @@ class PeerConnection:
                     self._flush()
                     await self._drain()
                 except (ConnectionError, OSError) as exc:
+                    if self.closed.is_set():
+                        raise PeerUnavailable(self._closed_text()) from exc
                     self._stream.close()  # the read loop sees the end and closes
                     raise PeerUnavailable(
                         f"sending {type(message).NAME} to {self.describe()} failed: "
@@ -477,13 +506,10 @@ class PeerConnection:
             if self._reader_blocked or quiet < self._stall_timeout:
                 await asyncio.sleep(max(self._stall_timeout - quiet, 0.01))
                 continue
+            log.debug("%s silent for %.1f s; sending a PING", self.describe(), quiet)
             probe_sent = self._loop.time()
-            try:
-                # A PING outside every limit; its PONG (any byte, in fact) proves life.
-                self._conn.cancel_request(self._conn.send_request(Ping()))
-                self._flush()
-            except (LocalProtocolError, ConnectionError, OSError):
-                return  # the connection is ending anyway
+            if not self._send_ping():  # its PONG (any byte, in fact) proves life
+                return
             await asyncio.sleep(self._stall_ping_timeout)
             if self._quiet_since >= probe_sent or self._reader_blocked or not self._pending:
                 continue
