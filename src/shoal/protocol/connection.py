@@ -302,7 +302,7 @@ class Connection:
         cls = type(message)
         if not cls.is_request():
             raise LocalProtocolError(f"{cls.NAME} is not a request; use send_response")
-        request_id = self._requests.open(cls)
+        request_id = self._requests.open(message)
         try:
             frame = self._encode(request_id, message)
         except LocalProtocolError:
@@ -395,9 +395,8 @@ class Connection:
             assert isinstance(error, Error)
             if frame.request_id == 0 or self._in_handshake():
                 raise _PeerError(self._peer_error(error))
-            if self._requests.close_answered(frame.request_id, Error):
-                return ResponseReceived(frame.request_id, error)
-            return None
+            deliver, _ = self._requests.close_answered(frame.request_id, Error)
+            return ResponseReceived(frame.request_id, error) if deliver else None
         if self._in_handshake():
             return self._handle_handshake(frame, cls)
         if cls is Hello or cls is Auth:
@@ -413,8 +412,13 @@ class Connection:
                 self._outgoing.extend(self._encode(frame.request_id, Pong()))
                 return None
             return RequestReceived(frame.request_id, message)
-        deliver = self._requests.close_answered(frame.request_id, cls)
+        deliver, check = self._requests.close_answered(frame.request_id, cls)
         message = self._decode(frame)
+        problem = None if check is None else check(message)
+        if problem is not None:
+            raise RemoteProtocolError(
+                f"{problem} (request {frame.request_id})", code="unexpected-response"
+            )
         return ResponseReceived(frame.request_id, message) if deliver else None
 
     def _peer_error(self, error: Error) -> RemoteProtocolError:

@@ -29,7 +29,14 @@ from shoal.protocol.frames import (
     Frame,
     encode_frame,
 )
-from shoal.protocol.registry import IdListPayload, Message, Payload, RawPayload, Registry
+from shoal.protocol.registry import (
+    AnswerCheck,
+    IdListPayload,
+    Message,
+    Payload,
+    RawPayload,
+    Registry,
+)
 from shoal.protocol.schema import (
     Array,
     Bin,
@@ -294,6 +301,16 @@ class HasBlocks(Message):
     PAYLOAD: ClassVar[Payload | None] = IdListPayload("block_ids", ID_SIZE, MAX_BLOCK_IDS)
     RESPONSE: ClassVar[type[Message] | None] = HaveBlocks
     block_ids: tuple[bytes, ...]
+
+    def answer_check(self) -> AnswerCheck:
+        asked = len(self.block_ids)
+
+        def check(answer: Message) -> str | None:
+            if isinstance(answer, HaveBlocks) and len(answer.present) != asked:
+                return f"HAVE_BLOCKS has {len(answer.present)} entries for {asked} ids asked"
+            return None
+
+        return check
 
 
 #: Each request type and the response it expects (``Error`` may answer any request).

@@ -11,13 +11,14 @@ carry or produce bulk data) asks the registry.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
 from shoal.errors import LocalProtocolError
 from shoal.protocol.schema import Field, FieldError, HeaderSchema, describe
 
-__all__ = ["IdListPayload", "Message", "Payload", "RawPayload", "Registry"]
+__all__ = ["AnswerCheck", "IdListPayload", "Message", "Payload", "RawPayload", "Registry"]
 
 
 class Payload(abc.ABC):
@@ -106,6 +107,14 @@ class Message:
         """Whether this message has a payload (block data or an id list)."""
         return cls.PAYLOAD is not None
 
+    def answer_check(self) -> AnswerCheck | None:
+        """For a request: a check of its answer beyond its type, or ``None``.
+
+        The connection keeps it while the request is outstanding (not the request itself,
+        whose payload may be large) and refuses an answer it returns a problem for.
+        """
+        return None
+
     @classmethod
     def answer_carries_bulk(cls) -> bool:
         """For a request: whether its answer has a payload (GET_BLOCK's block data)."""
@@ -113,6 +122,8 @@ class Message:
 
 
 M = TypeVar("M", bound=type[Message])
+#: Returns why an answer does not fit its request, or ``None`` if it does.
+AnswerCheck = Callable[[Message], str | None]
 
 
 class Registry:

@@ -6,7 +6,8 @@ never using 0. ``RequestTable`` keeps
 
 - our outstanding requests: id -> the response type we expect. An answer must carry one of
   these ids (else ``unknown-response``) and be of the expected type or ``Error`` (else
-  ``unexpected-response``); it then closes the request;
+  ``unexpected-response``, also when the request's own check of its answer fails, e.g. a
+  HAVE_BLOCKS whose length is not the number of ids asked); it then closes the request;
 - the ids we cancelled (the caller gave up, e.g. after a timeout) while an answer may still
   come: such an answer is checked the same way and then dropped silently. Only the
   ``max_cancelled`` most recently cancelled ids are remembered; past that the oldest is
@@ -30,6 +31,7 @@ from typing import Final
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.protocol.frames import MAX_U32
 from shoal.protocol.messages import Error, Message
+from shoal.protocol.registry import AnswerCheck
 
 __all__ = ["DEFAULT_MAX_CANCELLED_REQUESTS", "RequestTable"]
 
@@ -55,6 +57,7 @@ class RequestTable:
         self._last_id = -1 if dialer else 0
         self._max_cancelled = max_cancelled
         self._outstanding: dict[int, type[Message]] = {}
+        self._checks: dict[int, AnswerCheck] = {}  # only for requests that have one
         self._cancelled: OrderedDict[int, type[Message]] = OrderedDict()
         self._peer_open: dict[int, type[Message]] = {}
 
@@ -65,13 +68,16 @@ class RequestTable:
         """How many of our requests await an answer (cancelled ones not counted)."""
         return len(self._outstanding)
 
-    def open(self, request: type[Message]) -> int:
-        """Allocate an id for a new request of ours and remember its expected response."""
-        response = request.RESPONSE
+    def open(self, request: Message) -> int:
+        """Allocate an id for a new request of ours and remember what its answer must be."""
+        response = type(request).RESPONSE
         if response is None:
-            raise LocalProtocolError(f"{request.NAME} is not a request")
+            raise LocalProtocolError(f"{type(request).NAME} is not a request")
         request_id = self._next_id()
         self._outstanding[request_id] = response
+        check = request.answer_check()
+        if check is not None:
+            self._checks[request_id] = check
         return request_id
 
     def cancel(self, request_id: int) -> None:
@@ -80,14 +86,21 @@ class RequestTable:
         A no-op for an id that is not outstanding (already answered or cancelled).
         """
         expected = self._outstanding.pop(request_id, None)
+        self._checks.pop(request_id, None)
         if expected is None or self._max_cancelled == 0:
             return
         self._cancelled[request_id] = expected
         if len(self._cancelled) > self._max_cancelled:
             self._cancelled.popitem(last=False)
 
-    def close_answered(self, request_id: int, answer: type[Message]) -> bool:
-        """Account for an answer of type ``answer``; whether to deliver it (False: cancelled).
+    def close_answered(
+        self, request_id: int, answer: type[Message]
+    ) -> tuple[bool, AnswerCheck | None]:
+        """Account for an answer of type ``answer`` (before it is decoded).
+
+        Returns:
+            Whether to deliver it (False: its request was cancelled), and the check to run
+            on the decoded answer, if its request has one.
 
         Raises:
             RemoteProtocolError: ``bad-request-id`` (an id we could never have opened),
@@ -98,6 +111,7 @@ class RequestTable:
                 self._bad_id_text(request_id, answer.NAME, ours=True), code="bad-request-id"
             )
         expected = self._outstanding.pop(request_id, None)
+        check = self._checks.pop(request_id, None)
         deliver = expected is not None
         if expected is None:
             expected = self._cancelled.pop(request_id, None)
@@ -113,16 +127,18 @@ class RequestTable:
                 "or ERROR",
                 code="unexpected-response",
             )
-        return deliver
+        return deliver, check
 
     def abandon(self, request_id: int) -> None:
         """Forget one of our requests that could not be sent at all."""
         self._outstanding.pop(request_id, None)
+        self._checks.pop(request_id, None)
 
     def fail_all(self) -> list[int]:
         """Forget every outstanding request (the connection ended); return their ids."""
         ids = list(self._outstanding)
         self._outstanding.clear()
+        self._checks.clear()
         self._cancelled.clear()
         return ids
 

@@ -521,6 +521,20 @@ def test_answer_of_the_wrong_type() -> None:
     assert "expects BLOCK_DATA or ERROR" in message
 
 
+def test_have_blocks_must_answer_every_id_asked() -> None:
+    """The protocol checks an answer against its request, not only its type."""
+    link = established()
+    ids = (b"\x01" * 32, b"\x02" * 32)
+    good = link.dialer.send_request(HasBlocks(ids))
+    short = link.dialer.send_request(HasBlocks(ids))
+    link.pump()
+    link.listener.send_response(good, HaveBlocks((True, False)))
+    assert link.pump()[0] == [ResponseReceived(good, HaveBlocks((True, False)))]
+    link.dialer.receive_data(wire(short, HaveBlocks((True,))))
+    message = assert_failed(link.dialer, "unexpected-response", RemoteProtocolError)
+    assert message == f"HAVE_BLOCKS has 1 entries for 2 ids asked (request {short})"
+
+
 def test_duplicate_request_id_from_peer() -> None:
     link = established()
     link.listener.receive_data(wire(1, GetPeers()) + wire(1, GetPeers()))

@@ -249,30 +249,46 @@ async def test_timeout_then_late_answer_is_dropped() -> None:
 
 
 async def test_closing_with_pending_requests_leaves_no_unretrieved_future(
-    loop_errors: list[dict[str, Any]],
+    loop_errors: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Regression: requests waiting in drain() when the connection closes.
 
     The old code set an exception on each pending future in ``close()``; a request that was
     still in ``drain()`` then raised its own error and never awaited its future, and asyncio
-    logged "Future exception was never retrieved" when the future was collected.
+    logged "Future exception was never retrieved" once the future was collected.
     """
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    futures: list[asyncio.Future[Any]] = []
+    create_future = loop.create_future
+
+    def recording_create_future() -> asyncio.Future[Any]:
+        future = create_future()
+        futures.append(future)
+        return future
+
     node = Node(gate=asyncio.Event())
     async with pair(node) as p:
         assert p.listener_stream.transport is not None
         p.listener_stream.transport.pause_reading()  # the peer stops reading: drain() blocks
+        monkeypatch.setattr(loop, "create_future", recording_create_future)
         requests = [
             asyncio.create_task(p.dialer.request(PutBlock(ID, BLOCK), timeout=30)) for _ in range(8)
         ]
         await eventually(lambda: p.dialer_stream._writing_paused)
         await p.dialer.close()
         results = await asyncio.gather(*requests, return_exceptions=True)
+        monkeypatch.undo()
         assert all(isinstance(r, PeerUnavailable) for r in results), results
         assert {str(r) for r in results} == {
             f"the connection to peer {short_id(p.listener.local_id)} at "
             f"{p.dialer.remote_address} is closed"
         }
-    del requests, results
+    assert len(futures) >= 8
+    unretrieved = [f for f in futures if f.done() and f._log_traceback]  # type: ignore[attr-defined]
+    assert unretrieved == []
+    del requests, results, unretrieved
+    futures.clear()
     gc.collect()
     assert [c.get("message") for c in loop_errors] == []
 
