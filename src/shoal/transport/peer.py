@@ -172,6 +172,8 @@ class PeerConnection:
     ) -> None:
         if min(max_uploads, max_downloads, max_queued_requests) < 1:
             raise ValueError("per-connection request limits must be at least 1")
+        if min(stall_timeout, stall_ping_timeout) <= 0:
+            raise ValueError("stall timeouts must be positive")
         self._loop = asyncio.get_running_loop()
         self._stream = stream
         self._conn = conn
@@ -502,9 +504,12 @@ class PeerConnection:
             if not self._pending:
                 await self._requests_pending.wait()
                 continue
+            if self._reader_blocked:  # our own pause; the clock restarts when it ends
+                await asyncio.sleep(self._stall_timeout)
+                continue
             quiet = self._loop.time() - self._quiet_since
-            if self._reader_blocked or quiet < self._stall_timeout:
-                await asyncio.sleep(max(self._stall_timeout - quiet, 0.01))
+            if quiet < self._stall_timeout:
+                await asyncio.sleep(self._stall_timeout - quiet)
                 continue
             log.debug("%s silent for %.1f s; sending a PING", self.describe(), quiet)
             probe_sent = self._loop.time()

@@ -484,6 +484,10 @@ async def test_a_node_that_holds_its_peer_back_is_not_taken_for_dead(
 def test_limits_must_be_positive() -> None:
     async def build() -> None:
         conn, _ = make_pair()
+        with pytest.raises(ValueError, match="positive"):
+            PeerConnection(
+                FrameStream(), conn, dialed=True, local_id=ID, handler=Node(), stall_timeout=0
+            )
         with pytest.raises(ValueError, match="at least 1"):
             PeerConnection(
                 FrameStream(), conn, dialed=True, local_id=ID, handler=Node(), max_uploads=0
