@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import struct
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import msgpack
@@ -67,7 +68,7 @@ def feed_in_pieces(data: bytes, cuts: list[int]) -> list[Frame]:
     return frames
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=timedelta(milliseconds=500))
 @given(
     batch=st.lists(st.tuples(st.integers(0, 2**32 - 1), messages), min_size=1, max_size=4),
     cuts=st.lists(st.integers(min_value=0), max_size=20),
