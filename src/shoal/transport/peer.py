@@ -34,7 +34,8 @@ not count), a PING is sent outside any limit. If still no byte arrives within
 with ``PeerUnavailable`` and the connection closes (the manager reconnects with backoff). A
 peer that is slow but alive answers the PING and is kept; a peer that holds us back because
 its own limits are full (its disk is slow) cannot read our PING, so it sends a PING of its
-own every ``stall_timeout / 2`` while it holds us back, and its bytes keep it alive for us.
+own every ``stall_timeout / 2`` while it holds us back (up to 240 of them, about 4 minutes at
+the defaults), and its bytes keep it alive for us.
 
 Resource handling: ``close()`` fails every pending request with ``PeerUnavailable``, closes the
 stream, cancels and awaits the handler tasks and the stall watcher. Error messages name the
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -104,6 +106,10 @@ STALL_TIMEOUT: Final = 2.0
 STALL_PING_TIMEOUT: Final = 2.0
 #: Seconds between two log lines about the same limit on the same connection.
 _LIMIT_LOG_INTERVAL: Final = 60.0
+#: PINGs sent to a peer during one stretch of holding it back (about 4 minutes at the default
+#: stall timeout); their PONGs are only read afterwards, and the protocol remembers 1024
+#: abandoned requests by default.
+_MAX_KEEPALIVES: Final = 240
 
 # What a peer may tell us went wrong with one request. Any other code (including codes that
 # would mean something to our own caller, such as a bad cap) is the peer's failure, nothing more.
@@ -198,6 +204,7 @@ class PeerConnection:
         self._quiet_since = self._last_byte  # start of the current stretch without bytes
         self._reader_blocked = False
         self._requests_pending = asyncio.Event()
+        self._ended = asyncio.Event()  # the stream ended or close() was called
         self._limit_logged: dict[str, float] = {}
         self._close_reason: str | None = None
         self.closed = asyncio.Event()
@@ -241,6 +248,8 @@ class PeerConnection:
         self._conn.receive_data(data)
         if data:
             self._last_byte = self._quiet_since = self._loop.time()
+        else:
+            self._ended.set()  # the end of the stream
 
     def _flush(self) -> int:
         """Write what the connection queued; return the byte count."""
@@ -361,19 +370,28 @@ class PeerConnection:
             )
         self._reader_blocked = True
         waiting = asyncio.ensure_future(wait)
+        ended = asyncio.ensure_future(self._ended.wait())
         try:
-            while True:
-                done, _ = await asyncio.wait({waiting}, timeout=self._stall_timeout / 2)
-                if done:
+            for sent in itertools.count():
+                done, _ = await asyncio.wait(
+                    {waiting, ended},
+                    timeout=self._stall_timeout / 2,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if waiting in done:
                     waiting.result()
                     return
-                log.debug(
-                    "holding %s back; sending a PING so it knows we are alive", self.describe()
-                )
-                if not self._send_ping():
-                    return
+                if ended in done:
+                    raise ConnectionResetError("the connection ended")
+                if sent < _MAX_KEEPALIVES:  # past that, their PONGs would pile up unread
+                    log.debug(
+                        "holding %s back; sending a PING so it knows we are alive",
+                        self.describe(),
+                    )
+                    self._send_ping()
         finally:
             waiting.cancel()
+            ended.cancel()
             self._reader_blocked = False
             self._quiet_since = self._loop.time()  # our own pause is not the peer's silence
 
@@ -543,6 +561,7 @@ class PeerConnection:
         if self.closed.is_set():
             return
         self.closed.set()
+        self._ended.set()
         self._fail_pending()
         with contextlib.suppress(Exception):
             self._stream.close()

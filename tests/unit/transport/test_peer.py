@@ -481,6 +481,29 @@ async def test_a_node_that_holds_its_peer_back_is_not_taken_for_dead(
         assert not p.dialer.closed.is_set()
 
 
+async def test_connection_closes_while_its_read_loop_is_held_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A read loop waiting for an upload slot (a hung disk) still notices the peer leaving:
+    the connection closes and its pending requests fail at once."""
+    caplog.set_level(logging.INFO, logger="shoal.transport.peer")
+    stuck = Node(gate=asyncio.Event())  # never opened
+    async with pair(stuck, max_uploads=1) as p:
+        uploads = [
+            asyncio.create_task(p.dialer.request(PutBlock(ID, b"x"), timeout=60)) for _ in range(3)
+        ]
+        await eventually(lambda: "per-connection upload limit" in caplog.text)
+        pending = asyncio.create_task(p.listener.request(GetPeers(), timeout=60))
+        await eventually(lambda: bool(p.listener._pending))
+        await p.dialer.close()
+        async with asyncio.timeout(10):  # the request timeout (60 s) would fail this
+            with pytest.raises(PeerUnavailable):
+                await pending
+            await p.listener.closed.wait()
+        results = await asyncio.gather(*uploads, return_exceptions=True)
+        assert all(isinstance(r, PeerUnavailable) for r in results)
+
+
 def test_limits_must_be_positive() -> None:
     async def build() -> None:
         conn, _ = make_pair()
