@@ -1,7 +1,8 @@
-"""Sans-I/O wire protocol: frame codec, message types, handshake state machine.
+"""Sans-I/O wire protocol: frame codec, message registry and schemas, handshake, connection.
 
 No sockets, clocks or asyncio here: bytes in, events and bytes out. Layout on the wire:
-``docs/wire-format.md``.
+``docs/wire-format.md``. The transport uses ``Connection`` and its events; the node layer uses
+the message classes.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from shoal.protocol.connection import (
     ConnectionClosed,
     Event,
     HandshakeComplete,
-    LocalNode,
-    MessageReceived,
     NeedData,
+    RequestReceived,
+    ResponseReceived,
     State,
 )
 from shoal.protocol.frames import (
@@ -22,11 +23,11 @@ from shoal.protocol.frames import (
     DEFAULT_MAX_HEADER_SIZE,
     Frame,
     FrameDecoder,
-    FrameType,
     encode_frame,
 )
 from shoal.protocol.handshake import (
     AUTH_DOMAIN,
+    LocalNode,
     Role,
     auth_transcript,
     node_id_for,
@@ -35,6 +36,7 @@ from shoal.protocol.handshake import (
     verify_auth,
 )
 from shoal.protocol.messages import (
+    MESSAGES,
     PROTOCOL_VERSION,
     REQUEST_TYPES,
     RESPONSE_FOR,
@@ -46,7 +48,6 @@ from shoal.protocol.messages import (
     HasBlocks,
     HaveBlocks,
     Hello,
-    Message,
     PeerAddress,
     Peers,
     Ping,
@@ -56,11 +57,15 @@ from shoal.protocol.messages import (
     decode_message,
     encode_message,
 )
+from shoal.protocol.registry import Message, Registry
+from shoal.protocol.requests import DEFAULT_MAX_CANCELLED_REQUESTS
 
 __all__ = [
     "AUTH_DOMAIN",
+    "DEFAULT_MAX_CANCELLED_REQUESTS",
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_HEADER_SIZE",
+    "MESSAGES",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "REQUEST_TYPES",
@@ -73,7 +78,6 @@ __all__ = [
     "Event",
     "Frame",
     "FrameDecoder",
-    "FrameType",
     "GetBlock",
     "GetPeers",
     "HandshakeComplete",
@@ -82,7 +86,6 @@ __all__ = [
     "Hello",
     "LocalNode",
     "Message",
-    "MessageReceived",
     "NeedData",
     "PeerAddress",
     "Peers",
@@ -90,6 +93,9 @@ __all__ = [
     "Pong",
     "PutBlock",
     "PutBlockOk",
+    "Registry",
+    "RequestReceived",
+    "ResponseReceived",
     "Role",
     "State",
     "auth_transcript",

@@ -16,8 +16,15 @@ Handshake (all with request id 0)::
     verify: ESTABLISHED, HandshakeComplete
 
 States: dialer IDLE -> AWAIT_HELLO -> AWAIT_AUTH -> ESTABLISHED; listener AWAIT_HELLO ->
-AWAIT_AUTH -> ESTABLISHED; then CLOSED on EOF, or ERROR from anywhere. Request ids: the dialer
-opens requests with odd ids, the listener with even ids; a response echoes the id.
+AWAIT_AUTH -> ESTABLISHED; then CLOSED on EOF, or ERROR from anywhere.
+
+Once ESTABLISHED the connection pairs requests and responses (``requests.py``):
+``send_request`` returns the id of a new request of ours, and its answer comes back as
+``ResponseReceived`` (the expected response type or ``Error``); ``cancel_request`` gives up on
+one, and its late answer is dropped. The peer's requests come out as ``RequestReceived`` and
+are answered with ``send_response``, except PING, which the connection answers with PONG by
+itself (PING never reaches the caller). An answer to a request we never sent is
+``unknown-response``; an answer of the wrong type is ``unexpected-response``.
 
 Any violation moves to ERROR, queues an ERROR frame (request id 0; not when the violation was
 the peer's own ERROR) and raises; every later ``next_event`` raises again.
@@ -25,42 +32,46 @@ the peer's own ERROR) and raises; every later ``next_event`` raises again.
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-from typing import Final, Literal, TypeAlias
+from typing import Literal
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from shoal import defaults
 from shoal.errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from shoal.ids import short_id
+from shoal.protocol.events import (
+    NEED_DATA,
+    ConnectionClosed,
+    Event,
+    HandshakeComplete,
+    NeedData,
+    RequestReceived,
+    ResponseReceived,
+    State,
+)
 from shoal.protocol.frames import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_HEADER_SIZE,
+    FRAME_OVERHEAD,
     Frame,
     FrameDecoder,
-    FrameType,
 )
-from shoal.protocol.handshake import (
-    Role,
-    node_id_for,
-    public_key_bytes,
-    sign_auth,
-    verify_auth,
-)
+from shoal.protocol.handshake import LocalNode, Role, check_hello, sign_auth, verify_auth
 from shoal.protocol.messages import (
     ID_SIZE,
     MAX_ERROR_CODE_LENGTH,
     MAX_ERROR_MESSAGE_LENGTH,
+    MESSAGES,
     PROTOCOL_VERSION,
-    REQUEST_TYPES,
     Auth,
     Error,
     Hello,
     Message,
+    Ping,
+    Pong,
     decode_message,
     encode_message,
+    hello_version,
 )
+from shoal.protocol.requests import DEFAULT_MAX_CANCELLED_REQUESTS, RequestTable
+from shoal.protocol.schema import safe_text
 
 __all__ = [
     "NEED_DATA",
@@ -69,84 +80,12 @@ __all__ = [
     "Event",
     "HandshakeComplete",
     "LocalNode",
-    "MessageReceived",
     "NeedData",
+    "RequestReceived",
+    "ResponseReceived",
     "Role",
     "State",
 ]
-
-_MAX_REQUEST_ID: Final = 0xFFFFFFFF
-_REQUEST_FRAME_TYPES: Final = frozenset(cls.TYPE for cls in REQUEST_TYPES)
-
-
-class State(enum.Enum):
-    """Where a ``Connection`` is in its life."""
-
-    IDLE = "idle"  # dialer before start()
-    AWAIT_HELLO = "await-hello"
-    AWAIT_AUTH = "await-auth"
-    ESTABLISHED = "established"
-    CLOSED = "closed"  # the peer closed cleanly (EOF between frames)
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class LocalNode:
-    """This node as the handshake presents it.
-
-    Attributes:
-        private_key: The node's Ed25519 key.
-        listen_addrs: ``host:port`` addresses other nodes can dial (at most 16).
-        network: The network name; both sides must use the same.
-        network_secret: Shared secret of a closed network, or ``None`` for an open one.
-    """
-
-    private_key: Ed25519PrivateKey
-    listen_addrs: tuple[str, ...] = ()
-    network: str = defaults.OPEN_NETWORK
-    network_secret: bytes | None = None
-
-    @property
-    def public_key(self) -> bytes:
-        """The raw 32-byte public key."""
-        return public_key_bytes(self.private_key)
-
-    @property
-    def node_id(self) -> bytes:
-        """SHA-256 of the raw public key."""
-        return node_id_for(self.public_key)
-
-
-@dataclass(frozen=True, slots=True)
-class HandshakeComplete:
-    """The peer proved its key; requests may flow. ``peer`` is its HELLO."""
-
-    peer: Hello
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    """A request, response or per-request ERROR from the established peer."""
-
-    request_id: int
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """The peer closed the connection cleanly (EOF on a frame boundary)."""
-
-
-class NeedData(enum.Enum):
-    """Type of the ``NEED_DATA`` sentinel."""
-
-    NEED_DATA = "need-data"
-
-
-#: Returned by ``next_event`` when every received byte has been used.
-NEED_DATA: Final = NeedData.NEED_DATA
-
-Event: TypeAlias = HandshakeComplete | MessageReceived | ConnectionClosed
 
 
 class Connection:
@@ -160,7 +99,10 @@ class Connection:
         listener_public_key: Dialer only, required: the raw key of the listener's certificate.
         expected_peer_id: The node id the peer must have, when known.
         max_frame_size: Largest accepted and sent frame ``length``.
-        max_header_size: Largest accepted and sent header.
+        max_header_size: Largest accepted and sent header (each message type also has its
+            own, smaller bound computed from its schema).
+        max_cancelled_requests: How many cancelled request ids are remembered so that late
+            answers to them are dropped quietly (``requests.py``).
 
     Raises:
         LocalProtocolError: Invalid arguments (nonce size, missing key, bad local addresses).
@@ -177,6 +119,7 @@ class Connection:
         expected_peer_id: bytes | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        max_cancelled_requests: int = DEFAULT_MAX_CANCELLED_REQUESTS,
     ) -> None:
         if type(nonce) is not bytes or len(nonce) != ID_SIZE:
             raise LocalProtocolError(f"the handshake nonce must be {ID_SIZE} bytes")
@@ -191,7 +134,13 @@ class Connection:
         self._expected_peer_id = expected_peer_id
         self._max_frame_size = max_frame_size
         self._max_header_size = max_header_size
-        self._decoder = FrameDecoder(max_frame_size, max_header_size)
+        self._decoder = FrameDecoder(max_frame_size, max_header_size, frame_types=MESSAGES.codes)
+        # Until the peer is authenticated only HELLO, AUTH and ERROR can come, and none has a
+        # payload: a stranger cannot make us buffer more than one maximum header.
+        self._decoder.max_frame_size = min(max_frame_size, FRAME_OVERHEAD + max_header_size)
+        self._requests = RequestTable(
+            dialer=role is Role.DIALER, max_cancelled=max_cancelled_requests
+        )
         self._our_node_id = local.node_id
         self._hello = Hello(
             version=PROTOCOL_VERSION,
@@ -208,8 +157,6 @@ class Connection:
         self._outgoing: list[bytes | memoryview] = []
         self._eof = False
         self._error: ProtocolError | None = None
-        self._own_parity = 1 if role is Role.DIALER else 0
-        self._last_request_id = -1 if role is Role.DIALER else 0
 
     # -- public API -------------------------------------------------------------------------
 
@@ -222,6 +169,16 @@ class Connection:
     def peer(self) -> Hello | None:
         """The peer's HELLO once received (its identity is proven only once ESTABLISHED)."""
         return self._peer
+
+    @property
+    def outstanding_requests(self) -> int:
+        """Our requests still waiting for an answer (cancelled ones not counted)."""
+        return self._requests.outstanding
+
+    @property
+    def open_peer_requests(self) -> int:
+        """The peer's requests we received and have not answered yet."""
+        return self._requests.peer_open
 
     def start(self) -> None:
         """Begin the handshake: the dialer queues its HELLO; a no-op for the listener."""
@@ -289,46 +246,76 @@ class Connection:
                 raise
             raise error from exc
 
-    def send(self, request_id: int, message: Message) -> None:
-        """Queue ``message`` with ``request_id`` (see ``next_request_id``).
-
-        Requests use our own ids, responses and per-request ERRORs echo the peer's id; an
-        ``Error`` with request id 0 (about the connection) may be sent in any state.
+    def send_request(self, message: Message) -> int:
+        """Queue a request; return its new request id (its answer is a ``ResponseReceived``).
 
         Raises:
-            LocalProtocolError: Wrong state, handshake message, bad id or malformed message.
+            LocalProtocolError: Not established, not a request type, or a malformed message.
         """
-        if isinstance(message, Hello | Auth):
-            raise LocalProtocolError("HELLO and AUTH are sent by the connection itself")
+        self._check_can_send(message)
+        cls = type(message)
+        if not cls.is_request():
+            raise LocalProtocolError(f"{cls.NAME} is not a request; use send_response")
+        request_id = self._requests.open(message)
+        try:
+            frame = self._encode(request_id, message)
+        except LocalProtocolError:
+            self._requests.abandon(request_id)
+            raise
+        self._outgoing.extend(frame)
+        return request_id
+
+    def send_response(self, request_id: int, message: Message) -> None:
+        """Answer the peer's request ``request_id`` with its response type or an ``Error``.
+
+        Raises:
+            LocalProtocolError: Not established, no such open request, the wrong response
+                type, or a malformed message (the request then stays open, so an ``Error``
+                can still answer it).
+        """
+        self._check_can_send(message)
+        self._requests.check_answer(request_id, message)
+        frame = self._encode(request_id, message)
+        self._requests.answered(request_id)
+        self._outgoing.extend(frame)
+
+    def cancel_request(self, request_id: int) -> None:
+        """Give up on our request ``request_id``: a late answer to it is dropped silently.
+
+        Only the ``max_cancelled_requests`` latest cancelled ids are remembered; an answer to
+        an older one ends the connection (``unknown-response``). A no-op for an id that is not
+        outstanding.
+        """
+        self._requests.cancel(request_id)
+
+    def send_connection_error(self, error: Error) -> None:
+        """Queue an ERROR about the whole connection (request id 0), in any state.
+
+        The caller closes the connection once it is flushed.
+
+        Raises:
+            LocalProtocolError: The connection already failed (its own ERROR is queued), or
+                the message is malformed.
+        """
         if self._state is State.ERROR:
             raise LocalProtocolError("the connection has failed; close it")
-        if isinstance(message, Error) and request_id == 0:
-            self._outgoing.extend(self._encode(0, message))
-            return
-        if self._state is not State.ESTABLISHED:
-            raise LocalProtocolError(
-                f"cannot send {type(message).__name__} in state {self._state.value}: "
-                "wait for HandshakeComplete"
-            )
-        ours = type(message) in REQUEST_TYPES
-        if not self._id_ok(request_id, ours=ours):
-            raise LocalProtocolError(self._bad_id_text(request_id, message.TYPE, ours=ours))
-        self._outgoing.extend(self._encode(request_id, message))
+        self._outgoing.extend(self._encode(0, error))
 
     def data_to_send(self) -> list[bytes | memoryview]:
         """Take the buffers queued for the peer (to pass to ``writelines``)."""
         out, self._outgoing = self._outgoing, []
         return out
 
-    def next_request_id(self) -> int:
-        """A fresh id for a request: odd for the dialer, even for the listener, never 0."""
-        nxt = self._last_request_id + 2
-        if nxt > _MAX_REQUEST_ID:
-            nxt = 1 if self.role is Role.DIALER else 2
-        self._last_request_id = nxt
-        return nxt
-
     # -- internals --------------------------------------------------------------------------
+
+    def _check_can_send(self, message: Message) -> None:
+        if self._state is State.ERROR:
+            raise LocalProtocolError("the connection has failed; close it")
+        if self._state is not State.ESTABLISHED:
+            raise LocalProtocolError(
+                f"cannot send {type(message).__name__} in state {self._state.value}: "
+                "wait for HandshakeComplete"
+            )
 
     def _encode(self, request_id: int, message: Message) -> list[bytes | memoryview]:
         return encode_message(
@@ -338,113 +325,102 @@ class Connection:
             max_header_size=self._max_header_size,
         )
 
+    def _decode(self, frame: Frame) -> Message:
+        return decode_message(frame, max_header_size=self._max_header_size)
+
     def _in_handshake(self) -> bool:
         return self._state in (State.IDLE, State.AWAIT_HELLO, State.AWAIT_AUTH)
 
     def _fail(self, error: ProtocolError, *, send_error: bool) -> None:
         self._state = State.ERROR
         self._error = error
+        self._decoder.discard()  # never hold bytes for a dead connection
+        self._requests.fail_all()
         if send_error:
             code = error.code[:MAX_ERROR_CODE_LENGTH] or "protocol-error"
             text = str(error)[:MAX_ERROR_MESSAGE_LENGTH]
             self._outgoing.extend(self._encode(0, Error(code=code, message=text)))
 
-    def _id_ok(self, request_id: int, *, ours: bool) -> bool:
-        parity = self._own_parity if ours else 1 - self._own_parity
-        return 0 < request_id <= _MAX_REQUEST_ID and request_id % 2 == parity
-
-    def _bad_id_text(self, request_id: int, frame_type: FrameType, *, ours: bool) -> str:
-        opener = self.role if ours else _other(self.role)
-        kind = "odd" if opener is Role.DIALER else "even"
-        return (
-            f"{frame_type.name} has request id {request_id}, but requests opened by the "
-            f"{opener.value} use {kind} ids other than 0"
-        )
-
     def _handle(self, frame: Frame) -> Event | None:
-        if frame.type is FrameType.ERROR:
-            message = decode_message(frame)
-            assert isinstance(message, Error)
+        cls = MESSAGES.get(frame.type)
+        assert cls is not None  # the decoder refuses unknown types
+        if cls is Error:
+            error = self._decode(frame)
+            assert isinstance(error, Error)
             if frame.request_id == 0 or self._in_handshake():
-                raise _PeerError(self._peer_error(message))
-        elif self._in_handshake():
-            return self._handle_handshake(frame)
-        elif frame.type in (FrameType.HELLO, FrameType.AUTH):
+                raise _PeerError(self._peer_error(error))
+            deliver, _ = self._requests.close_answered(frame.request_id, Error)
+            return ResponseReceived(frame.request_id, error) if deliver else None
+        if self._in_handshake():
+            return self._handle_handshake(frame, cls)
+        if cls is Hello or cls is Auth:
             raise RemoteProtocolError(
-                f"{frame.type.name} after the handshake completed", code="unexpected-message"
+                f"{cls.NAME} after the handshake completed", code="unexpected-message"
             )
-        else:
-            message = decode_message(frame)
-        ours = frame.type not in _REQUEST_FRAME_TYPES  # responses and ERRORs echo our ids
-        if not self._id_ok(frame.request_id, ours=ours):
+        if cls.is_request():
+            # Ids are checked before the message is decoded: refusing costs nothing.
+            self._requests.peer_opened(frame.request_id, cls)
+            message = self._decode(frame)
+            if cls is Ping:
+                self._requests.answered(frame.request_id)
+                self._outgoing.extend(self._encode(frame.request_id, Pong()))
+                return None
+            return RequestReceived(frame.request_id, message)
+        deliver, check = self._requests.close_answered(frame.request_id, cls)
+        message = self._decode(frame)
+        problem = None if check is None else check(message)
+        if problem is not None:
             raise RemoteProtocolError(
-                self._bad_id_text(frame.request_id, frame.type, ours=ours), code="bad-request-id"
+                f"{problem} (request {frame.request_id})", code="unexpected-response"
             )
-        return MessageReceived(frame.request_id, message)
+        return ResponseReceived(frame.request_id, message) if deliver else None
 
     def _peer_error(self, error: Error) -> RemoteProtocolError:
         who = "the peer" if self._peer is None else f"peer {short_id(self._peer.node_id)}"
-        text = f"{who} reported an error [{error.code}]: {error.message}"
+        text = (
+            f"{who} reported an error [{safe_text(error.code, MAX_ERROR_CODE_LENGTH)}]: "
+            f"{safe_text(error.message, MAX_ERROR_MESSAGE_LENGTH)}"
+        )
         cls = HandshakeError if self._in_handshake() else RemoteProtocolError
         return cls(text, code=error.code)
 
-    def _handle_handshake(self, frame: Frame) -> Event | None:
-        expected = FrameType.HELLO if self._state is State.AWAIT_HELLO else FrameType.AUTH
-        if self._state is State.IDLE or frame.type is not expected:
-            waiting = "start()" if self._state is State.IDLE else expected.name
+    def _handle_handshake(self, frame: Frame, cls: type[Message]) -> Event | None:
+        expected = Hello if self._state is State.AWAIT_HELLO else Auth
+        if self._state is State.IDLE or cls is not expected:
+            waiting = "start()" if self._state is State.IDLE else expected.NAME
             raise HandshakeError(
-                f"received {frame.type.name} during the handshake while waiting for {waiting}",
+                f"received {cls.NAME} during the handshake while waiting for {waiting}",
                 code="unexpected-message",
             )
         if frame.request_id != 0:
             raise HandshakeError(
-                f"{frame.type.name} must have request id 0, got {frame.request_id}",
+                f"{cls.NAME} must have request id 0, got {frame.request_id}",
                 code="bad-request-id",
             )
-        if frame.type is FrameType.HELLO:
+        if cls is Hello:
             self._on_hello(frame)
             return None
         return self._on_auth(frame)
 
     def _on_hello(self, frame: Frame) -> None:
         # Check the version before the full decode: a later version may change other keys.
-        version = frame.header.get("version")
-        if type(version) is int and version >= 0 and version != PROTOCOL_VERSION:
+        version = hello_version(frame)
+        if version is not None and version != PROTOCOL_VERSION:
             older = "this node" if version > PROTOCOL_VERSION else "the peer"
             raise HandshakeError(
                 f"incompatible protocol versions: this node speaks version {PROTOCOL_VERSION}, "
                 f"the peer speaks version {version}; upgrade the older node ({older})",
                 code="incompatible-version",
             )
-        hello = decode_message(frame)
+        hello = self._decode(frame)
         assert isinstance(hello, Hello)
-        if hello.network != self.local.network:
-            raise HandshakeError(
-                f"the peer is in network {hello.network!r}, this node in "
-                f"{self.local.network!r}; use the same network name on both",
-                code="wrong-network",
-            )
-        if node_id_for(hello.public_key) != hello.node_id:
-            raise HandshakeError(
-                "the peer's node id is not the SHA-256 of its public key",
-                code="invalid-node-id",
-            )
-        if hello.node_id == self._our_node_id:
-            raise HandshakeError(
-                "this node connected to itself (one of its peer addresses is its own)",
-                code="self-connection",
-            )
-        if self.role is Role.DIALER and hello.public_key != self._listener_key:
-            raise HandshakeError(
-                "the peer's HELLO key differs from the key of its TLS certificate",
-                code="key-mismatch",
-            )
-        if self._expected_peer_id is not None and hello.node_id != self._expected_peer_id:
-            raise HandshakeError(
-                f"expected node {short_id(self._expected_peer_id)} but the peer is node "
-                f"{short_id(hello.node_id)}; the address now belongs to another node",
-                code="wrong-peer",
-            )
+        check_hello(
+            hello,
+            self.local,
+            self.role,
+            listener_public_key=self._listener_key,
+            expected_peer_id=self._expected_peer_id,
+        )
         self._peer = hello
         if self.role is Role.LISTENER:
             self._outgoing.extend(self._hello_frame)
@@ -453,7 +429,7 @@ class Connection:
         self._state = State.AWAIT_AUTH
 
     def _on_auth(self, frame: Frame) -> Event:
-        auth = decode_message(frame)
+        auth = self._decode(frame)
         assert isinstance(auth, Auth)
         peer = self._peer
         assert peer is not None  # set when leaving AWAIT_HELLO
@@ -470,6 +446,7 @@ class Connection:
         if self.role is Role.LISTENER:
             self._outgoing.extend(self._encode(0, self._sign()))
         self._state = State.ESTABLISHED
+        self._decoder.max_frame_size = self._max_frame_size
         return HandshakeComplete(peer)
 
     def _hellos(self) -> tuple[Hello, Hello]:

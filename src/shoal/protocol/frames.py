@@ -4,26 +4,27 @@ How it works: every message travels in one frame::
 
     u32 length | u8 type | u32 request id | u16 header length | header | payload
 
-big-endian, where ``length`` counts every byte after the length field itself. The header is a
-msgpack map with str keys (small metadata); the payload is raw bytes (block data) that is never
-put through msgpack, so a 1 MiB block is copied once on receive and not at all on send.
+big-endian, where ``length`` counts every byte after the length field itself. This layer only
+cuts frames: the header (a msgpack map) is handed on as bytes and decoded by the message layer,
+which knows the schema and the limits of each message type (``messages.py``). The payload is
+raw bytes (block data) that is never put through msgpack, so a 1 MiB block is copied once on
+receive and not at all on send.
 
 ``FrameDecoder`` keeps one ``bytearray`` and a read offset. Incoming pieces are appended; a frame
 is sliced out only once it is complete, and consumed bytes are dropped only when they outweigh
 the unread rest, so data arriving in many small pieces (16 KiB TLS records) costs linear time.
-The length prefix is checked as soon as its 4 bytes are there: an oversize frame is refused
-before any of its body is buffered, so after ``next_frame()`` returns ``None`` the decoder holds
-less than one maximum frame plus its prefix.
+The length prefix is checked as soon as its 4 bytes are there, and the type as soon as its byte
+is there: an oversize frame or an unknown type is refused before any of its body is buffered,
+so after ``next_frame()`` returns ``None`` the decoder holds less than one maximum frame plus
+its prefix.
 """
 
 from __future__ import annotations
 
-import enum
 import struct
-from dataclasses import dataclass, field
-from typing import Any, Final
-
-import msgpack
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Final
 
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 
@@ -32,9 +33,10 @@ __all__ = [
     "DEFAULT_MAX_HEADER_SIZE",
     "FRAME_OVERHEAD",
     "LENGTH_PREFIX_SIZE",
+    "MAX_U16",
+    "MAX_U32",
     "Frame",
     "FrameDecoder",
-    "FrameType",
     "encode_frame",
 ]
 
@@ -49,45 +51,25 @@ _LENGTH = struct.Struct(">I")
 LENGTH_PREFIX_SIZE: Final = _LENGTH.size
 #: Fixed bytes counted by ``length``: type, request id, header length.
 FRAME_OVERHEAD: Final = _PREFIX.size - _LENGTH.size
-_MAX_U16: Final = 0xFFFF
-_MAX_U32: Final = 0xFFFFFFFF
-
-
-class FrameType(enum.IntEnum):
-    """The ``type`` byte of a frame: one value per message type."""
-
-    HELLO = 1
-    AUTH = 2
-    ERROR = 3
-    PING = 4
-    PONG = 5
-    GET_PEERS = 6
-    PEERS = 7
-    PUT_BLOCK = 16
-    PUT_BLOCK_OK = 17
-    GET_BLOCK = 18
-    BLOCK_DATA = 19
-    HAS_BLOCKS = 20
-    HAVE_BLOCKS = 21
-
-
-_KNOWN_TYPES: Final = frozenset(int(t) for t in FrameType)
+MAX_U16: Final = 0xFFFF
+MAX_U32: Final = 0xFFFFFFFF
+_MAX_TYPE: Final = 0xFF
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded frame.
+    """One frame, cut from the stream but not interpreted.
 
     Attributes:
-        type: The frame (message) type.
+        type: The frame (message) type code, 0 to 255.
         request_id: 0 for connection-level frames, else the id a response echoes.
-        header: The decoded msgpack header (a map with str keys).
+        header: The header bytes (a msgpack map; decoded by the message layer).
         payload: The raw payload bytes (empty for messages without data).
     """
 
-    type: FrameType
+    type: int
     request_id: int
-    header: dict[str, Any] = field(default_factory=dict)
+    header: bytes
     payload: bytes = b""
 
 
@@ -98,14 +80,14 @@ def _check_limits(max_frame_size: int, max_header_size: int) -> None:
             f"invalid frame limits: max_frame_size={max_frame_size}, "
             f"max_header_size={max_header_size}"
         )
-    if max_frame_size > _MAX_U32:
+    if max_frame_size > MAX_U32:
         raise LocalProtocolError(f"max_frame_size {max_frame_size} does not fit the u32 length")
 
 
 def encode_frame(
-    type: FrameType,
+    type: int,
     request_id: int,
-    header: dict[str, Any],
+    header: bytes,
     payload: bytes | bytearray | memoryview = b"",
     *,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
@@ -114,9 +96,9 @@ def encode_frame(
     """Encode one frame without copying its payload.
 
     Args:
-        type: The frame type.
+        type: The frame type code, 0 to 255.
         request_id: 0 to 2**32 - 1.
-        header: A map with str keys, encoded with msgpack.
+        header: The encoded header (at least one byte).
         payload: Raw bytes sent as they are (a bytearray is wrapped in a memoryview).
         max_frame_size: Refuse frames whose ``length`` field would exceed this.
         max_header_size: Refuse headers larger than this (and than 65535 bytes).
@@ -125,23 +107,18 @@ def encode_frame(
         ``[prefix_and_header, payload]``, ready for ``writelines``.
 
     Raises:
-        LocalProtocolError: Unknown type, bad request id, header not encodable or too large,
-            frame too large.
+        LocalProtocolError: Bad type or request id, empty or oversize header, frame too large.
     """
-    if not isinstance(type, FrameType):
-        raise LocalProtocolError(f"unknown frame type {type!r}")
-    if not isinstance(request_id, int) or not 0 <= request_id <= _MAX_U32:
-        raise LocalProtocolError(f"request id {request_id!r} is not a u32")
-    if not isinstance(header, dict) or not all(isinstance(k, str) for k in header):
-        raise LocalProtocolError("frame header must be a dict with str keys")
-    try:
-        header_bytes = msgpack.packb(header, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise LocalProtocolError(f"cannot encode {type.name} header: {exc}") from exc
-    header_limit = min(max_header_size, _MAX_U16)
-    if len(header_bytes) > header_limit:
+    if not isinstance(type, int) or isinstance(type, bool) or not 0 <= type <= _MAX_TYPE:
+        raise LocalProtocolError("frame type must be an integer from 0 to 255")
+    if not isinstance(request_id, int) or not 0 <= request_id <= MAX_U32:
+        raise LocalProtocolError("request id must be an integer from 0 to 2**32 - 1")
+    if not isinstance(header, bytes) or not header:
+        raise LocalProtocolError("frame header must be non-empty bytes")
+    header_limit = min(max_header_size, MAX_U16)
+    if len(header) > header_limit:
         raise LocalProtocolError(
-            f"{type.name} header is {len(header_bytes)} bytes, the limit is {header_limit}"
+            f"frame header is {len(header)} bytes, the limit is {header_limit}"
         )
     body: bytes | memoryview
     if isinstance(payload, bytes):
@@ -153,13 +130,11 @@ def encode_frame(
         payload_size = body.nbytes
         if body.format != "B" or body.ndim != 1:
             body = body.cast("B")
-    length = FRAME_OVERHEAD + len(header_bytes) + payload_size
+    length = FRAME_OVERHEAD + len(header) + payload_size
     if length > max_frame_size:
-        raise LocalProtocolError(
-            f"{type.name} frame would be {length} bytes, the limit is {max_frame_size}"
-        )
-    prefix = _PREFIX.pack(length, type, request_id, len(header_bytes))
-    return [prefix + header_bytes, body]
+        raise LocalProtocolError(f"frame would be {length} bytes, the limit is {max_frame_size}")
+    prefix = _PREFIX.pack(length, type, request_id, len(header))
+    return [prefix + header, body]
 
 
 class FrameDecoder:
@@ -168,6 +143,8 @@ class FrameDecoder:
     Args:
         max_frame_size: Largest accepted ``length`` field (bytes after the length prefix).
         max_header_size: Largest accepted header.
+        frame_types: The type codes to accept (others are ``unknown-frame-type``); ``None``
+            accepts every code and leaves the check to the message layer.
 
     After the first error the decoder is broken: ``next_frame`` raises again and incoming
     data is dropped, so a hostile peer cannot make it grow.
@@ -177,10 +154,13 @@ class FrameDecoder:
         self,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        *,
+        frame_types: Collection[int] | None = None,
     ) -> None:
         _check_limits(max_frame_size, max_header_size)
         self.max_frame_size = max_frame_size
-        self.max_header_size = min(max_header_size, _MAX_U16)
+        self.max_header_size = min(max_header_size, MAX_U16)
+        self._types = None if frame_types is None else frozenset(frame_types)
         self._buf = bytearray()
         self._pos = 0  # start of the unread bytes in _buf
         self._error: RemoteProtocolError | None = None
@@ -202,11 +182,18 @@ class FrameDecoder:
             self._pos = 0
         self._buf += data
 
+    def discard(self) -> None:
+        """Drop what is buffered and everything received from now on (the connection failed)."""
+        if self._error is None:
+            self._error = RemoteProtocolError("the connection has failed", code="discarded")
+        self._buf = bytearray()
+        self._pos = 0
+
     def next_frame(self) -> Frame | None:
         """Return the next complete frame, or ``None`` if more data is needed.
 
         Raises:
-            RemoteProtocolError: Oversize or malformed frame, unknown type, bad header.
+            RemoteProtocolError: Oversize or malformed frame, unknown type.
         """
         if self._error is not None:
             raise RemoteProtocolError(str(self._error), code=self._error.code)
@@ -234,28 +221,31 @@ class FrameDecoder:
                 f"frame length {length} is shorter than the fixed frame fields",
                 code="malformed-frame",
             )
+        if available > LENGTH_PREFIX_SIZE:
+            type_code = buf[pos + LENGTH_PREFIX_SIZE]
+            if self._types is not None and type_code not in self._types:
+                raise RemoteProtocolError(
+                    f"unknown frame type {type_code}", code="unknown-frame-type"
+                )
         end = pos + LENGTH_PREFIX_SIZE + length
         if len(buf) < end:
             return None
-        _, type_byte, request_id, header_size = _PREFIX.unpack_from(buf, pos)
-        if type_byte not in _KNOWN_TYPES:
-            raise RemoteProtocolError(f"unknown frame type {type_byte}", code="unknown-frame-type")
-        frame_type = FrameType(type_byte)
+        _, type_code, request_id, header_size = _PREFIX.unpack_from(buf, pos)
         if header_size > length - FRAME_OVERHEAD:
             raise RemoteProtocolError(
-                f"{frame_type.name} header length {header_size} exceeds the frame",
+                f"frame type {type_code}: header length {header_size} exceeds the frame",
                 code="malformed-frame",
             )
         if header_size > self.max_header_size:
             raise RemoteProtocolError(
-                f"{frame_type.name} header of {header_size} bytes exceeds the limit of "
+                f"frame type {type_code}: header of {header_size} bytes exceeds the limit of "
                 f"{self.max_header_size} bytes",
                 code="header-too-large",
             )
         header_start = pos + _PREFIX.size
         payload_start = header_start + header_size
         with memoryview(buf) as view:
-            header = _decode_header(frame_type, view[header_start:payload_start])
+            header = bytes(view[header_start:payload_start])
             # The one copy of the payload: out of the shared buffer into its own bytes.
             payload = bytes(view[payload_start:end])
         if end == len(buf):
@@ -263,36 +253,4 @@ class FrameDecoder:
             self._pos = 0
         else:
             self._pos = end
-        return Frame(frame_type, request_id, header, payload)
-
-
-def _decode_header(frame_type: FrameType, raw: memoryview) -> dict[str, Any]:
-    size = len(raw)
-    try:
-        header = msgpack.unpackb(
-            raw,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_str_len=size,
-            max_bin_len=size,
-            max_array_len=size,
-            max_map_len=size,
-            max_ext_len=size,
-        )
-    except Exception as exc:  # msgpack documents that "other exceptions" may escape
-        raise RemoteProtocolError(
-            f"{frame_type.name} header is not valid msgpack: {exc}", code="malformed-header"
-        ) from exc
-    finally:
-        raw.release()
-    if not isinstance(header, dict):
-        raise RemoteProtocolError(
-            f"{frame_type.name} header is a {type(header).__name__}, not a map",
-            code="malformed-header",
-        )
-    if not all(isinstance(key, str) for key in header):
-        raise RemoteProtocolError(
-            f"{frame_type.name} header has a non-string key", code="malformed-header"
-        )
-    return header
+        return Frame(type_code, request_id, header, payload)

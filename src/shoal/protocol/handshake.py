@@ -15,20 +15,25 @@ import enum
 import hashlib
 import hmac
 import struct
+from dataclasses import dataclass
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from shoal import defaults
 from shoal.errors import HandshakeError
-from shoal.ids import sha256
-from shoal.protocol.messages import Auth, Hello
+from shoal.ids import sha256, short_id
+from shoal.protocol.messages import MAX_NETWORK_LENGTH, Auth, Hello
+from shoal.protocol.schema import safe_text
 
 __all__ = [
     "AUTH_DOMAIN",
+    "LocalNode",
     "Role",
     "auth_transcript",
+    "check_hello",
     "node_id_for",
     "public_key_bytes",
     "sign_auth",
@@ -55,6 +60,83 @@ def public_key_bytes(private_key: Ed25519PrivateKey) -> bytes:
 def node_id_for(public_key: bytes) -> bytes:
     """Node ID = SHA-256 of the raw public key."""
     return sha256(public_key)
+
+
+@dataclass(frozen=True)
+class LocalNode:
+    """This node as the handshake presents it.
+
+    Attributes:
+        private_key: The node's Ed25519 key.
+        listen_addrs: ``host:port`` addresses other nodes can dial (at most 16).
+        network: The network name; both sides must use the same.
+        network_secret: Shared secret of a closed network, or ``None`` for an open one.
+    """
+
+    private_key: Ed25519PrivateKey
+    listen_addrs: tuple[str, ...] = ()
+    network: str = defaults.OPEN_NETWORK
+    network_secret: bytes | None = None
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw 32-byte public key."""
+        return public_key_bytes(self.private_key)
+
+    @property
+    def node_id(self) -> bytes:
+        """SHA-256 of the raw public key."""
+        return node_id_for(self.public_key)
+
+
+def check_hello(
+    hello: Hello,
+    local: LocalNode,
+    role: Role,
+    *,
+    listener_public_key: bytes | None,
+    expected_peer_id: bytes | None,
+) -> None:
+    """Check the peer's HELLO (its version was checked already).
+
+    Args:
+        hello: The peer's HELLO.
+        local: This node.
+        role: This side's role.
+        listener_public_key: Dialer: the key of the listener's TLS certificate.
+        expected_peer_id: The node id the peer must have, when known.
+
+    Raises:
+        HandshakeError: ``wrong-network``, ``invalid-node-id``, ``self-connection``,
+            ``key-mismatch`` or ``wrong-peer``.
+    """
+    if hello.network != local.network:
+        raise HandshakeError(
+            f"the peer is in network '{safe_text(hello.network, MAX_NETWORK_LENGTH)}', this "
+            f"node in '{safe_text(local.network, MAX_NETWORK_LENGTH)}'; use the same network "
+            "name on both",
+            code="wrong-network",
+        )
+    if node_id_for(hello.public_key) != hello.node_id:
+        raise HandshakeError(
+            "the peer's node id is not the SHA-256 of its public key", code="invalid-node-id"
+        )
+    if hello.node_id == local.node_id:
+        raise HandshakeError(
+            "this node connected to itself (one of its peer addresses is its own)",
+            code="self-connection",
+        )
+    if role is Role.DIALER and hello.public_key != listener_public_key:
+        raise HandshakeError(
+            "the peer's HELLO key differs from the key of its TLS certificate",
+            code="key-mismatch",
+        )
+    if expected_peer_id is not None and hello.node_id != expected_peer_id:
+        raise HandshakeError(
+            f"expected node {short_id(expected_peer_id)} but the peer is node "
+            f"{short_id(hello.node_id)}; the address now belongs to another node",
+            code="wrong-peer",
+        )
 
 
 def auth_transcript(role: Role, listener_cert_hash: bytes, dialer: Hello, listener: Hello) -> bytes:

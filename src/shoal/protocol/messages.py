@@ -1,26 +1,52 @@
-"""Message types of the Shoal wire protocol and their mapping to frames (sans-I/O).
+"""Message types of the Shoal wire protocol and the registry that declares them (sans-I/O).
 
-How it works: each message is a frozen dataclass whose ``TYPE`` names its frame type. Encoding
-checks every field, turns the message into a header map (msgpack) plus a payload (raw block
-data, or the packed id list of HAS_BLOCKS) and calls ``encode_frame``. Decoding reads the
-known header keys, ignores unknown ones (so later versions may add keys), builds the dataclass
-and runs the same checks. A field check failure is a ``LocalProtocolError`` when sending and a
-``RemoteProtocolError`` (code ``malformed-message``) when receiving. Byte layouts:
-``docs/wire-format.md``.
+How it works: each message is a frozen dataclass registered with ``@MESSAGES.register``. The
+class is the one place that says everything about its message:
+
+- ``CODE``: its frame type byte; ``NAME``: its name in docs and error messages;
+- ``HEADER``: the keys of its msgpack header and their kinds (``schema.py``), from which the
+  header's checks and decode limits are computed;
+- ``PAYLOAD``: which field travels as the raw payload (block data, packed id lists), if any;
+- ``RESPONSE``: for a request, the class of the message that answers it (``Error`` may answer
+  any request).
+
+Decode dispatch, the set of known frame types, the request/response table and the service
+classes the transport uses (does a request carry bulk data, does its answer) all come from the
+registry, so adding a message type means adding one class here. Encoding checks every field
+(``LocalProtocolError``); decoding is bounded by the header schema and refuses unknown keys
+(``RemoteProtocolError``). Byte layouts: ``docs/wire-format.md``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import ClassVar, Final
 
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.protocol.frames import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_HEADER_SIZE,
     Frame,
-    FrameType,
     encode_frame,
+)
+from shoal.protocol.registry import (
+    AnswerCheck,
+    IdListPayload,
+    Message,
+    Payload,
+    RawPayload,
+    Registry,
+)
+from shoal.protocol.schema import (
+    Array,
+    Bin,
+    Bool,
+    Field,
+    FieldError,
+    Record,
+    Text,
+    UInt,
+    peek_uint,
 )
 
 __all__ = [
@@ -33,6 +59,7 @@ __all__ = [
     "MAX_ERROR_MESSAGE_LENGTH",
     "MAX_NETWORK_LENGTH",
     "MAX_PEERS",
+    "MESSAGES",
     "PROTOCOL_VERSION",
     "REQUEST_TYPES",
     "RESPONSE_FOR",
@@ -45,17 +72,25 @@ __all__ = [
     "HasBlocks",
     "HaveBlocks",
     "Hello",
+    "IdListPayload",
     "Message",
+    "Payload",
     "PeerAddress",
     "Peers",
     "Ping",
     "Pong",
     "PutBlock",
     "PutBlockOk",
+    "RawPayload",
+    "Registry",
     "decode_message",
     "encode_message",
+    "hello_version",
 ]
 
+#: The bytes of version 1 have not changed since its first release; the receiver's rules were
+#: tightened (unknown keys refused, per-type header limits) without changing what a correct
+#: sender sends. A version that adds or changes keys must use a new number.
 PROTOCOL_VERSION: Final = 1
 ID_SIZE: Final = 32  # node ids, block ids, public keys, nonces
 SIGNATURE_SIZE: Final = 64
@@ -68,89 +103,32 @@ MAX_ERROR_MESSAGE_LENGTH: Final = 1024
 MAX_PEERS: Final = 256
 MAX_BLOCK_IDS: Final = 4096
 
-
-class _FieldError(ValueError):
-    """A field has the wrong type or size; mapped to Local/RemoteProtocolError by the caller."""
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, bytes | str | list | tuple):
-        return f"{type(value).__name__} of length {len(value)}"
-    return type(value).__name__
+_ID: Final = Bin(ID_SIZE)
+_ADDRS: Final = Array(Text(MAX_ADDR_LENGTH), MAX_ADDRS)
 
 
-def _check_bytes(value: object, name: str, size: int) -> None:
-    if type(value) is not bytes or len(value) != size:
-        raise _FieldError(f"{name} must be {size} bytes, got {_describe(value)}")
+#: The message types of this protocol version.
+MESSAGES: Final = Registry()
 
 
-def _check_str(value: object, name: str, max_length: int, *, min_length: int = 0) -> None:
-    if type(value) is not str:
-        raise _FieldError(f"{name} must be a string, got {_describe(value)}")
-    if not min_length <= len(value) <= max_length:
-        raise _FieldError(
-            f"{name} must be {min_length} to {max_length} characters, got {len(value)}"
-        )
+# -- the messages ---------------------------------------------------------------------------
 
 
-def _check_tuple(value: object, name: str, max_items: int) -> tuple[object, ...]:
-    if type(value) is not tuple:
-        raise _FieldError(f"{name} must be a tuple, got {_describe(value)}")
-    if len(value) > max_items:
-        raise _FieldError(f"{name} has {len(value)} entries, the limit is {max_items}")
-    return value
-
-
-def _check_addrs(value: object, name: str) -> None:
-    for addr in _check_tuple(value, name, MAX_ADDRS):
-        _check_str(addr, f"{name} entry", MAX_ADDR_LENGTH)
-
-
-def _get(header: dict[str, Any], key: str) -> Any:
-    try:
-        return header[key]
-    except KeyError:
-        raise _FieldError(f"missing header key {key!r}") from None
-
-
-def _as_tuple(value: Any, name: str) -> Any:
-    """Wire arrays arrive as lists; anything else is left for the field check to refuse."""
-    if type(value) is list:
-        return tuple(value)
-    raise _FieldError(f"{name} must be an array, got {_describe(value)}")
-
-
-def _no_payload(payload: bytes, name: str) -> None:
-    if payload:
-        raise _FieldError(f"{name} carries no payload, got {len(payload)} bytes")
-
-
-class _Base:
-    """Behaviour shared by all messages; each subclass overrides what it carries."""
-
-    __slots__ = ()
-    TYPE: ClassVar[FrameType]
-
-    def _check(self) -> None:
-        """Raise ``_FieldError`` if a field is invalid."""
-
-    def _header(self) -> dict[str, Any]:
-        return {}
-
-    def _payload(self) -> bytes:
-        return b""
-
-    @classmethod
-    def _from_wire(cls, header: dict[str, Any], payload: bytes) -> Any:
-        _no_payload(payload, cls.__name__)
-        return cls()
-
-
+@MESSAGES.register
 @dataclass(frozen=True, slots=True)
-class Hello(_Base):
+class Hello(Message):
     """First message of each side: who I am and how to reach me (request id 0)."""
 
-    TYPE: ClassVar[FrameType] = FrameType.HELLO
+    CODE: ClassVar[int] = 1
+    NAME: ClassVar[str] = "HELLO"
+    HEADER: ClassVar[tuple[Field, ...]] = (
+        Field("version", UInt()),
+        Field("node_id", _ID),
+        Field("public_key", _ID),
+        Field("listen_addrs", _ADDRS),
+        Field("network", Text(MAX_NETWORK_LENGTH, min_chars=1)),
+        Field("nonce", _ID),
+    )
     version: int
     node_id: bytes
     public_key: bytes
@@ -158,109 +136,54 @@ class Hello(_Base):
     network: str
     nonce: bytes
 
-    def _check(self) -> None:
-        if type(self.version) is not int or self.version < 0:
-            raise _FieldError(f"version must be a non-negative integer, got {self.version!r}")
-        _check_bytes(self.node_id, "node_id", ID_SIZE)
-        _check_bytes(self.public_key, "public_key", ID_SIZE)
-        _check_addrs(self.listen_addrs, "listen_addrs")
-        _check_str(self.network, "network", MAX_NETWORK_LENGTH, min_length=1)
-        _check_bytes(self.nonce, "nonce", ID_SIZE)
 
-    def _header(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "node_id": self.node_id,
-            "public_key": self.public_key,
-            "listen_addrs": list(self.listen_addrs),
-            "network": self.network,
-            "nonce": self.nonce,
-        }
-
-    @classmethod
-    def _from_wire(cls, header: dict[str, Any], payload: bytes) -> Hello:
-        _no_payload(payload, cls.__name__)
-        return cls(
-            version=_get(header, "version"),
-            node_id=_get(header, "node_id"),
-            public_key=_get(header, "public_key"),
-            listen_addrs=_as_tuple(_get(header, "listen_addrs"), "listen_addrs"),
-            network=_get(header, "network"),
-            nonce=_get(header, "nonce"),
-        )
-
-
+@MESSAGES.register
 @dataclass(frozen=True, slots=True)
-class Auth(_Base):
+class Auth(Message):
     """Proof of key ownership over the handshake transcript (request id 0)."""
 
-    TYPE: ClassVar[FrameType] = FrameType.AUTH
+    CODE: ClassVar[int] = 2
+    NAME: ClassVar[str] = "AUTH"
+    HEADER: ClassVar[tuple[Field, ...]] = (
+        Field("signature", Bin(SIGNATURE_SIZE)),
+        Field("mac", Bin(MAC_SIZE), optional=True),
+    )
     signature: bytes
     mac: bytes | None = None
 
-    def _check(self) -> None:
-        _check_bytes(self.signature, "signature", SIGNATURE_SIZE)
-        if self.mac is not None:
-            _check_bytes(self.mac, "mac", MAC_SIZE)
 
-    def _header(self) -> dict[str, Any]:
-        header: dict[str, Any] = {"signature": self.signature}
-        if self.mac is not None:
-            header["mac"] = self.mac
-        return header
-
-    @classmethod
-    def _from_wire(cls, header: dict[str, Any], payload: bytes) -> Auth:
-        _no_payload(payload, cls.__name__)
-        if "mac" in header:
-            # Present means present: a nil mac is refused by the field check.
-            mac = header["mac"]
-            _check_bytes(mac, "mac", MAC_SIZE)
-        else:
-            mac = None
-        return cls(signature=_get(header, "signature"), mac=mac)
-
-
+@MESSAGES.register
 @dataclass(frozen=True, slots=True)
-class Error(_Base):
+class Error(Message):
     """A failure: with request id 0 about the whole connection, else the answer to a request."""
 
-    TYPE: ClassVar[FrameType] = FrameType.ERROR
+    CODE: ClassVar[int] = 3
+    NAME: ClassVar[str] = "ERROR"
+    HEADER: ClassVar[tuple[Field, ...]] = (
+        Field("code", Text(MAX_ERROR_CODE_LENGTH, min_chars=1)),
+        Field("message", Text(MAX_ERROR_MESSAGE_LENGTH)),
+    )
     code: str
     message: str
 
-    def _check(self) -> None:
-        _check_str(self.code, "code", MAX_ERROR_CODE_LENGTH, min_length=1)
-        _check_str(self.message, "message", MAX_ERROR_MESSAGE_LENGTH)
 
-    def _header(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message}
-
-    @classmethod
-    def _from_wire(cls, header: dict[str, Any], payload: bytes) -> Error:
-        _no_payload(payload, cls.__name__)
-        return cls(code=_get(header, "code"), message=_get(header, "message"))
-
-
+@MESSAGES.register
 @dataclass(frozen=True, slots=True)
-class Ping(_Base):
-    """Liveness probe; answered by ``Pong``."""
+class Pong(Message):
+    """Answer to ``Ping`` (sent by the protocol ``Connection`` itself)."""
 
-    TYPE: ClassVar[FrameType] = FrameType.PING
+    CODE: ClassVar[int] = 5
+    NAME: ClassVar[str] = "PONG"
 
 
+@MESSAGES.register
 @dataclass(frozen=True, slots=True)
-class Pong(_Base):
-    """Answer to ``Ping``."""
+class Ping(Message):
+    """Liveness probe; the receiving ``Connection`` answers it with ``Pong`` by itself."""
 
-    TYPE: ClassVar[FrameType] = FrameType.PONG
-
-
-@dataclass(frozen=True, slots=True)
-class GetPeers(_Base):
-    """Ask for the peers the other node knows (peer exchange); answered by ``Peers``."""
-
-    TYPE: ClassVar[FrameType] = FrameType.GET_PEERS
+    CODE: ClassVar[int] = 4
+    NAME: ClassVar[str] = "PING"
+    RESPONSE: ClassVar[type[Message] | None] = Pong
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,199 +194,132 @@ class PeerAddress:
     addrs: tuple[str, ...]
 
 
+@MESSAGES.register
 @dataclass(frozen=True, slots=True)
-class Peers(_Base):
+class Peers(Message):
     """Answer to ``GetPeers``: up to 256 known peers (the header must fit 64 KiB)."""
 
-    TYPE: ClassVar[FrameType] = FrameType.PEERS
+    CODE: ClassVar[int] = 7
+    NAME: ClassVar[str] = "PEERS"
+    HEADER: ClassVar[tuple[Field, ...]] = (
+        Field(
+            "peers",
+            Array(
+                Record((Field("node_id", _ID), Field("addrs", _ADDRS)), PeerAddress),
+                MAX_PEERS,
+            ),
+        ),
+    )
     peers: tuple[PeerAddress, ...]
 
-    def _check(self) -> None:
-        for entry in _check_tuple(self.peers, "peers", MAX_PEERS):
-            if type(entry) is not PeerAddress:
-                raise _FieldError(f"peers entry must be a PeerAddress, got {_describe(entry)}")
-            _check_bytes(entry.node_id, "peers node_id", ID_SIZE)
-            _check_addrs(entry.addrs, "peers addrs")
 
-    def _header(self) -> dict[str, Any]:
-        return {"peers": [{"node_id": p.node_id, "addrs": list(p.addrs)} for p in self.peers]}
-
-    @classmethod
-    def _from_wire(cls, header: dict[str, Any], payload: bytes) -> Peers:
-        _no_payload(payload, cls.__name__)
-        entries = _get(header, "peers")
-        if type(entries) is not list or len(entries) > MAX_PEERS:
-            raise _FieldError(f"peers must be an array of at most {MAX_PEERS} entries")
-        peers = []
-        for entry in entries:
-            if type(entry) is not dict:
-                raise _FieldError(f"peers entry must be a map, got {_describe(entry)}")
-            addrs = _as_tuple(_get(entry, "addrs"), "peers addrs")
-            peers.append(PeerAddress(node_id=_get(entry, "node_id"), addrs=addrs))
-        return cls(peers=tuple(peers))
-
-
+@MESSAGES.register
 @dataclass(frozen=True, slots=True)
-class _BlockIdOnly(_Base):
+class GetPeers(Message):
+    """Ask for the peers the other node knows (peer exchange); answered by ``Peers``."""
+
+    CODE: ClassVar[int] = 6
+    NAME: ClassVar[str] = "GET_PEERS"
+    RESPONSE: ClassVar[type[Message] | None] = Peers
+
+
+@MESSAGES.register
+@dataclass(frozen=True, slots=True)
+class PutBlockOk(Message):
+    """The block is stored durably (after fsync)."""
+
+    CODE: ClassVar[int] = 17
+    NAME: ClassVar[str] = "PUT_BLOCK_OK"
+    HEADER: ClassVar[tuple[Field, ...]] = (Field("block_id", _ID),)
     block_id: bytes
 
-    def _check(self) -> None:
-        _check_bytes(self.block_id, "block_id", ID_SIZE)
 
-    def _header(self) -> dict[str, Any]:
-        return {"block_id": self.block_id}
-
-    @classmethod
-    def _from_wire(cls, header: dict[str, Any], payload: bytes) -> Any:
-        _no_payload(payload, cls.__name__)
-        return cls(block_id=_get(header, "block_id"))
-
-
+@MESSAGES.register
 @dataclass(frozen=True, slots=True)
-class _BlockWithData(_Base):
-    block_id: bytes
-    data: bytes
-
-    def _check(self) -> None:
-        _check_bytes(self.block_id, "block_id", ID_SIZE)
-        if type(self.data) is not bytes:
-            raise _FieldError(f"data must be bytes, got {_describe(self.data)}")
-
-    def _header(self) -> dict[str, Any]:
-        return {"block_id": self.block_id}
-
-    def _payload(self) -> bytes:
-        return self.data
-
-    @classmethod
-    def _from_wire(cls, header: dict[str, Any], payload: bytes) -> Any:
-        return cls(block_id=_get(header, "block_id"), data=payload)
-
-
-@dataclass(frozen=True, slots=True)
-class PutBlock(_BlockWithData):
+class PutBlock(Message):
     """Store a block; ``data`` travels as the raw payload. Answered by ``PutBlockOk``.
 
     The receiver, not the protocol layer, checks that ``block_id`` is SHA-256 of ``data``.
     """
 
-    TYPE: ClassVar[FrameType] = FrameType.PUT_BLOCK
+    CODE: ClassVar[int] = 16
+    NAME: ClassVar[str] = "PUT_BLOCK"
+    HEADER: ClassVar[tuple[Field, ...]] = (Field("block_id", _ID),)
+    PAYLOAD: ClassVar[Payload | None] = RawPayload("data")
+    RESPONSE: ClassVar[type[Message] | None] = PutBlockOk
+    block_id: bytes
+    data: bytes
 
 
+@MESSAGES.register
 @dataclass(frozen=True, slots=True)
-class PutBlockOk(_BlockIdOnly):
-    """The block is stored durably (after fsync)."""
-
-    TYPE: ClassVar[FrameType] = FrameType.PUT_BLOCK_OK
-
-
-@dataclass(frozen=True, slots=True)
-class GetBlock(_BlockIdOnly):
-    """Fetch a block; answered by ``BlockData`` or ``Error`` (code ``not-found``)."""
-
-    TYPE: ClassVar[FrameType] = FrameType.GET_BLOCK
-
-
-@dataclass(frozen=True, slots=True)
-class BlockData(_BlockWithData):
+class BlockData(Message):
     """A block's bytes as the raw payload. The receiver checks the hash."""
 
-    TYPE: ClassVar[FrameType] = FrameType.BLOCK_DATA
+    CODE: ClassVar[int] = 19
+    NAME: ClassVar[str] = "BLOCK_DATA"
+    HEADER: ClassVar[tuple[Field, ...]] = (Field("block_id", _ID),)
+    PAYLOAD: ClassVar[Payload | None] = RawPayload("data")
+    block_id: bytes
+    data: bytes
 
 
+@MESSAGES.register
 @dataclass(frozen=True, slots=True)
-class HasBlocks(_Base):
+class GetBlock(Message):
+    """Fetch a block; answered by ``BlockData`` or ``Error`` (code ``not-found``)."""
+
+    CODE: ClassVar[int] = 18
+    NAME: ClassVar[str] = "GET_BLOCK"
+    HEADER: ClassVar[tuple[Field, ...]] = (Field("block_id", _ID),)
+    RESPONSE: ClassVar[type[Message] | None] = BlockData
+    block_id: bytes
+
+
+@MESSAGES.register
+@dataclass(frozen=True, slots=True)
+class HaveBlocks(Message):
+    """Answer to ``HasBlocks``: ``present[i]`` tells whether ``block_ids[i]`` is held."""
+
+    CODE: ClassVar[int] = 21
+    NAME: ClassVar[str] = "HAVE_BLOCKS"
+    HEADER: ClassVar[tuple[Field, ...]] = (Field("present", Array(Bool(), MAX_BLOCK_IDS)),)
+    present: tuple[bool, ...]
+
+
+@MESSAGES.register
+@dataclass(frozen=True, slots=True)
+class HasBlocks(Message):
     """Which of these blocks do you hold? Answered by ``HaveBlocks``.
 
     The ids travel packed in the payload (32 bytes each): 4096 of them would not fit the
     64 KiB header.
     """
 
-    TYPE: ClassVar[FrameType] = FrameType.HAS_BLOCKS
+    CODE: ClassVar[int] = 20
+    NAME: ClassVar[str] = "HAS_BLOCKS"
+    PAYLOAD: ClassVar[Payload | None] = IdListPayload("block_ids", ID_SIZE, MAX_BLOCK_IDS)
+    RESPONSE: ClassVar[type[Message] | None] = HaveBlocks
     block_ids: tuple[bytes, ...]
 
-    def _check(self) -> None:
-        for block_id in _check_tuple(self.block_ids, "block_ids", MAX_BLOCK_IDS):
-            _check_bytes(block_id, "block_ids entry", ID_SIZE)
+    def answer_check(self) -> AnswerCheck:
+        asked = len(self.block_ids)
 
-    def _payload(self) -> bytes:
-        return b"".join(self.block_ids)
+        def check(answer: Message) -> str | None:
+            if isinstance(answer, HaveBlocks) and len(answer.present) != asked:
+                return f"HAVE_BLOCKS has {len(answer.present)} entries for {asked} ids asked"
+            return None
 
-    @classmethod
-    def _from_wire(cls, header: dict[str, Any], payload: bytes) -> HasBlocks:
-        if len(payload) % ID_SIZE or len(payload) > MAX_BLOCK_IDS * ID_SIZE:
-            raise _FieldError(
-                f"block id list of {len(payload)} bytes is not a multiple of {ID_SIZE} "
-                f"up to {MAX_BLOCK_IDS} ids"
-            )
-        ids = tuple(payload[i : i + ID_SIZE] for i in range(0, len(payload), ID_SIZE))
-        return cls(block_ids=ids)
+        return check
 
-
-@dataclass(frozen=True, slots=True)
-class HaveBlocks(_Base):
-    """Answer to ``HasBlocks``: ``present[i]`` tells whether ``block_ids[i]`` is held."""
-
-    TYPE: ClassVar[FrameType] = FrameType.HAVE_BLOCKS
-    present: tuple[bool, ...]
-
-    def _check(self) -> None:
-        for flag in _check_tuple(self.present, "present", MAX_BLOCK_IDS):
-            if type(flag) is not bool:
-                raise _FieldError(f"present entries must be booleans, got {_describe(flag)}")
-
-    def _header(self) -> dict[str, Any]:
-        return {"present": list(self.present)}
-
-    @classmethod
-    def _from_wire(cls, header: dict[str, Any], payload: bytes) -> HaveBlocks:
-        _no_payload(payload, cls.__name__)
-        return cls(present=_as_tuple(_get(header, "present"), "present"))
-
-
-Message: TypeAlias = (
-    Hello
-    | Auth
-    | Error
-    | Ping
-    | Pong
-    | GetPeers
-    | Peers
-    | PutBlock
-    | PutBlockOk
-    | GetBlock
-    | BlockData
-    | HasBlocks
-    | HaveBlocks
-)
-
-_MESSAGE_CLASSES: Final[tuple[type[Message], ...]] = (
-    Hello,
-    Auth,
-    Error,
-    Ping,
-    Pong,
-    GetPeers,
-    Peers,
-    PutBlock,
-    PutBlockOk,
-    GetBlock,
-    BlockData,
-    HasBlocks,
-    HaveBlocks,
-)
-_BY_TYPE: Final[dict[FrameType, type[Message]]] = {cls.TYPE: cls for cls in _MESSAGE_CLASSES}
 
 #: Each request type and the response it expects (``Error`` may answer any request).
-RESPONSE_FOR: Final[dict[type[Message], type[Message]]] = {
-    Ping: Pong,
-    GetPeers: Peers,
-    PutBlock: PutBlockOk,
-    GetBlock: BlockData,
-    HasBlocks: HaveBlocks,
-}
-#: Messages that open a request (they carry a fresh request id from ``next_request_id``).
+RESPONSE_FOR: Final[dict[type[Message], type[Message]]] = MESSAGES.responses()
+#: Messages that open a request (they carry a fresh request id).
 REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset(RESPONSE_FOR)
+
+
+# -- encoding and decoding ------------------------------------------------------------------
 
 
 def encode_message(
@@ -476,39 +332,63 @@ def encode_message(
     """Check ``message`` and encode it as one frame (payload not copied).
 
     Raises:
-        LocalProtocolError: A field is invalid, or the frame exceeds the limits.
+        LocalProtocolError: Not a registered message, a field is invalid, or the frame
+            exceeds the limits.
     """
-    if type(message) not in _BY_TYPE.values():
-        raise LocalProtocolError(f"not a protocol message: {type(message).__name__}")
+    cls = type(message)
+    if not isinstance(message, Message) or MESSAGES.get(cls.CODE) is not cls:
+        raise LocalProtocolError(f"not a protocol message: {cls.__name__}")
     try:
-        message._check()
-    except _FieldError as exc:
+        header = cls.schema.encode(message)
+        payload = (
+            b"" if cls.PAYLOAD is None else cls.PAYLOAD.to_wire(getattr(message, cls.PAYLOAD.field))
+        )
+    except FieldError as exc:
         raise LocalProtocolError(
-            f"invalid {type(message).__name__} message: {exc}", code="malformed-message"
-        ) from exc
+            f"invalid {cls.NAME} message: {exc}", code="malformed-message"
+        ) from None
     return encode_frame(
-        message.TYPE,
+        cls.CODE,
         request_id,
-        message._header(),
-        message._payload(),
+        header,
+        payload,
         max_frame_size=max_frame_size,
         max_header_size=max_header_size,
     )
 
 
-def decode_message(frame: Frame) -> Message:
+def decode_message(frame: Frame, *, max_header_size: int = DEFAULT_MAX_HEADER_SIZE) -> Message:
     """Build and check the message a frame carries.
 
+    Args:
+        frame: A frame from ``FrameDecoder``.
+        max_header_size: The connection's header limit; each type's own bound also applies.
+
     Raises:
-        RemoteProtocolError: Missing key, wrong type or size, unexpected payload
-            (code ``malformed-message``).
+        RemoteProtocolError: ``unknown-frame-type``, ``header-too-large``,
+            ``malformed-header`` or ``malformed-message`` (missing or unknown key, wrong type
+            or size, unexpected payload).
     """
-    cls = _BY_TYPE[frame.type]
+    cls = MESSAGES.get(frame.type)
+    if cls is None:
+        raise RemoteProtocolError(f"unknown frame type {frame.type}", code="unknown-frame-type")
+    values = cls.schema.decode(frame.header, max_header_size)
     try:
-        message: Message = cls._from_wire(frame.header, frame.payload)
-        message._check()
-    except _FieldError as exc:
+        if cls.PAYLOAD is not None:
+            values[cls.PAYLOAD.field] = cls.PAYLOAD.from_wire(frame.payload)
+        elif frame.payload:
+            raise FieldError(f"{cls.NAME} carries no payload, got {len(frame.payload)} bytes")
+    except FieldError as exc:
         raise RemoteProtocolError(
-            f"invalid {cls.__name__} message: {exc}", code="malformed-message"
-        ) from exc
+            f"invalid {cls.NAME} message: {exc}", code="malformed-message"
+        ) from None
+    message: Message = cls(**values)
     return message
+
+
+def hello_version(frame: Frame) -> int | None:
+    """The ``version`` of a HELLO frame, read before (and whatever) the rest of the header.
+
+    ``None`` when the header has no readable non-negative integer ``version``.
+    """
+    return peek_uint(frame.header, "version", max_size=DEFAULT_MAX_HEADER_SIZE)

@@ -6,30 +6,110 @@ decrypts straight into one reused buffer (``get_buffer``), and ``buffer_updated`
 to the sans-I/O connection, whose decoder makes the only copy. Over 1 MiB blocks that is the
 difference between the transport being allocation-bound and not.
 
+Memory: the receive buffer starts small (16 KiB, one TLS record) so that a connection that has
+not authenticated yet costs little; the owner grows it with ``set_receive_buffer`` once the
+handshake is done.
+
 Flow control both ways:
-- reading: once more than ``max_unconsumed`` bytes arrived since the reader last asked for
-  data, reading from the socket pauses until it asks again, so a peer that sends faster than we
-  process is held back by TCP;
-- writing: ``drain()`` waits while the transport's write buffer is above its high-water mark.
+- reading: once more than ``max_unconsumed`` bytes (about one maximum frame) arrived since the
+  reader last asked for data, reading from the socket pauses until it asks again, so a peer
+  that sends faster than we process is held back by TCP;
+- writing: ``drain()`` waits while the transport's write buffer is above its high-water mark
+  (until it is back under the low-water mark).
+
+``ByteStream`` is what ``PeerConnection`` needs from a stream: ``FrameStream`` here, and any
+in-memory stream used by tests and simulations.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, Protocol
 
-READ_BUFFER_SIZE = 256 * 1024
-MAX_UNCONSUMED = 8 * 1024 * 1024
+from shoal.protocol.frames import DEFAULT_MAX_FRAME_SIZE, LENGTH_PREFIX_SIZE
+
+__all__ = [
+    "MAX_UNCONSUMED",
+    "RECEIVE_BUFFER_SIZE",
+    "SMALL_RECEIVE_BUFFER_SIZE",
+    "ByteStream",
+    "FrameStream",
+    "Sink",
+]
+
+#: Receive buffer of a connection whose handshake is not done: one TLS record.
+SMALL_RECEIVE_BUFFER_SIZE: Final = 16 * 1024
+#: Receive buffer of an established connection (fewer, larger reads of block data).
+RECEIVE_BUFFER_SIZE: Final = 256 * 1024
+#: Bytes received without the reader asking before reading pauses: one maximum frame.
+MAX_UNCONSUMED: Final = DEFAULT_MAX_FRAME_SIZE + LENGTH_PREFIX_SIZE
 
 Sink = Callable[[memoryview], None]
 
 
-class FrameStream(asyncio.BufferedProtocol):
-    """The protocol object of one connection; a ``sink`` receives every chunk of bytes."""
+class ByteStream(Protocol):
+    """The stream a ``PeerConnection`` runs over (``FrameStream``, or an in-memory stream).
 
-    def __init__(self, *, max_unconsumed: int = MAX_UNCONSUMED) -> None:
-        self._buffer = memoryview(bytearray(READ_BUFFER_SIZE))
+    Received bytes are pushed to one ``sink`` (an empty view means end of stream); the reader
+    waits with ``wait_for_data``, which also tells the stream the reader is keeping up.
+    """
+
+    def attach(self, sink: Sink) -> None:
+        """Send every byte received (and those that arrived before) to ``sink``."""
+        ...
+
+    async def wait_for_data(self) -> bool:
+        """Wait until bytes (or the end) reached the sink; False at the end of the stream."""
+        ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes; raise ``ConnectionResetError`` if the stream is closed."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait while the write buffer is above its high-water mark; raise if closed."""
+        ...
+
+    def close(self) -> None:
+        """Close after flushing what was written."""
+        ...
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent bytes."""
+        ...
+
+    async def wait_closed(self) -> None:
+        """Wait until the stream is closed."""
+        ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Transport details (``peername``, ``ssl_object``)."""
+        ...
+
+    def set_receive_buffer(self, size: int) -> None:
+        """Use a receive buffer of ``size`` bytes from now on (a no-op where meaningless).
+
+        ``PeerConnection`` calls it once the handshake is done.
+        """
+        ...
+
+
+class FrameStream(asyncio.BufferedProtocol):
+    """The protocol object of one connection; a ``sink`` receives every chunk of bytes.
+
+    Args:
+        max_unconsumed: Bytes received without the reader asking before reading pauses.
+        receive_buffer: Initial receive buffer size (see ``set_receive_buffer``).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_unconsumed: int = MAX_UNCONSUMED,
+        receive_buffer: int = SMALL_RECEIVE_BUFFER_SIZE,
+    ) -> None:
+        self._buffer = memoryview(bytearray(receive_buffer))
         self._max_unconsumed = max_unconsumed
         self._unconsumed = 0
         self._sink: Sink | None = None
@@ -101,6 +181,15 @@ class FrameStream(asyncio.BufferedProtocol):
         self._early.clear()
         if self._eof:
             sink(memoryview(b""))
+
+    def set_receive_buffer(self, size: int) -> None:
+        """Use a receive buffer of ``size`` bytes for the following reads.
+
+        asyncio asks for the buffer, reads into it and reports the count in one callback, so
+        swapping it between callbacks is safe.
+        """
+        if size != len(self._buffer):
+            self._buffer = memoryview(bytearray(size))
 
     def _set_eof(self) -> None:
         if self._eof:

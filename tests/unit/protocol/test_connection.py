@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import msgpack
 import pytest
 
 from shoal.errors import HandshakeError, LocalProtocolError, RemoteProtocolError
@@ -16,14 +17,20 @@ from shoal.protocol import (
     ConnectionClosed,
     Error,
     FrameDecoder,
-    FrameType,
     GetBlock,
+    GetPeers,
     HandshakeComplete,
+    HasBlocks,
+    HaveBlocks,
     Hello,
     Message,
-    MessageReceived,
+    PeerAddress,
+    Peers,
     Ping,
     Pong,
+    PutBlockOk,
+    RequestReceived,
+    ResponseReceived,
     Role,
     State,
     encode_frame,
@@ -110,35 +117,98 @@ def test_handshake_frames_in_order() -> None:
 def test_requests_both_ways() -> None:
     link = established()
     dialer, listener = link.dialer, link.listener
-    ids = [dialer.next_request_id() for _ in range(3)]
-    assert ids == [1, 3, 5]
-    assert [listener.next_request_id() for _ in range(2)] == [2, 4]
     block_id = b"\x01" * 32
-    dialer.send(ids[0], GetBlock(block_id))
-    dialer.send(ids[1], Ping())
+    assert dialer.send_request(GetBlock(block_id)) == 1
+    assert dialer.send_request(GetPeers()) == 3
+    assert dialer.send_request(HasBlocks((block_id,))) == 5
+    assert dialer.outstanding_requests == 3
     _, events = link.pump()
-    assert events == [MessageReceived(1, GetBlock(block_id)), MessageReceived(3, Ping())]
-    listener.send(3, Pong())
-    listener.send(1, BlockData(block_id, BLOCK))
-    listener.send(5, Error("not-found", "no such block"))
-    listener.send(2, Ping())
+    assert events == [
+        RequestReceived(1, GetBlock(block_id)),
+        RequestReceived(3, GetPeers()),
+        RequestReceived(5, HasBlocks((block_id,))),
+    ]
+    assert listener.open_peer_requests == 3
+    assert listener.send_request(GetPeers()) == 2
+    listener.send_response(3, Peers(()))
+    listener.send_response(1, BlockData(block_id, BLOCK))
+    listener.send_response(5, Error("not-found", "no such block"))
     events, _ = link.pump()
     assert events == [
-        MessageReceived(3, Pong()),
-        MessageReceived(1, BlockData(block_id, BLOCK)),
-        MessageReceived(5, Error("not-found", "no such block")),
-        MessageReceived(2, Ping()),
+        RequestReceived(2, GetPeers()),
+        ResponseReceived(3, Peers(())),
+        ResponseReceived(1, BlockData(block_id, BLOCK)),
+        ResponseReceived(5, Error("not-found", "no such block")),
     ]
-    dialer.send(2, Pong())
-    assert link.pump()[1] == [MessageReceived(2, Pong())]
+    assert listener.open_peer_requests == 0
+    assert dialer.outstanding_requests == 0
+    peers = Peers((PeerAddress(block_id, ("127.0.0.1:1",)),))
+    dialer.send_response(2, peers)
+    assert link.pump()[1] == [ResponseReceived(2, peers)]
 
 
-def test_request_id_wraps_and_skips_zero() -> None:
-    dialer, listener = make_pair()
-    dialer._last_request_id = 2**32 - 3
-    assert [dialer.next_request_id() for _ in range(3)] == [2**32 - 1, 1, 3]
-    listener._last_request_id = 2**32 - 4
-    assert [listener.next_request_id() for _ in range(3)] == [2**32 - 2, 2, 4]
+def test_ping_is_answered_by_the_connection_itself() -> None:
+    """PING never reaches the caller: the connection queues the PONG while reading."""
+    link = established()
+    ping_id = link.dialer.send_request(Ping())
+    dialer_events, listener_events = link.pump()
+    assert listener_events == []
+    assert dialer_events == [ResponseReceived(ping_id, Pong())]
+    assert link.listener.open_peer_requests == 0
+
+
+def test_request_id_wraps_and_skips_zero_and_ids_in_use() -> None:
+    link = established()
+    dialer, listener = link.dialer, link.listener
+    busy = dialer.send_request(Ping())
+    assert busy == 1
+    dialer._requests._last_id = 2**32 - 3
+    assert [dialer.send_request(Ping()) for _ in range(3)] == [2**32 - 1, 3, 5]  # 1 is in use
+    listener._requests._last_id = 2**32 - 4
+    assert [listener.send_request(Ping()) for _ in range(3)] == [2**32 - 2, 2, 4]
+
+
+def test_cancelled_request_answer_is_dropped() -> None:
+    link = established()
+    dialer = link.dialer
+    first = dialer.send_request(GetBlock(b"\x01" * 32))
+    second = dialer.send_request(GetBlock(b"\x02" * 32))
+    link.pump()
+    dialer.cancel_request(first)
+    dialer.cancel_request(first)  # twice is harmless
+    dialer.cancel_request(99)  # never sent: a no-op
+    assert dialer.outstanding_requests == 1
+    link.listener.send_response(first, BlockData(b"\x01" * 32, b"late"))
+    link.listener.send_response(second, Error("not-found", "no"))
+    events, _ = link.pump()
+    assert events == [ResponseReceived(second, Error("not-found", "no"))]
+    assert dialer.state is State.ESTABLISHED
+    # Answered once: a second answer to the same id is unknown.
+    link.dialer.receive_data(wire(first, BlockData(b"\x01" * 32, b"again")))
+    assert_failed(link.dialer, "unknown-response", RemoteProtocolError)
+
+
+def test_cancelled_ids_are_remembered_up_to_the_bound() -> None:
+    dialer, listener = make_pair(max_cancelled_requests=2)
+    dialer.start()
+    link = Link(dialer, listener)
+    link.pump()
+    ids = [dialer.send_request(Ping()) for _ in range(3)]
+    for request_id in ids:
+        dialer.cancel_request(request_id)
+    # The two latest cancelled ids are dropped quietly; the oldest was forgotten.
+    dialer.receive_data(wire(ids[2], Pong()) + wire(ids[1], Pong()))
+    assert drain(dialer) == []
+    dialer.receive_data(wire(ids[0], Pong()))
+    assert_failed(dialer, "unknown-response", RemoteProtocolError)
+
+
+def test_cancelled_answer_of_the_wrong_type_is_still_refused() -> None:
+    link = established()
+    request_id = link.dialer.send_request(GetBlock(b"\x01" * 32))
+    link.dialer.cancel_request(request_id)
+    link.dialer.receive_data(wire(request_id, PutBlockOk(b"\x01" * 32)))
+    assert_failed(link.dialer, "unexpected-response", RemoteProtocolError)
 
 
 # -- failures ---------------------------------------------------------------------------------
@@ -223,8 +293,8 @@ def test_incompatible_version_both_sides() -> None:
     future = Connection(
         Role.LISTENER, listener_local, nonce=nonce("l"), listener_cert_hash=CERT_HASH
     )
-    header = {"version": 3, "whatever": [1]}
-    future.receive_data(b"".join(encode_frame(FrameType.HELLO, 0, header)))
+    header = msgpack.packb({"whatever": [1], "version": 3, "nonce": [[[]]]})
+    future.receive_data(b"".join(encode_frame(Hello.CODE, 0, header)))
     assert_failed(future, "incompatible-version")
     # The dialer side refuses an older listener.
     dialer.start()
@@ -391,13 +461,27 @@ def test_error_from_peer_during_handshake() -> None:
 
 def test_error_after_handshake() -> None:
     link = established()
-    link.dialer.send(link.dialer.next_request_id(), Ping())
+    request_id = link.dialer.send_request(GetPeers())
     link.pump()
-    link.listener.send(1, Error("overloaded", "try later"))
-    assert link.pump()[0] == [MessageReceived(1, Error("overloaded", "try later"))]
-    link.listener.send(0, Error("shutting-down", "bye"))
+    link.listener.send_response(request_id, Error("overloaded", "try later"))
+    assert link.pump()[0] == [ResponseReceived(request_id, Error("overloaded", "try later"))]
+    link.listener.send_connection_error(Error("shutting-down", "bye"))
     transfer(link.listener, link.dialer)
     assert_peer_error(link.dialer, "shutting-down", RemoteProtocolError)
+
+
+def test_peer_error_text_is_made_safe() -> None:
+    """A peer's ERROR text goes into our message with control characters escaped."""
+    dialer, _ = make_pair()
+    dialer.start()
+    dialer.data_to_send()
+    dialer.receive_data(wire(0, Error("bad\ncode", "line one\nFAKE LOG LINE\x1b[31m")))
+    with pytest.raises(HandshakeError) as info:
+        dialer.next_event()
+    text = str(info.value)
+    assert "\n" not in text
+    assert "\x1b" not in text
+    assert "line one\\u000aFAKE LOG LINE" in text
 
 
 def test_handshake_messages_after_established() -> None:
@@ -417,45 +501,112 @@ def test_bad_request_ids_from_peer(request_id: int, message: Message) -> None:
     assert_failed(link.listener, "bad-request-id", RemoteProtocolError)
 
 
+@pytest.mark.parametrize(
+    "message", [Pong(), Error("not-found", "x"), HaveBlocks(()), PutBlockOk(b"\x00" * 32)]
+)
+def test_answer_to_a_request_never_sent(message: Message) -> None:
+    link = established()
+    link.listener.send_request(Ping())  # id 2 is outstanding; 4 is not
+    link.pump()
+    link.listener.receive_data(wire(4, message))
+    assert_failed(link.listener, "unknown-response", RemoteProtocolError)
+
+
+def test_answer_of_the_wrong_type() -> None:
+    link = established()
+    request_id = link.dialer.send_request(GetBlock(b"\x00" * 32))
+    link.pump()
+    link.dialer.receive_data(wire(request_id, HaveBlocks(())))
+    message = assert_failed(link.dialer, "unexpected-response", RemoteProtocolError)
+    assert "expects BLOCK_DATA or ERROR" in message
+
+
+def test_have_blocks_must_answer_every_id_asked() -> None:
+    """The protocol checks an answer against its request, not only its type."""
+    link = established()
+    ids = (b"\x01" * 32, b"\x02" * 32)
+    good = link.dialer.send_request(HasBlocks(ids))
+    short = link.dialer.send_request(HasBlocks(ids))
+    link.pump()
+    link.listener.send_response(good, HaveBlocks((True, False)))
+    assert link.pump()[0] == [ResponseReceived(good, HaveBlocks((True, False)))]
+    link.dialer.receive_data(wire(short, HaveBlocks((True,))))
+    message = assert_failed(link.dialer, "unexpected-response", RemoteProtocolError)
+    assert message == f"HAVE_BLOCKS has 1 entries for 2 ids asked (request {short})"
+
+
+def test_duplicate_request_id_from_peer() -> None:
+    link = established()
+    link.listener.receive_data(wire(1, GetPeers()) + wire(1, GetPeers()))
+    assert link.listener.next_event() == RequestReceived(1, GetPeers())
+    assert_failed(link.listener, "duplicate-request-id", RemoteProtocolError)
+    # Once answered, the id may be used again.
+    again = established()
+    again.listener.receive_data(wire(1, GetPeers()))
+    assert again.listener.next_event() == RequestReceived(1, GetPeers())
+    again.listener.send_response(1, Peers(()))
+    again.listener.receive_data(wire(1, GetPeers()))
+    assert again.listener.next_event() == RequestReceived(1, GetPeers())
+
+
 def test_send_rules() -> None:
     dialer, _ = make_pair()
     with pytest.raises(LocalProtocolError):
-        dialer.send(1, Ping())  # before the handshake
+        dialer.send_request(Ping())  # before the handshake
     with pytest.raises(LocalProtocolError):
-        dialer.send(0, Error("x", "y" * 2000))  # malformed
-    dialer.send(0, Error("bye", "going away"))  # allowed in any state
+        dialer.send_connection_error(Error("x", "y" * 2000))  # malformed
+    dialer.send_connection_error(Error("bye", "going away"))  # allowed in any state
     assert sent_frames(dialer) == [(0, Error("bye", "going away"))]
     link = established()
     d = link.dialer
+    for message in [
+        Hello(1, b"\x00" * 32, b"\x00" * 32, (), "n", b"\x00" * 32),
+        Auth(b"\x00" * 64),
+        Pong(),
+        Error("x", ""),
+        PutBlockOk(b"\x00" * 32),
+        GetBlock(b"short"),
+    ]:
+        with pytest.raises(LocalProtocolError):
+            d.send_request(message)
+    assert d.outstanding_requests == 0  # a request that could not be encoded is forgotten
+    link.listener.send_request(GetPeers())  # id 2, open on the dialer's side once received
+    link.pump()
     refused: list[tuple[int, Message]] = [
-        (1, Hello(1, b"\x00" * 32, b"\x00" * 32, (), "n", b"\x00" * 32)),
-        (0, Auth(b"\x00" * 64)),
-        (2, Ping()),  # a dialer request needs an odd id
-        (0, Ping()),
-        (1, Pong()),  # answers to the listener echo even ids
-        (3, Error("x", "")),
-        (1, GetBlock(b"short")),
-        (2**32 + 1, Ping()),
+        (4, Peers(())),  # no such request from the peer
+        (1, Peers(())),  # an id of ours
+        (2, Pong()),  # the wrong response type
+        (2, GetPeers()),  # a request is not an answer
+        (2, Peers(((b"\x00" * 32, ()),))),  # type: ignore[arg-type]  # malformed
     ]
     for request_id, message in refused:
         with pytest.raises(LocalProtocolError):
-            d.send(request_id, message)
+            d.send_response(request_id, message)
     assert d.data_to_send() == []
+    d.send_response(2, Error("internal", "the malformed answer was not sent"))
+    assert link.pump()[1] == [
+        ResponseReceived(2, Error("internal", "the malformed answer was not sent"))
+    ]
+    with pytest.raises(LocalProtocolError):
+        d.send_response(2, Peers(()))  # already answered
 
 
 def test_send_oversize_block() -> None:
     link = established()
+    link.listener.send_request(GetBlock(b"\x00" * 32))
+    link.pump()
     with pytest.raises(LocalProtocolError):
-        link.dialer.send(1, BlockData(b"\x00" * 32, bytes(5 * 1024 * 1024)))
+        link.dialer.send_response(2, BlockData(b"\x00" * 32, bytes(5 * 1024 * 1024)))
+    link.dialer.send_response(2, Error("too-large", "the block does not fit a frame"))
 
 
 def test_eof_between_frames() -> None:
     link = established()
-    link.dialer.send(1, Ping())
+    link.dialer.send_request(GetPeers())
     transfer(link.dialer, link.listener)
     link.listener.receive_data(b"")
     link.listener.receive_data(b"")  # repeated EOF is harmless
-    assert link.listener.next_event() == MessageReceived(1, Ping())
+    assert link.listener.next_event() == RequestReceived(1, GetPeers())
     assert link.listener.next_event() == ConnectionClosed()
     assert link.listener.state is State.CLOSED
     assert link.listener.next_event() == ConnectionClosed()

@@ -1,22 +1,26 @@
-"""Frame codec: layout, limits, malformed input, incremental decoding."""
+"""Frame codec: layout, limits, malformed input, incremental decoding.
+
+The frame layer cuts frames and checks lengths and types; headers are bytes here (the message
+layer decodes them, see test_messages.py and test_schema.py)."""
 
 from __future__ import annotations
 
 import struct
-import time
 from typing import Any
 
 import msgpack
 import pytest
 
 from shoal.errors import LocalProtocolError, RemoteProtocolError
+from shoal.protocol import MESSAGES
 from shoal.protocol.frames import (
     DEFAULT_MAX_FRAME_SIZE,
     Frame,
     FrameDecoder,
-    FrameType,
     encode_frame,
 )
+
+PING, PUT_BLOCK, BLOCK_DATA, HELLO, ERROR = 4, 16, 19, 1, 3
 
 
 def raw_frame(
@@ -29,7 +33,7 @@ def raw_frame(
 
 
 def decode_all(data: bytes, decoder: FrameDecoder | None = None) -> list[Frame]:
-    decoder = decoder or FrameDecoder()
+    decoder = decoder or FrameDecoder(frame_types=MESSAGES.codes)
     decoder.receive_data(data)
     frames = []
     while (frame := decoder.next_frame()) is not None:
@@ -41,45 +45,44 @@ EMPTY_MAP = msgpack.packb({})
 
 
 def test_layout_is_big_endian_with_length_after_prefix() -> None:
-    parts = encode_frame(FrameType.PUT_BLOCK, 0x01020304, {"a": 1}, b"xyz")
+    header = msgpack.packb({"a": 1})
+    parts = encode_frame(PUT_BLOCK, 0x01020304, header, b"xyz")
     assert len(parts) == 2
     head, payload = parts
     assert payload == b"xyz"
-    header = msgpack.packb({"a": 1})
     assert head == struct.pack(">IBIH", 7 + len(header) + 3, 16, 0x01020304, len(header)) + header
 
 
 def test_payload_is_not_copied() -> None:
     data = bytes(1024 * 1024)
-    assert encode_frame(FrameType.BLOCK_DATA, 1, {}, data)[1] is data
+    assert encode_frame(BLOCK_DATA, 1, EMPTY_MAP, data)[1] is data
     buf = bytearray(b"abc")
-    view = encode_frame(FrameType.BLOCK_DATA, 1, {}, buf)[1]
+    view = encode_frame(BLOCK_DATA, 1, EMPTY_MAP, buf)[1]
     assert isinstance(view, memoryview)
     assert view.obj is buf
     mv = memoryview(b"hello")
-    assert encode_frame(FrameType.BLOCK_DATA, 1, {}, mv)[1] is mv
+    assert encode_frame(BLOCK_DATA, 1, EMPTY_MAP, mv)[1] is mv
 
 
 def test_non_byte_memoryview_payload_counts_bytes() -> None:
     ints = memoryview(struct.pack(">4I", 1, 2, 3, 4)).cast("I")
-    frame = decode_all(b"".join(encode_frame(FrameType.BLOCK_DATA, 1, {}, ints)))[0]
+    frame = decode_all(b"".join(encode_frame(BLOCK_DATA, 1, EMPTY_MAP, ints)))[0]
     assert frame.payload == struct.pack(">4I", 1, 2, 3, 4)
 
 
 @pytest.mark.parametrize(
     ("type_", "request_id", "header", "payload"),
     [
-        (FrameType.PING, 0, {}, b""),
-        (FrameType.PING, 2**32 - 1, {}, b""),
-        (FrameType.HELLO, 0, {"version": 1, "nested": {"a": [1, 2, b"x"]}}, b""),
-        (FrameType.PUT_BLOCK, 7, {"block_id": b"\x00" * 32}, b"\x00\xff" * 1000),
-        (FrameType.BLOCK_DATA, 9, {"unicode": "h\u00e9llo \u2603"}, b"data"),
-        (FrameType.ERROR, 0, {"code": "x", "message": "y" * 1000}, b""),
+        (PING, 0, EMPTY_MAP, b""),
+        (PING, 2**32 - 1, EMPTY_MAP, b""),
+        (HELLO, 0, msgpack.packb({"version": 1, "nested": {"a": [1, 2, b"x"]}}), b""),
+        (PUT_BLOCK, 7, msgpack.packb({"block_id": b"\x00" * 32}), b"\x00\xff" * 1000),
+        (BLOCK_DATA, 9, msgpack.packb({"unicode": "h\u00e9llo \u2603"}), b"data"),
+        (ERROR, 0, msgpack.packb({"code": "x", "message": "y" * 1000}), b""),
+        (PING, 1, b"\xc1 any bytes: the frame layer does not read the header", b""),
     ],
 )
-def test_round_trip(
-    type_: FrameType, request_id: int, header: dict[str, Any], payload: bytes
-) -> None:
+def test_round_trip(type_: int, request_id: int, header: bytes, payload: bytes) -> None:
     data = b"".join(encode_frame(type_, request_id, header, payload))
     assert decode_all(data) == [Frame(type_, request_id, header, payload)]
 
@@ -93,24 +96,10 @@ def test_round_trip(
         pytest.param(
             struct.pack(">IBIH", 8, 4, 0, 5) + b"\x80", "malformed-frame", id="header-past-end"
         ),
-        pytest.param(raw_frame(4, 0, b""), "malformed-header", id="empty-header"),
-        pytest.param(raw_frame(4, 0, msgpack.packb([1])), "malformed-header", id="array-header"),
-        pytest.param(raw_frame(4, 0, msgpack.packb(5)), "malformed-header", id="int-header"),
-        pytest.param(raw_frame(4, 0, msgpack.packb({b"k": 1})), "malformed-header", id="bytes-key"),
-        pytest.param(
-            raw_frame(4, 0, msgpack.packb({1: 1}, strict_types=False)),
-            "malformed-header",
-            id="int-key",
-        ),
-        pytest.param(raw_frame(4, 0, EMPTY_MAP + b"\x00"), "malformed-header", id="trailing"),
-        pytest.param(raw_frame(4, 0, b"\xc1"), "malformed-header", id="reserved-byte"),
-        pytest.param(raw_frame(4, 0, b"\x81\xa1"), "malformed-header", id="truncated-map"),
-        pytest.param(raw_frame(4, 0, b"\x81\xa1k\xa2\xff\xfe"), "malformed-header", id="bad-utf8"),
-        pytest.param(raw_frame(4, 0, b"\x91" * 3000 + b"\x80"), "malformed-header", id="deep"),
     ],
 )
 def test_malformed_frames(data: bytes, code: str) -> None:
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(frame_types=MESSAGES.codes)
     decoder.receive_data(data)
     with pytest.raises(RemoteProtocolError) as info:
         decoder.next_frame()
@@ -152,15 +141,17 @@ def test_header_limit() -> None:
 @pytest.mark.parametrize(
     ("args", "kwargs"),
     [
-        ((FrameType.PING, -1, {}), {}),
-        ((FrameType.PING, 2**32, {}), {}),
-        ((4, 0, {}), {}),
-        ((FrameType.PING, 0, {1: 2}), {}),
-        ((FrameType.PING, 0, {"x": object()}), {}),
-        ((FrameType.PING, 0, {"x": "y" * 70_000}), {}),
-        ((FrameType.PING, 0, {"x": "y" * 200}), {"max_header_size": 100}),
-        ((FrameType.BLOCK_DATA, 1, {}, b"x" * 100), {"max_frame_size": 100}),
-        ((FrameType.BLOCK_DATA, 1, {}, memoryview(bytes(8))[::2]), {}),
+        ((PING, -1, EMPTY_MAP), {}),
+        ((PING, 2**32, EMPTY_MAP), {}),
+        ((256, 0, EMPTY_MAP), {}),
+        ((-1, 0, EMPTY_MAP), {}),
+        ((True, 0, EMPTY_MAP), {}),
+        ((PING, 0, b""), {}),
+        ((PING, 0, {"x": 1}), {}),
+        ((PING, 0, b"y" * 70_000), {}),
+        ((PING, 0, b"y" * 200), {"max_header_size": 100}),
+        ((BLOCK_DATA, 1, EMPTY_MAP, b"x" * 100), {"max_frame_size": 100}),
+        ((BLOCK_DATA, 1, EMPTY_MAP, memoryview(bytes(8))[::2]), {}),
     ],
 )
 def test_encode_refuses(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -178,7 +169,7 @@ def test_bad_limits() -> None:
 
 
 def test_byte_by_byte_and_many_frames() -> None:
-    frames = [Frame(FrameType.PUT_BLOCK, i, {"i": i}, bytes([i]) * i) for i in range(1, 30)]
+    frames = [Frame(PUT_BLOCK, i, msgpack.packb({"i": i}), bytes([i]) * i) for i in range(1, 30)]
     data = b"".join(
         b"".join(encode_frame(f.type, f.request_id, f.header, f.payload)) for f in frames
     )
@@ -194,15 +185,28 @@ def test_byte_by_byte_and_many_frames() -> None:
     assert decode_all(data) == frames
 
 
+class CountingBuffer(bytearray):
+    """A bytearray that counts the bytes shifted when a prefix is deleted."""
+
+    moved = 0
+
+    def __delitem__(self, key: Any) -> None:
+        if isinstance(key, slice) and key.start is None:
+            CountingBuffer.moved += len(self) - (key.stop or 0)
+        super().__delitem__(key)
+
+
 def test_large_payload_in_small_pieces_is_linear() -> None:
-    """64 MiB of 1 MiB frames in 16 KiB pieces: quadratic buffering would take minutes."""
+    """64 MiB of 1 MiB frames in 16 KB pieces: the decoder shifts each byte a bounded number of
+    times (quadratic buffering would shift gigabytes)."""
     payload = bytes(range(256)) * 4096  # 1 MiB
-    one = b"".join(encode_frame(FrameType.BLOCK_DATA, 1, {"n": 1}, payload))
+    one = b"".join(encode_frame(BLOCK_DATA, 1, msgpack.packb({"n": 1}), payload))
     # Misalign pieces with frame boundaries on purpose.
     stream = one * 64
     decoder = FrameDecoder()
+    decoder._buf = CountingBuffer()
+    CountingBuffer.moved = 0
     count = 0
-    started = time.perf_counter()
     view = memoryview(stream)
     for start in range(0, len(stream), 16_000):
         decoder.receive_data(view[start : start + 16_000])
@@ -210,15 +214,14 @@ def test_large_payload_in_small_pieces_is_linear() -> None:
             assert len(frame.payload) == len(payload)
             count += 1
         assert decoder.buffered < DEFAULT_MAX_FRAME_SIZE + 4
-    elapsed = time.perf_counter() - started
     assert count == 64
-    assert frame is None
-    assert elapsed < 5, f"decoding 64 MiB took {elapsed:.1f} s"
+    assert isinstance(decoder._buf, CountingBuffer)  # the same buffer all along
+    assert CountingBuffer.moved <= len(stream)
 
 
 def test_buffer_stays_bounded_across_frames() -> None:
     """Consumed bytes are dropped: the internal buffer never holds much more than unread data."""
-    one = b"".join(encode_frame(FrameType.BLOCK_DATA, 1, {}, bytes(100_000)))
+    one = b"".join(encode_frame(BLOCK_DATA, 1, EMPTY_MAP, bytes(100_000)))
     decoder = FrameDecoder()
     for _ in range(200):
         decoder.receive_data(one[:50_000])
@@ -226,3 +229,18 @@ def test_buffer_stays_bounded_across_frames() -> None:
         assert decoder.next_frame() is not None
         assert decoder.next_frame() is None
         assert len(decoder._buf) <= 2 * len(one)
+
+
+def test_unknown_type_refused_before_the_body_arrives() -> None:
+    """Five bytes (length + type) are enough to refuse a type: nothing more is buffered."""
+    decoder = FrameDecoder(frame_types=MESSAGES.codes)
+    decoder.receive_data(struct.pack(">IB", 4_000_000, 99))
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == "unknown-frame-type"
+    assert decoder.buffered == 0
+
+
+def test_without_a_type_set_every_type_is_cut() -> None:
+    """The type check belongs to whoever knows the types (the connection passes the registry)."""
+    assert decode_all(raw_frame(99, 0, EMPTY_MAP), FrameDecoder()) == [Frame(99, 0, EMPTY_MAP)]
