@@ -189,3 +189,16 @@ async def test_a_second_node_on_the_same_data_dir_is_refused_and_the_first_keeps
     cap2 = await a.store("g.bin", random_bytes(50_000))  # and it still stores
     async with a.get(cap2) as reader:
         assert len(await reader.read()) == 50_000
+
+
+@pytest.mark.parametrize("name", ["", "two\nlines", "nul\x00", "x" * 2000])
+async def test_the_python_api_refuses_bad_names_before_any_work(
+    cluster: Cluster, name: str
+) -> None:
+    a = await cluster.add("a")
+    with pytest.raises(ConfigError):
+        await a.store(name, b"data")
+    with pytest.raises(ConfigError):
+        await a.store("ok.txt", b"data", media_type="x" * 5000)
+    assert await a.list_files() == []
+    assert (await a.status()).blocks == 0

@@ -23,6 +23,7 @@ from typing import IO, Any
 from shoal.content import Chunker, ReadCap, looks_like_cap, parse_cap
 from shoal.errors import ConfigError, InvalidCapability, NotFound, StorageError
 from shoal.ids import encode_id
+from shoal.names import check_media_type, check_name
 from shoal.node.datadir import NodeConfig
 from shoal.node.datadir import init_data_dir as _init_data_dir
 from shoal.node.get import FileStream, open_file, walk_block_ids
@@ -100,7 +101,7 @@ def _file_entry(entry: CatalogEntry) -> FileEntry:
 
 def _media_type(name: str, given: str | None) -> str:
     if given:
-        return given
+        return check_media_type(given)
     guessed, _ = mimetypes.guess_type(name, strict=False)
     return guessed or DEFAULT_MEDIA_TYPE
 
@@ -200,8 +201,8 @@ class Node:
 
         ``mtime`` (Unix seconds) is kept in the catalog; for a path it defaults to the file's.
         """
-        if not name or "\x00" in name or len(name) > 1024:
-            raise ConfigError("a file name must be 1 to 1024 characters, without NUL")
+        name = check_name(name)
+        media_type = _media_type(name, media_type)
         close: IO[bytes] | None = None
         source: Any = data
         if isinstance(data, os.PathLike):
@@ -219,7 +220,7 @@ class Node:
                 self._rt,
                 name,
                 chunks,
-                media_type=_media_type(name, media_type),
+                media_type=media_type,
                 mtime=mtime,
                 progress=progress,
             )
