@@ -158,10 +158,18 @@ def wait_for(
 class ShoalNode:
     """One data dir and the ``shoal run`` process (if any) serving it."""
 
-    def __init__(self, name: str, data_dir: Path, log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        log_dir: Path,
+        *,
+        before_first_launch: Callable[[ShoalNode], None] | None = None,
+    ) -> None:
         self.name = name
         self.data_dir = data_dir
         self.log_dir = log_dir
+        self._before_first_launch = before_first_launch
         self.proc: subprocess.Popen[bytes] | None = None
         self.should_run = False  # False once we stopped or killed it on purpose
         self.starts = 0
@@ -218,6 +226,8 @@ class ShoalNode:
     ) -> None:
         """Start ``shoal run`` without waiting for it (see :meth:`wait_ready`)."""
         assert not self.alive, f"{self.name} is already running"
+        if self.starts == 0 and self._before_first_launch is not None:
+            self._before_first_launch(self)
         self.starts += 1
         args = ["run", "--listen", listen]
         for peer in peers:
@@ -338,19 +348,44 @@ class ShoalNode:
 
 
 class ShoalNet:
-    """Named nodes under one root; every process is killed by :meth:`close`."""
+    """Named nodes under one root, members of one closed network; every process is killed by
+    :meth:`close`.
+
+    The network is made as a user makes it: the first node launched runs ``shoal init`` (a new
+    closed network); every later node, before its first launch, runs ``shoal init --join`` with
+    the invite ``shoal invite`` prints on the first node.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.data_root = root / "nodes"
         self.log_root = root / "logs"
         self.nodes: dict[str, ShoalNode] = {}
+        self.founder: ShoalNode | None = None
 
     def node(self, name: str) -> ShoalNode:
         """The node called ``name`` (created, not started, on first use)."""
         if name not in self.nodes:
-            self.nodes[name] = ShoalNode(name, self.data_root / name, self.log_root)
+            self.nodes[name] = ShoalNode(
+                name, self.data_root / name, self.log_root, before_first_launch=self._join
+            )
         return self.nodes[name]
+
+    def _join(self, node: ShoalNode) -> None:
+        """Put ``node``'s data dir in this net's closed network, as a user would."""
+        if (node.data_dir / "node.key").exists():
+            return  # the test made this data dir itself
+        founder = self.founder
+        if founder is None:
+            self.founder = node
+            run_shoal("init", "--data-dir", str(node.data_dir)).ok()
+            return
+        if founder.alive:
+            invite = founder.cli("invite").ok().last_line
+        else:
+            assert founder.listen is not None, f"start {founder.name} before {node.name}"
+            invite = founder.cli("invite", "--address", founder.listen).ok().last_line
+        run_shoal("init", "--data-dir", str(node.data_dir), "--join", invite).ok()
 
     def start(self, name: str, *, peers: Sequence[ShoalNode] = (), **kwargs: Any) -> ShoalNode:
         """Start node ``name`` with ``--peer`` to each of ``peers``; wait until it is ready."""
@@ -360,11 +395,8 @@ class ShoalNet:
 
     def quick_start(self) -> tuple[ShoalNode, ShoalNode, ShoalNode]:
         """The README's quick start: n1, n2, then n3 with ``--peer`` to both; all see 2 up."""
-        n1, n2 = self.node("n1"), self.node("n2")
-        n1.launch()
-        n2.launch()  # the first two start side by side: neither needs the other
-        n1.wait_ready()
-        n2.wait_ready()
+        n1 = self.start("n1")
+        n2 = self.start("n2")  # joins with n1's invite, which names n1's address
         n3 = self.start("n3", peers=[n1, n2])
         nodes = (n1, n2, n3)
         for node in nodes:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from shoal import Node
+from shoal.node.network import Invite
 from shoal.node.runtime import RuntimeOptions
 from shoal.transport import Backoff
 
@@ -19,11 +21,15 @@ FAST = RuntimeOptions(
 
 
 class Cluster:
-    """Nodes started in one event loop; each can be stopped on its own."""
+    """Nodes started in one event loop, members of one closed network; each can be stopped on
+    its own."""
 
     def __init__(self, root: Path, stack: contextlib.AsyncExitStack) -> None:
         self.root = root
         self._stack = stack
+        # Every node joins the same closed network; the invite names no address, so each test
+        # wires its own topology with explicit peers.
+        self.network = Invite(secrets.token_bytes(32), ())
         self.nodes: list[Node] = []
         self._stops: dict[str, contextlib.AsyncExitStack] = {}
 
@@ -41,6 +47,7 @@ class Cluster:
         node = await stack.enter_async_context(
             Node.start(
                 self.root / name,
+                join=self.network,
                 listen=listen,
                 peers=peers or [],
                 options=options,

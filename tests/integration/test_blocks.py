@@ -19,6 +19,7 @@ from shoal import Node
 from shoal.content import ReadCap
 from shoal.errors import NotFound
 from shoal.ids import decode_id, encode_id
+from shoal.node.network import closed_network_name
 from shoal.protocol import BlockData, Error, GetBlock, Message, Pong
 from shoal.transport import ConnectionManager, Identity, PeerConnection
 from shoal.transport.routing import by_distance
@@ -43,10 +44,18 @@ def corrupt_files(node: Node) -> list[Path]:
 
 @contextlib.asynccontextmanager
 async def rogue_peer(
-    tmp_path: Path, target: Node, answer: RogueAnswer, *, closer_than: list[Node], to: bytes
+    tmp_path: Path,
+    target: Node,
+    answer: RogueAnswer,
+    *,
+    closer_than: list[Node],
+    to: bytes,
+    network_secret: bytes,
 ) -> AsyncIterator[ConnectionManager]:
     """A peer connected to ``target`` whose node ID is XOR-closer to ``to`` than every node
-    of ``closer_than``, so ``target`` asks it first; it answers GET_BLOCK with ``answer``."""
+    of ``closer_than``, so ``target`` asks it first; it answers GET_BLOCK with ``answer``.
+
+    It is a member of the network (it has the secret): the worst case, an insider."""
     honest = [decode_id(n.node_id) for n in closer_than]
     while True:
         identity = Identity.generate()
@@ -61,13 +70,24 @@ async def rogue_peer(
             return await answer(message)
         return Pong()
 
-    mgr = ConnectionManager(identity, directory, listen="127.0.0.1:0", handler=handler)
+    mgr = ConnectionManager(
+        identity,
+        directory,
+        listen="127.0.0.1:0",
+        handler=handler,
+        network=closed_network_name(network_secret),
+        network_secret=network_secret,
+    )
     await mgr.start()
     try:
         await mgr.dial(target.listen_address)
         yield mgr
     finally:
         await mgr.aclose()
+
+
+def insider(cluster: Cluster, honest: list[Node], cid: bytes) -> dict[str, object]:
+    return {"closer_than": honest, "to": cid, "network_secret": cluster.network.secret}
 
 
 async def three_nodes(cluster: Cluster, **options: object) -> list[Node]:
@@ -118,7 +138,14 @@ async def test_get_fails_over_from_a_peer_that_sends_wrong_bytes(
 
     reader_node = await cluster.add("reader", peers=[a.listen_address], options=FAST)
     await reader_node.wait_for_peers(3, timeout=15)
-    async with rogue_peer(tmp_path, reader_node, lie, closer_than=[a, b, c], to=cid):
+    async with rogue_peer(
+        tmp_path,
+        reader_node,
+        lie,
+        closer_than=[a, b, c],
+        to=cid,
+        network_secret=cluster.network.secret,
+    ):
         await reader_node.wait_for_peers(4, timeout=15)
         async with reader_node.get(cap) as reader:
             assert await reader.read() == data
@@ -147,7 +174,14 @@ async def test_get_fails_over_from_a_peer_that_fails_or_stalls(
     options = dataclasses.replace(FAST, request_timeout=1.0)
     reader_node = await cluster.add("reader", peers=[a.listen_address], options=options)
     await reader_node.wait_for_peers(3, timeout=15)
-    async with rogue_peer(tmp_path, reader_node, misbehave, closer_than=[a, b, c], to=cid):
+    async with rogue_peer(
+        tmp_path,
+        reader_node,
+        misbehave,
+        closer_than=[a, b, c],
+        to=cid,
+        network_secret=cluster.network.secret,
+    ):
         await reader_node.wait_for_peers(4, timeout=15)
         async with reader_node.get(cap) as reader:
             assert await reader.read() == data
@@ -169,7 +203,14 @@ async def test_get_fails_over_when_a_peer_drops_mid_request(
 
     reader_node = await cluster.add("reader", peers=[a.listen_address], options=FAST)
     await reader_node.wait_for_peers(3, timeout=15)
-    async with rogue_peer(tmp_path, reader_node, hang, closer_than=[a, b, c], to=cid) as rogue:
+    async with rogue_peer(
+        tmp_path,
+        reader_node,
+        hang,
+        closer_than=[a, b, c],
+        to=cid,
+        network_secret=cluster.network.secret,
+    ) as rogue:
         await reader_node.wait_for_peers(4, timeout=15)
 
         async def read() -> bytes:

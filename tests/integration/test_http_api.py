@@ -336,9 +336,7 @@ async def test_a_get_whose_client_leaves_stops_fetching_and_the_node_stays_fine(
             FAST, request_timeout=300.0, ping_interval=300.0, ping_timeout=300.0
         )
         async with (
-            Node.start(
-                tmp_path / "a", listen="127.0.0.1:0", peers=[b.listen_address], options=patient
-            ) as a,
+            Node.start(tmp_path / "a", listen="127.0.0.1:0", join=b.invite(), options=patient) as a,
             serve_api(a, tmp_path / "a") as api,
         ):
             await a.wait_for_peers(1)

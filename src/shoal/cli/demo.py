@@ -1,9 +1,11 @@
 """``shoal demo``: the classic three-server example, in one process.
 
-Two nodes listen on :3000 and :4000, a third on :5000 bootstraps from both. Once the third sees
-both peers up, it stores ``picture_1.png`` (a PNG generated here), deletes its own copy of the
-blocks, gets the file back from the network and checks it is byte for byte the same. Then the
-network keeps running until Ctrl-C (or exits at once with ``--once``).
+Node 1 listens on :3000 and makes a closed network; nodes 2 (:4000) and 3 (:5000) join it with
+its invite (the secret and node 1's address), as ``shoal init --join`` does; node 3 also
+bootstraps from both. Once the third sees both peers up, it stores ``picture_1.png`` (a PNG
+generated here), deletes its own copy of the blocks, gets the file back from the network and
+checks it is byte for byte the same. Then the network keeps running until Ctrl-C (or exits at
+once with ``--once``).
 """
 
 from __future__ import annotations
@@ -122,21 +124,25 @@ async def _run_demo(*, once: bool, ephemeral_ports: bool, data_root: Path | None
     ports = (0, 0, 0) if ephemeral_ports else (3000, 4000, 5000)
     with _data_root(data_root) as root:
         dirs = [root / f"node{i}" for i in (1, 2, 3)]
-        for d in dirs:
-            init_data_dir(d)
+        init_data_dir(dirs[0])  # a new closed network: only nodes with its secret get in
         async with contextlib.AsyncExitStack() as stack:
             first = await stack.enter_async_context(
                 Node.start(dirs[0], listen=f"127.0.0.1:{ports[0]}")
             )
             _step(f"node 1 {first.node_id[:12]} listening on {first.listen_address}")
+            invite = first.invite()
+            _step(f"node 1 made a closed network; its invite: {invite[:24]}... (a secret)")
             second = await stack.enter_async_context(
-                Node.start(dirs[1], listen=f"127.0.0.1:{ports[1]}")
+                Node.start(dirs[1], listen=f"127.0.0.1:{ports[1]}", join=invite)
             )
-            _step(f"node 2 {second.node_id[:12]} listening on {second.listen_address}")
+            _step(
+                f"node 2 {second.node_id[:12]} joined with the invite, on {second.listen_address}"
+            )
             third = await stack.enter_async_context(
                 Node.start(
                     dirs[2],
                     listen=f"127.0.0.1:{ports[2]}",
+                    join=invite,
                     peers=[first.listen_address, second.listen_address],
                 )
             )

@@ -28,7 +28,10 @@ from shoal.client.http import Client, check_read_cap
 from shoal.content.caps import looks_like_cap
 from shoal.errors import ConfigError, NotFound, ShoalError, StorageError
 from shoal.names import check_name, printable
+from shoal.node.datadir import load_data_dir
+from shoal.node.network import Invite, parse_invite
 from shoal.node.service import init_data_dir
+from shoal.transport.manager import parse_address
 
 __all__ = ["cli", "main"]
 
@@ -93,14 +96,76 @@ def cli() -> None:
 
 @cli.command()
 @data_dir_option()
-def init(data_dir: Path) -> None:
-    """Create a data dir: node key, config and convergence secret."""
-    node_id, created = init_data_dir(data_dir)
+@click.option(
+    "--join",
+    "invite",
+    metavar="INVITE",
+    default=None,
+    help="Join the closed network of this invite (printed by `shoal invite` on a member).",
+)
+@click.option(
+    "--open",
+    "open_network",
+    is_flag=True,
+    help="Join the open network (any node can connect) instead of making a closed one.",
+)
+def init(data_dir: Path, invite: str | None, open_network: bool) -> None:
+    """Create a data dir: node key, secrets, config. Prints the node ID.
+
+    By default the node starts a new closed network: only nodes that were given an invite
+    (`shoal invite`) can connect to it. An existing data dir is left as it is, except that
+    --join moves it into the invite's network (stop its node first).
+    """
+    if invite is not None and open_network:
+        raise click.UsageError("--join and --open exclude each other")
+    if invite is not None:
+        invite_value = parse_invite(invite)  # a damaged invite fails before anything is made
+        if Path(data_dir, "api.json").exists():
+            refuse_if_running(data_dir)
+    node_id, created = init_data_dir(
+        data_dir, join=invite_value if invite is not None else None, open_network=open_network
+    )
     if created:
-        click.echo(f"initialized {data_dir}", err=True)
+        if invite is not None:
+            how = "joined the invite's closed network"
+        elif open_network:
+            how = "in the open network"
+        else:
+            how = "made a new closed network: `shoal invite` lets other nodes join it"
+        click.echo(f"initialized {data_dir}: {how}", err=True)
+    elif invite is not None:
+        click.echo(f"{data_dir} now belongs to the invite's network", err=True)
     else:
         click.echo(f"{data_dir} is already initialized", err=True)
     click.echo(node_id)
+
+
+@cli.command()
+@data_dir_option()
+@click.option(
+    "--address",
+    "addresses",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Where new nodes should find this one (repeatable; default: the running node's address).",
+)
+def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
+    """Print a one-line invite into this node's closed network, for `shoal init --join`.
+
+    The invite holds the network's secret: share it like a password.
+    """
+    data = load_data_dir(data_dir)
+    if data.network.secret is None:
+        raise ConfigError(
+            f"{data_dir} is in the open network: other nodes join it with `shoal init --open` "
+            "and `shoal run --peer ADDRESS`; no invite is needed"
+        )
+    if not addresses:
+        with Client.from_data_dir(data_dir) as client:
+            addresses = (str(client.status()["listen"]),)
+    for address in addresses:
+        parse_address(address)
+    click.echo(str(Invite(data.network.secret, addresses)))
 
 
 @cli.command()

@@ -6,6 +6,8 @@ Layout (see docs/content-format.md)::
       node.key          Ed25519 private key, PKCS#8 PEM, mode 0600
       node.crt          self-signed certificate for node.key, rewritten on every start
       convergence.key   32-byte convergence secret as hex, mode 0600 (share it to dedupe as a group)
+      network.key       32-byte network secret as hex, mode 0600: the node is in that closed
+                        network (absent: the open network; see shoal.node.network)
       config.toml       listen address, bootstrap peers, replicas, network name, storage limits
       shoal.db          SQLite catalog (WAL): names, pins, peers
       blocks/           one file per block: blocks/<2>/<2>/<block id>; tmp/, corrupt/
@@ -24,12 +26,14 @@ from typing import Any
 
 from shoal import defaults
 from shoal.errors import ConfigError
+from shoal.node.network import Invite, NetworkMembership
 from shoal.store.files import write_file_atomic
 from shoal.transport.identity import Identity
 from shoal.units import parse_size
 
 KEY_FILE = "node.key"
 SECRET_FILE = "convergence.key"
+NETWORK_FILE = "network.key"
 CONFIG_FILE = "config.toml"
 CATALOG_FILE = "shoal.db"
 BLOCKS_DIR = "blocks"
@@ -125,6 +129,7 @@ class DataDir:
     identity: Identity
     convergence_secret: bytes
     config: NodeConfig
+    network: NetworkMembership
 
     @property
     def blocks_path(self) -> Path:
@@ -139,19 +144,48 @@ def is_initialized(path: Path) -> bool:
     return (path / KEY_FILE).is_file()
 
 
-def init_data_dir(path: Path, config: NodeConfig | None = None) -> tuple[DataDir, bool]:
-    """Create the data dir if needed; return it loaded and whether it was created now."""
+def init_data_dir(
+    path: Path,
+    config: NodeConfig | None = None,
+    *,
+    join: Invite | None = None,
+    open_network: bool = False,
+) -> tuple[DataDir, bool]:
+    """Create the data dir if needed; return it loaded and whether it was created now.
+
+    A new data dir starts a new closed network (a fresh network secret) unless ``join`` gives
+    the secret of an existing one (and its addresses become bootstrap peers) or
+    ``open_network`` puts it in the open network. An existing data dir is loaded as it is,
+    except that ``join`` moves it into the invite's network.
+
+    Raises:
+        ConfigError: The path is not usable, or ``open_network`` is asked of a data dir that is
+            already in a closed network.
+    """
+    if join is not None and open_network:
+        raise ConfigError("choose one: join a network with an invite, or the open network")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"data dir {path} exists and is not a directory")
     if is_initialized(path):
+        if join is not None:
+            join_network(path, join)
+        elif open_network and (path / NETWORK_FILE).exists():
+            raise ConfigError(
+                f"data dir {path} is already in a closed network; remove {NETWORK_FILE} from it "
+                "to move it to the open network"
+            )
         return load_data_dir(path), False
+    config = config or NodeConfig()
+    if join is not None:
+        config.peers = list(dict.fromkeys([*config.peers, *join.addresses]))
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         identity = Identity.generate()
         write_file_atomic(path / SECRET_FILE, secrets.token_bytes(32).hex().encode() + b"\n")
-        write_file_atomic(
-            path / CONFIG_FILE, (config or NodeConfig()).to_toml().encode(), mode=0o644
-        )
+        if not open_network:
+            network_secret = join.secret if join is not None else secrets.token_bytes(32)
+            write_file_atomic(path / NETWORK_FILE, network_secret.hex().encode() + b"\n")
+        write_file_atomic(path / CONFIG_FILE, config.to_toml().encode(), mode=0o644)
         (path / BLOCKS_DIR).mkdir(exist_ok=True)
         # The key is written last: its presence marks a complete data dir.
         identity.save(path / KEY_FILE)
@@ -160,20 +194,39 @@ def init_data_dir(path: Path, config: NodeConfig | None = None) -> tuple[DataDir
     return load_data_dir(path), True
 
 
+def join_network(path: Path, invite: Invite) -> None:
+    """Move an initialized data dir into the invite's closed network (its node must be stopped).
+
+    The invite's addresses are added to the bootstrap peers in config.toml.
+    """
+    data = load_data_dir(path)
+    config = data.config
+    config.peers = list(dict.fromkeys([*config.peers, *invite.addresses]))
+    try:
+        write_file_atomic(path / NETWORK_FILE, invite.secret.hex().encode() + b"\n")
+        write_file_atomic(path / CONFIG_FILE, config.to_toml().encode(), mode=0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot update data dir {path}: {exc.strerror}") from exc
+
+
+def _read_secret(path: Path, *, what: str) -> bytes:
+    try:
+        secret = bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} is missing; restore it from a backup") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is unreadable or not hex") from exc
+    if len(secret) != 32:
+        raise ConfigError(f"{path} must hold the 32-byte {what} as hex")
+    return secret
+
+
 def load_data_dir(path: Path) -> DataDir:
     """Load an initialized data dir; ``ConfigError`` with what to do if it is not one."""
     if not path.is_dir():
         raise ConfigError(f"data dir {path} does not exist: run `shoal init --data-dir {path}`")
     identity = Identity.load(path / KEY_FILE)
-    try:
-        secret_text = (path / SECRET_FILE).read_text().strip()
-        secret = bytes.fromhex(secret_text)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path / SECRET_FILE} is missing; restore it from a backup") from exc
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path / SECRET_FILE} is unreadable or not hex") from exc
-    if len(secret) != 32:
-        raise ConfigError(f"{path / SECRET_FILE} must hold 32 bytes as hex")
+    secret = _read_secret(path / SECRET_FILE, what="convergence secret")
     config_path = path / CONFIG_FILE
     config = NodeConfig()
     if config_path.exists():
@@ -186,4 +239,10 @@ def load_data_dir(path: Path) -> DataDir:
         mode = (path / KEY_FILE).stat().st_mode & 0o077
         if mode:
             (path / KEY_FILE).chmod(0o600)
-    return DataDir(path=path, identity=identity, convergence_secret=secret, config=config)
+    if (path / NETWORK_FILE).exists():
+        network = NetworkMembership.closed(_read_secret(path / NETWORK_FILE, what="network secret"))
+    else:
+        network = NetworkMembership(config.network)
+    return DataDir(
+        path=path, identity=identity, convergence_secret=secret, config=config, network=network
+    )

@@ -50,7 +50,8 @@ class RuntimeOptions:
     listen: str = defaults.LISTEN
     peers: tuple[str, ...] = ()
     replicas: int = defaults.REPLICAS
-    network: str = defaults.OPEN_NETWORK
+    #: The network to be in; None: the data dir's (its network.key, else the open network).
+    network: str | None = None
     network_secret: bytes | None = None
     chunk_size: int = defaults.CHUNK_SIZE
     manifest_fanout: int = defaults.MANIFEST_FANOUT
@@ -106,7 +107,7 @@ class NodeRuntime:
             data.path,
             listen=options.listen,
             handler=RequestHandler(self),
-            network=options.network,
+            network=options.network or defaults.OPEN_NETWORK,
             network_secret=options.network_secret,
             on_peer_up=self._on_peer_up,
             ping_interval=options.ping_interval,

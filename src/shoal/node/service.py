@@ -20,6 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from shoal import defaults
 from shoal.content import Chunker, ReadCap, looks_like_cap, parse_cap
 from shoal.errors import ConfigError, InvalidCapability, NotFound, StorageError
 from shoal.ids import encode_id
@@ -27,6 +28,7 @@ from shoal.names import check_media_type, check_name
 from shoal.node.datadir import NodeConfig
 from shoal.node.datadir import init_data_dir as _init_data_dir
 from shoal.node.get import FileStream, open_file, walk_block_ids
+from shoal.node.network import Invite, parse_invite
 from shoal.node.put import store_file
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
 from shoal.node.types import FileEntry, NodeStatus, PeerState, PeerStatus, StoreResult
@@ -133,6 +135,8 @@ class Node:
         peers: Sequence[str] = (),
         replicas: int | None = None,
         network: str | None = None,
+        join: Invite | str | None = None,
+        open_network: bool = False,
         options: RuntimeOptions | None = None,
     ) -> AsyncIterator[Node]:
         """Start a node on ``data_dir`` (initialized on first use).
@@ -142,14 +146,21 @@ class Node:
             listen: ``host:port`` to listen on; default from config.toml, else 127.0.0.1:0.
             peers: bootstrap peers, ``host:port``, added to those in config.toml.
             replicas: copies of each block (default 3, capped by the number of live nodes).
-            network: network name; nodes of different networks refuse each other.
+            network: the name of an open network to be in instead of the data dir's network
+                (a closed network made by ``shoal init``, or the open one); nodes of
+                different networks refuse each other.
+            join: an invite (``shoal invite``, :meth:`invite`): a new data dir joins that
+                closed network; an existing one moves into it.
+            open_network: a new data dir joins the open network instead of starting a new
+                closed one.
             options: low-level tunables (timeouts, chunk size, window), mainly for tests.
 
         Raises:
             AddressInUse: ``listen`` is taken.
             ConfigError: the data dir or an argument is invalid.
         """
-        data, _ = _init_data_dir(Path(data_dir))
+        invite = parse_invite(join) if isinstance(join, str) else join
+        data, _ = _init_data_dir(Path(data_dir), join=invite, open_network=open_network)
         config: NodeConfig = data.config
         base = options or RuntimeOptions()
         opts = dataclasses.replace(
@@ -157,7 +168,10 @@ class Node:
             listen=listen or config.listen,
             peers=tuple(dict.fromkeys([*config.peers, *base.peers, *peers])),
             replicas=replicas if replicas is not None else config.replicas,
-            network=network or config.network,
+            network=network or base.network or data.network.name,
+            network_secret=(
+                None if network else base.network_secret if base.network else data.network.secret
+            ),
         )
         if opts.replicas < 1:
             raise ConfigError("replicas must be at least 1")
@@ -366,6 +380,24 @@ class Node:
                 batch = []
         return deleted + await self._rt.io(delete, batch)
 
+    def invite(self, addresses: Sequence[str] = ()) -> str:
+        """A one-line invite into this node's closed network (give it to ``Node.start(join=)``
+        or ``shoal init --join``). It holds the network secret: share it like a password.
+
+        Args:
+            addresses: where the new node should find this one; default: where it listens.
+
+        Raises:
+            ConfigError: This node is in the open network, which needs no invite.
+        """
+        secret = self._rt.options.network_secret
+        if secret is None:
+            raise ConfigError(
+                "this node is in the open network: other nodes join it with "
+                "`shoal init --open` and `--peer ADDRESS`, no invite needed"
+            )
+        return str(Invite(secret, tuple(addresses) or (self.listen_address,)))
+
     # -- peers and status ----------------------------------------------------------------------
 
     def peers(self) -> list[PeerStatus]:
@@ -400,7 +432,7 @@ class Node:
             node_id=self.node_id,
             listen=self.listen_address,
             data_dir=str(self.data_dir),
-            network=self._rt.options.network,
+            network=self._rt.options.network or defaults.OPEN_NETWORK,
             replicas=self._rt.options.replicas,
             peers_up=sum(1 for r in records if r.up),
             peers_known=len(records),
@@ -411,11 +443,22 @@ class Node:
         )
 
 
-def init_data_dir(data_dir: str | os.PathLike[str]) -> tuple[str, bool]:
-    """Create a node's data dir (identity key, convergence secret, config.toml) if needed.
+def init_data_dir(
+    data_dir: str | os.PathLike[str],
+    *,
+    join: Invite | str | None = None,
+    open_network: bool = False,
+) -> tuple[str, bool]:
+    """Create a node's data dir (identity key, secrets, config.toml) if needed.
+
+    A new data dir starts a new closed network, unless ``join`` (an invite) names one to join
+    or ``open_network`` puts it in the open network; ``join`` also moves an existing data dir
+    into the invite's network.
 
     Returns ``(node_id_text, created)``; ``created`` is False when it was already initialized.
-    Raises ``ConfigError`` when the path exists but is not a usable data dir.
+    Raises ``ConfigError`` when the path exists but is not a usable data dir, or the invite is
+    malformed.
     """
-    data, created = _init_data_dir(Path(data_dir))
+    invite = parse_invite(join) if isinstance(join, str) else join
+    data, created = _init_data_dir(Path(data_dir), join=invite, open_network=open_network)
     return data.identity.node_id_text, created
