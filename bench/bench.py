@@ -112,6 +112,22 @@ def limit_disk(directory: Path, size: int) -> tuple[float, float]:
     return one_file, many_files
 
 
+def init_node(data_dir: Path, invite: str | None) -> None:
+    """``shoal init`` (a new closed network) or ``shoal init --join INVITE``."""
+    args = [*SHOAL, "init", "--data-dir", str(data_dir)]
+    if invite is not None:
+        args += ["--join", invite]
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(args, check=True, capture_output=True)
+
+
+def invite_of(data_dir: Path) -> str:
+    done = subprocess.run(
+        [*SHOAL, "invite", "--data-dir", str(data_dir)], check=True, capture_output=True
+    )
+    return done.stdout.decode().strip().splitlines()[-1]
+
+
 class NodeProcess:
     def __init__(self, data_dir: Path, listen: str, peers: list[str]) -> None:
         self.data_dir = data_dir
@@ -145,9 +161,12 @@ class NodeProcess:
 def nodes(root: Path, count: int) -> Iterator[list[NodeProcess]]:
     started: list[NodeProcess] = []
     try:
+        init_node(root / "n1", None)
         first = NodeProcess(root / "n1", "127.0.0.1:0", [])
         started.append(first)
+        invite = invite_of(first.data_dir)
         for i in range(2, count + 1):
+            init_node(root / f"n{i}", invite)
             started.append(NodeProcess(root / f"n{i}", "127.0.0.1:0", [first.listen]))
         deadline = time.monotonic() + 30
         while any(sum(p["state"] == "up" for p in n.client.peers()) < count - 1 for n in started):
@@ -165,6 +184,18 @@ def timed_put_get(put_node: NodeProcess, get_node: NodeProcess, src: Path) -> tu
     start = time.perf_counter()
     cap = put_node.client.put(src)["cap"]
     put_rate = size / MiB / (time.perf_counter() - start)
+    return put_rate, timed_get(get_node, cap, src)
+
+
+def timed_reput(put_node: NodeProcess, src: Path) -> float:
+    """Seconds to store the same bytes again under another name (holders have every block)."""
+    start = time.perf_counter()
+    put_node.client.put(src, name="again-" + src.name)
+    return time.perf_counter() - start
+
+
+def timed_get(get_node: NodeProcess, cap: str, src: Path) -> float:
+    size = src.stat().st_size
     out = src.with_name("out.bin")
     start = time.perf_counter()
     get_node.client.get(cap, out)
@@ -172,7 +203,7 @@ def timed_put_get(put_node: NodeProcess, get_node: NodeProcess, src: Path) -> tu
     if not same_file(src, out):
         raise SystemExit("bench: the file read back differs from the one stored")
     out.unlink()
-    return put_rate, get_rate
+    return get_rate
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -244,6 +275,13 @@ def main() -> None:
             put, get = timed_put_get(trio[2], trio[0], src)
             row("three nodes, R=3, HTTP API: put", put, "three_put")
             row("three nodes, R=3, HTTP API: get (other node)", get, "three_get")
+            reput_seconds = timed_reput(trio[2], src)
+            first_seconds = args.size / put
+            row("three nodes, R=3, HTTP API: same bytes again", args.size / reput_seconds, "reput")
+            figures["reput_time_ratio"] = reput_seconds / first_seconds
+            print(
+                f"       (second put took {reput_seconds / first_seconds:.0%} of the first's time)"
+            )
             rss = [n.peak_rss_mib() for n in trio]
         print(
             f"peak RSS of each node ({args.size} MiB file): " + ", ".join(f"{r:.0f}" for r in rss)
