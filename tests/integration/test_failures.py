@@ -202,3 +202,33 @@ async def test_the_python_api_refuses_bad_names_before_any_work(
         await a.store("ok.txt", b"data", media_type="x" * 5000)
     assert await a.list_files() == []
     assert (await a.status()).blocks == 0
+
+
+async def test_a_peer_lost_during_a_put_leaves_a_smaller_but_successful_put(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    a = await cluster.add("a")
+    b = await cluster.add("b", peers=[a.listen_address])
+    c = await cluster.add("c", peers=[a.listen_address])
+    for node in (a, b, c):
+        await node.wait_for_peers(2, timeout=15)
+    data = random_bytes(24 * 1024 * 1024)
+    done = 0
+    halfway = asyncio.Event()
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        if done >= len(data) // 2:
+            halfway.set()
+
+    put = asyncio.create_task(a.store_with_result("big.bin", data, progress=progress))
+    async with asyncio.timeout(60):
+        await halfway.wait()
+    await cluster.stop(c)  # a holder goes away in the middle of the put
+    result = await put
+    assert (result.replicas, result.replicas_wanted) == (2, 3)
+    [entry] = await a._rt.io(a._rt.catalog.under_replicated)
+    assert (entry.name, entry.replicas, entry.replicas_wanted) == ("big.bin", 2, 3)
+    async with b.get(result.cap) as reader:
+        assert await reader.read() == data
