@@ -319,6 +319,16 @@ class Catalog:
                 (node_id_text, encoded, last_seen),
             )
 
+    def forget_peer(self, node_id_text: str) -> bool:
+        """Remove a peer; whether it was there.
+
+        Raises:
+            StorageError: the database failed.
+        """
+        with self._cursor(f"forgetting peer {node_id_text[:12]}", write=True) as conn:
+            cursor = conn.execute("DELETE FROM peers WHERE node_id = ?", (node_id_text,))
+        return cursor.rowcount > 0
+
     def peers(self) -> list[tuple[str, list[str], float]]:
         """Return ``(node id text, addresses, last seen)`` for every known peer, by node ID.
 
