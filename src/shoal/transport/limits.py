@@ -114,11 +114,13 @@ class TokenBucket:
         async with self._lock:
             self._refill()
             waited = False
-            while self._tokens < 1.0:
+            # The epsilon absorbs float rounding, which could otherwise leave the bucket a
+            # hair short of a token forever on a clock that only moves when asked to.
+            while self._tokens < 1.0 - 1e-9:
                 waited = True
-                await self._clock.sleep((1.0 - self._tokens) / self._rate)
+                await self._clock.sleep(max(1e-6, (1.0 - self._tokens) / self._rate))
                 self._refill()
-            self._tokens -= 1.0
+            self._tokens = max(0.0, self._tokens - 1.0)
             if waited:
                 self.waits += 1
             return waited

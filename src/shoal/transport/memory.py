@@ -12,8 +12,10 @@ the dialer the listener's certificate, and ``"peername"`` a fake ``(host, port)`
 ``PeerConnection`` and the sans-I/O handshake run over it unchanged.
 
 Failures a test can cause: no listener (refused at once), an unreachable host (a dial hangs
-until its timeout), cut links (``disconnect``), and idle connections that never finish TLS
-(``open_idle``, for flood tests). Pair it with ``shoal.clock.run_virtual`` for virtual time.
+until its timeout), cut links (``disconnect``: both ends see it), a host that vanishes silently
+(``crash``: the other ends only notice by their liveness checks), and idle connections that
+never finish TLS (``open_idle``, for flood tests). Pair it with ``shoal.clock.run_virtual``
+for virtual time.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class MemoryStream:
         self._unread = 0  # bytes sent to us that our reader has not asked for yet
         self._eof = False
         self._lost = False
+        self._crashed = False  # our host vanished without a word (see MemoryNetwork.crash)
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- reading -------------------------------------------------------------------------------
@@ -120,18 +123,24 @@ class MemoryStream:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         peer = self._peer
-        if self._lost or peer is None or peer._lost:
+        if self._lost or peer is None:
+            raise ConnectionResetError("connection is closed")
+        if peer._lost:
+            if peer._crashed:
+                return  # the other host is gone silently: bytes vanish, no error (yet)
             raise ConnectionResetError("connection is closed")
         chunk = bytes(data)  # the caller may reuse its buffer
+        if not chunk:
+            return  # as a transport does; an empty chunk would read as the end of the stream
         peer._unread += len(chunk)
         asyncio.get_running_loop().call_soon(peer._deliver, chunk)
 
     async def drain(self) -> None:
         while True:
             peer = self._peer
-            if self._lost or peer is None or peer._lost:
+            if self._lost or peer is None or (peer._lost and not peer._crashed):
                 raise ConnectionResetError("connection lost")
-            if peer._unread <= self._network.high_water:
+            if peer._crashed or peer._unread <= self._network.high_water:
                 return
             self._drained.clear()
             await self._drained.wait()
@@ -300,6 +309,16 @@ class MemoryNetwork:
         for stream in cut:
             stream.abort()
         return len(cut)
+
+    def crash(self, host: str) -> int:
+        """``host`` loses every connection silently: its own ends see the end, the other ends
+        hear nothing (as after a power cut) until their own liveness checks notice. Its
+        listeners stay. How many connections it had."""
+        ends = [s for s in self._streams if s.local[0] == host]
+        for stream in ends:
+            stream._crashed = True
+            stream._end()
+        return len(ends)
 
     def open_streams(self, host: str | None = None) -> int:
         """Open connection ends (of ``host``'s, or all)."""
