@@ -35,15 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, cast
 
 from shoal.clock import SYSTEM_CLOCK, Clock
 from shoal.errors import (
@@ -73,8 +72,9 @@ from shoal.transport.backend import (
     plain_ip,
 )
 from shoal.transport.book import PeerBook, PeerRecord, PeerSource
+from shoal.transport.dialing import Dialer, DialPolicy
 from shoal.transport.identity import Identity, certificate_public_key
-from shoal.transport.limits import Backoff, LimitLog, TokenBucket, TransportLimits
+from shoal.transport.limits import Backoff, LimitLog, TransportLimits
 from shoal.transport.peer import Handler, PeerConnection
 from shoal.transport.stream import FrameStream
 from shoal.transport.tasks import TaskSet
@@ -92,8 +92,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Seconds a connection must last for its end to count as a drop rather than a failed dial.
-STABLE_CONNECTION: Final = 5.0
 _WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
 DEFAULT_BACKOFF: Final = Backoff()
 DEFAULT_LIMITS: Final = TransportLimits()
@@ -101,19 +99,6 @@ DEFAULT_LIMITS: Final = TransportLimits()
 PeerUpCallback = Callable[[PeerConnection], Coroutine[Any, Any, None]]
 PeerDownCallback = Callable[[bytes], None]
 PeerForgottenCallback = Callable[[bytes], Coroutine[Any, Any, None]]
-
-
-class DialPolicy(Protocol):
-    """Which peers to keep connected: the routing implementation's decision."""
-
-    def wanted_peers(self, known: Sequence[PeerRecord]) -> Iterable[bytes]:
-        """Node IDs (among ``known``) the manager should keep dialing."""
-        ...
-
-
-class _NoDials:
-    def wanted_peers(self, known: Sequence[PeerRecord]) -> Iterable[bytes]:
-        return ()
 
 
 @dataclass
@@ -187,14 +172,7 @@ class ConnectionManager:
         self._on_peer_forgotten = on_peer_forgotten
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self._backoff = backoff
-        self._rng = rng or random.Random()
         self._book = PeerBook(identity.node_id, limits, is_own_address=self.is_own_address)
-        self._policy: DialPolicy = _NoDials()
-        self._dialers: dict[bytes, asyncio.Task[None]] = {}
-        self._dial_locks: dict[bytes, asyncio.Lock] = {}
-        self._bootstrap: dict[str, bytes | None] = {}  # address -> node there, once known
-        self._bootstrap_loops: dict[str, asyncio.Task[None]] = {}
         self._own_addresses: set[str] = set()
         self._own_endpoints: set[tuple[str, int]] = set()
         self._connections: dict[bytes, PeerConnection] = {}
@@ -202,13 +180,21 @@ class ConnectionManager:
         self._pending = 0
         self._pending_by_host: Counter[str] = Counter()
         self._dialing = 0
-        self._dial_budget = TokenBucket(limits.dial_rate, limits.dial_burst, clock=clock)
         self._limit_log = LimitLog(log, clock=clock)
-        self.stats = TransportStats()
         self._tasks = TaskSet("connection manager")
+        self._dialer = Dialer(
+            self,
+            self._book,
+            limits=limits,
+            clock=clock,
+            backoff=backoff,
+            rng=rng or random.Random(),
+            limit_log=self._limit_log,
+            tasks=self._tasks,
+        )
+        self.stats = TransportStats()
         self._listener: Listener | None = None
         self._changed = asyncio.Condition()
-        self._reconcile_scheduled = False
         self._closing = False
         self.listen_address = listen
         self._cert_hash = b""
@@ -232,10 +218,11 @@ class ConnectionManager:
             network_secret=self._network_secret,
         )
         self._tasks.spawn(self._sweep_loop(), name="forget unreachable peers")
-        self._schedule_reconcile()
+        self._dialer.start()
 
     async def aclose(self) -> None:
         self._closing = True
+        self._dialer.close()
         if self._listener is not None:
             self._listener.close()
         for conn in list(self._connections.values()):
@@ -280,7 +267,11 @@ class ConnectionManager:
 
     def dialing(self) -> set[bytes]:
         """Peers that have a dial loop."""
-        return set(self._dialers)
+        return self._dialer.dialing()
+
+    def open_connections(self) -> int:
+        """Connections open or being dialed (what ``max_connections`` bounds)."""
+        return len(self._connections) + self._dialing
 
     def pending(self) -> int:
         """Inbound connections being set up."""
@@ -336,8 +327,7 @@ class ConnectionManager:
         if self.is_own_address(normalized):
             log.info("%s is this node's own address; not dialing it", normalized)
             return
-        self._bootstrap.setdefault(normalized, None)
-        self._schedule_reconcile()
+        self._dialer.add_bootstrap(normalized)
 
     def learn(
         self,
@@ -387,7 +377,7 @@ class ConnectionManager:
                 self.limits.max_learnt_per_peer,
             )
         if result.new or result.added:
-            self._schedule_reconcile()
+            self._dialer.refresh()
         return result.added
 
     def forget(self, node_id: bytes) -> None:
@@ -400,191 +390,23 @@ class ConnectionManager:
         self._book.forget(record.node_id)
         self.stats.forgotten += 1
         log.info("forgetting peer %s: %s", short_id(record.node_id), reason)
-        self._dial_locks.pop(record.node_id, None)
-        loop = self._dialers.pop(record.node_id, None)
-        if loop is not None:
-            loop.cancel()
+        self._dialer.forget(record.node_id)
         conn = self._connections.get(record.node_id)
         if conn is not None:
             self._spawn(conn.close(), "close forgotten peer")
         if self._on_peer_forgotten is not None:
             self._spawn(self._on_peer_forgotten(record.node_id), "peer forgotten")
-        self._schedule_reconcile()
+        self._dialer.refresh()
 
-    # -- wanted peers --------------------------------------------------------------------------
+    # -- wanted peers and dialing (see shoal.transport.dialing) ------------------------------
 
     def set_dial_policy(self, policy: DialPolicy) -> None:
         """Let ``policy`` (the routing) decide which peers to keep connected."""
-        self._policy = policy
-        self._schedule_reconcile()
+        self._dialer.set_policy(policy)
 
     def refresh(self) -> None:
-        """Ask the policy again which peers it wants (call after its view changed)."""
-        self._schedule_reconcile()
-
-    def _schedule_reconcile(self) -> None:
-        # Coalesced and run from the loop, never from inside a dial loop that it may cancel.
-        if self._reconcile_scheduled or self._local is None or self._closing:
-            return
-        self._reconcile_scheduled = True
-        asyncio.get_running_loop().call_soon(self._reconcile)
-
-    def _reconcile(self) -> None:
-        self._reconcile_scheduled = False
-        if self._closing:
-            return
-        wanted = set(self._policy.wanted_peers(self._book.records()))
-        for node_id, loop in list(self._dialers.items()):
-            if node_id not in wanted or node_id not in self._book:
-                loop.cancel()
-                del self._dialers[node_id]
-        for node_id in wanted:
-            record = self._book.get(node_id)
-            if record is None or not record.addresses or node_id in self._dialers:
-                continue
-            task = self._spawn(self._dial_loop(node_id), f"dial {short_id(node_id)}")
-            if task is not None:
-                self._dialers[node_id] = task
-                task.add_done_callback(functools.partial(_loop_ended, self._dialers, node_id))
-        for address, found in self._bootstrap.items():
-            if found is None and address not in self._bootstrap_loops:
-                task = self._spawn(self._bootstrap_loop(address), f"bootstrap {address}")
-                if task is not None:
-                    self._bootstrap_loops[address] = task
-                    task.add_done_callback(
-                        functools.partial(_loop_ended, self._bootstrap_loops, address)
-                    )
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
-        try:
-            return self._tasks.spawn(coro, name=name)
-        except RuntimeError:  # closing
-            return None
-
-    # -- dialing -------------------------------------------------------------------------------
-
-    async def _dial_loop(self, node_id: bytes) -> None:
-        attempt = 0
-        while True:
-            record = self._book.get(node_id)
-            if record is None or not record.addresses:
-                return
-            conn = self.connection(node_id) or await self._attempt(record)
-            if conn is not None:
-                since = self._clock.monotonic()
-                await conn.closed.wait()
-                if self._clock.monotonic() - since >= STABLE_CONNECTION:
-                    attempt = 0
-                    continue
-            await self._clock.sleep(self._backoff.delay(attempt, self._rng))
-            attempt += 1
-
-    async def _bootstrap_loop(self, address: str) -> None:
-        attempt = 0
-        while self._bootstrap.get(address, b"") is None:
-            known = next((r for r in self._book.records() if r.up and address in r.addresses), None)
-            if known is not None:
-                self._resolve_bootstrap(address, known.node_id)
-                return
-            if await self._may_dial():
-                try:
-                    conn = await self.dial(address)
-                except HandshakeError as exc:
-                    if exc.code == "self-connection":
-                        log.info("%s is this node itself; not dialing it", address)
-                        self.add_own_address(address)
-                        self._bootstrap.pop(address, None)
-                        return
-                    self._dial_failed(address, exc, first=attempt == 0)
-                except (TransportError, ProtocolError) as exc:
-                    self._dial_failed(address, exc, first=attempt == 0)
-                else:
-                    self._resolve_bootstrap(address, conn.peer_id)
-                    return
-            await self._clock.sleep(self._backoff.delay(attempt, self._rng))
-            attempt += 1
-
-    def _resolve_bootstrap(self, address: str, node_id: bytes) -> None:
-        if address not in self._bootstrap:
-            return
-        self._bootstrap[address] = node_id
-        self._book.learn(
-            node_id, [address], source=PeerSource.BOOTSTRAP, now=self._clock.monotonic()
-        )
-        record = self._book.get(node_id)
-        if record is not None:
-            record.bootstrap = True
-            record.source = PeerSource.BOOTSTRAP
-            # The address the user gave comes first, even when the list was full.
-            if address in record.addresses:
-                record.addresses.remove(address)
-            record.addresses.insert(0, address)
-            del record.addresses[self.limits.max_addresses_per_peer :]
-        self._schedule_reconcile()
-
-    async def _may_dial(self) -> bool:
-        """Wait for a dial token; False (and a log line) if no connection slot is free."""
-        if len(self._connections) + self._dialing >= self.limits.max_connections:
-            self._limit_log.hit(
-                "max_connections",
-                "%d connections open or being dialed; not dialing more",
-                self.limits.max_connections,
-            )
-            return False
-        if await self._dial_budget.acquire():
-            self._limit_log.hit(
-                "dial_rate",
-                "more than %g dials per second wanted; dials are being delayed",
-                self.limits.dial_rate,
-            )
-        return True
-
-    async def _attempt(self, record: PeerRecord) -> PeerConnection | None:
-        """Dial ``record``'s addresses in turn (one at a time per peer); the connection."""
-        node_id = record.node_id
-        lock = self._dial_locks.setdefault(node_id, asyncio.Lock())
-        async with lock:
-            for address in list(record.addresses):
-                conn = self.connection(node_id)
-                if conn is not None:
-                    return conn
-                if not await self._may_dial():
-                    return None
-                try:
-                    return await self.dial(address, expected_id=node_id)
-                except HandshakeError as exc:
-                    self._dial_refused(record, address, exc)
-                except (TransportError, ProtocolError) as exc:
-                    self._dial_failed(address, exc, first=record.failures == 0)
-            record.failures += 1
-            return None
-
-    def _dial_failed(self, address: str, exc: Exception, *, first: bool) -> None:
-        if first:
-            log.info("cannot connect to %s yet: %s", address, exc)
-        else:
-            log.debug("cannot connect to %s: %s", address, exc)
-
-    def _dial_refused(self, record: PeerRecord, address: str, exc: HandshakeError) -> None:
-        if exc.code == "self-connection":
-            log.info("%s is this node itself; not dialing it", address)
-            self.add_own_address(address)
-        elif exc.code == "wrong-peer":
-            if address in self._bootstrap and self._bootstrap[address] == record.node_id:
-                # A bootstrap address means "whoever listens there": a node re-created there
-                # with a new key is a new peer, not an impostor.
-                log.info("%s now answers with another node key; following it", address)
-                self._bootstrap[address] = None
-                if not any(self._bootstrap.get(a) == record.node_id for a in record.addresses):
-                    record.bootstrap = False
-            else:
-                log.info("%s: %s", address, exc)
-        else:
-            self._dial_failed(address, exc, first=record.failures == 0)
-            return
-        if address in record.addresses:
-            record.addresses.remove(address)
-        self._schedule_reconcile()
+        """Ask the dial policy again which peers it wants (call after its view changed)."""
+        self._dialer.refresh()
 
     async def connect(self, node_id: bytes, *, timeout: float) -> PeerConnection:
         """The connection to ``node_id``, dialed now if there is none (dial on demand).
@@ -592,23 +414,13 @@ class ConnectionManager:
         Raises:
             PeerUnavailable: Unknown, no address, or not reachable within ``timeout``.
         """
-        conn = self.connection(node_id)
-        if conn is not None:
-            return conn
-        record = self._book.get(node_id)
-        if record is None or not record.addresses:
-            raise PeerUnavailable(f"peer {short_id(node_id)} is not connected and has no address")
+        return await self._dialer.connect(node_id, timeout=timeout)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
         try:
-            async with asyncio.timeout(timeout):
-                await self._attempt(record)
-        except TimeoutError as exc:
-            raise PeerUnavailable(
-                f"peer {short_id(node_id)} could not be reached within {timeout:g} s"
-            ) from exc
-        conn = self.connection(node_id)
-        if conn is None:
-            raise PeerUnavailable(f"peer {short_id(node_id)} could not be reached")
-        return conn
+            return self._tasks.spawn(coro, name=name)
+        except RuntimeError:  # closing
+            return None
 
     async def dial(self, address: str, *, expected_id: bytes | None = None) -> PeerConnection:
         """Connect to ``address``, authenticate, register and return the connection.
@@ -815,7 +627,7 @@ class ConnectionManager:
         self._spawn(self._notify(), "notify")
         if self._on_peer_up is not None and existing is None:
             self._spawn(self._on_peer_up(conn), "peer up")
-        self._schedule_reconcile()
+        self._dialer.refresh()
         return True
 
     async def _run(self, record: PeerRecord, conn: PeerConnection) -> None:
@@ -828,7 +640,7 @@ class ConnectionManager:
                 log.info("peer %s down", short_id(record.node_id))
                 if self._on_peer_down is not None:
                     self._on_peer_down(record.node_id)
-                self._schedule_reconcile()
+                self._dialer.refresh()
                 await self._notify()
 
     async def _monitor(self, record: PeerRecord, conn: PeerConnection) -> None:
@@ -881,12 +693,7 @@ class ConnectionManager:
         after = self.limits.forget_after
         for record in self._book.expired(now=self._clock.monotonic(), after=after):
             self._forget(record, f"not reachable for {after:g} s")
-        self._schedule_reconcile()
-
-
-def _loop_ended(loops: dict[Any, asyncio.Task[None]], key: Any, task: asyncio.Task[None]) -> None:
-    if loops.get(key) is task:
-        del loops[key]
+        self._dialer.refresh()
 
 
 def _two_places(a: PeerConnection, b: PeerConnection) -> bool:
