@@ -22,6 +22,7 @@ from shoal.errors import ConfigError
 
 __all__ = [
     "AddressError",
+    "OwnAddresses",
     "format_address",
     "host_of",
     "is_loopback_host",
@@ -163,3 +164,43 @@ def _normalize_name(host: str, *, allow_loopback: bool) -> str:
     if not allow_loopback and is_loopback_host(name):
         raise AddressError("loopback address announced by a peer that is not on loopback")
     return name
+
+
+_WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
+
+
+class OwnAddresses:
+    """The addresses that reach this very node (its listener, its API), never to be dialed.
+
+    Besides the exact addresses, a loopback host with one of our ports is ours when we listen
+    on loopback or on every interface (``localhost:P`` when listening on ``127.0.0.1:P``).
+    """
+
+    def __init__(self) -> None:
+        self._exact: set[str] = set()
+        self._endpoints: set[tuple[str, int]] = set()
+
+    def add(self, address: str) -> None:
+        """Add ``host:port`` (``ConfigError`` if malformed)."""
+        host, port = parse_address(address)
+        self._endpoints.add((host, port))
+        try:
+            self._exact.add(normalize_address(address))
+        except AddressError:
+            pass  # e.g. 0.0.0.0:P: kept as an endpoint only
+
+    def __contains__(self, address: object) -> bool:
+        """Whether the canonical ``address`` is one of ours."""
+        if not isinstance(address, str):
+            return False
+        if address in self._exact:
+            return True
+        host, _, port_text = address.rpartition(":")
+        if not port_text.isdigit():
+            return False
+        port = int(port_text)
+        host = host[1:-1] if host.startswith("[") else host
+        return is_loopback_host(host) and any(
+            own_port == port and (own_host in _WILDCARD_HOSTS or is_loopback_host(own_host))
+            for own_host, own_port in self._endpoints
+        )

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 from shoal import defaults
 from shoal.clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["Backoff", "LimitLog", "TokenBucket", "TransportLimits"]
+__all__ = ["Admission", "Backoff", "LimitLog", "TokenBucket", "TransportLimits"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +156,54 @@ class LimitLog:
         more = self._suppressed.pop(limit, 0)
         suffix = f" ({more} more since the last such line)" if more else ""
         self._logger.warning(f"limit {limit}: {message}{suffix}", *args)
+
+
+class Admission:
+    """Which inbound connections may start their handshake: the connection limits, decided
+    right after the TCP accept, before TLS allocates anything.
+
+    ``begin(host)`` when a connection is admitted, ``end(host)`` when its handshake is over
+    (either way); ``refusal`` says which limit keeps a new one out, if any.
+    """
+
+    def __init__(self, limits: TransportLimits) -> None:
+        self._limits = limits
+        self._by_host: Counter[str] = Counter()
+        self.pending = 0
+
+    def refusal(
+        self, host: str, *, established: int, established_from_host: int
+    ) -> tuple[str, str] | None:
+        """``(limit name, why)`` if a new connection from ``host`` must be closed, else None.
+
+        Args:
+            host: The source IP address.
+            established: Open connections (in and out).
+            established_from_host: Open inbound connections from ``host``.
+        """
+        limits = self._limits
+        if established >= limits.max_connections:
+            return "max_connections", f"{limits.max_connections} connections are open"
+        if self.pending >= limits.max_pending:
+            return "max_pending", f"{limits.max_pending} connections are being set up"
+        if self._by_host[host] >= limits.max_pending_per_address:
+            return (
+                "max_pending_per_address",
+                f"{limits.max_pending_per_address} connections from {host} are being set up",
+            )
+        if established_from_host >= limits.max_connections_per_address:
+            return (
+                "max_connections_per_address",
+                f"{limits.max_connections_per_address} connections from {host} are open",
+            )
+        return None
+
+    def begin(self, host: str) -> None:
+        self.pending += 1
+        self._by_host[host] += 1
+
+    def end(self, host: str) -> None:
+        self.pending -= 1
+        self._by_host[host] -= 1
+        if self._by_host[host] <= 0:
+            del self._by_host[host]

@@ -5,17 +5,9 @@ How it works:
   in-memory in tests) and time a :class:`~shoal.clock.Clock`; both are constructor arguments.
 - Peers are keyed by node ID, never by address, in a bounded :class:`PeerBook`; every address
   is vetted (``transport.addresses``) before it is remembered or dialed.
-- Which peers to keep connected is not the manager's decision: a :class:`DialPolicy` (the
-  routing implementation, e.g. ``FullMeshRouting``) names the wanted peers, and the manager
-  keeps exactly one dial loop per wanted peer that has an address. Whenever the book or the
-  connections change, the loops are reconciled with the policy: a peer no longer wanted has
-  its loop cancelled. A loop dials the peer's addresses (each dial takes a token from a global
-  rate limit), waits while the connection lasts, and otherwise sleeps with exponential backoff
-  and jitter (0.5 s doubling up to 30 s). A connection that ends within ``STABLE_CONNECTION``
-  seconds counts as a failure, so nothing can make a loop reconnect in a tight circle.
-- Bootstrap addresses (``--peer``) have loops of their own until the node there is known;
-  then it is an ordinary (bootstrap, never forgotten) peer. If the address later answers with
-  another key, it follows the new node.
+- Which peers to keep connected is the routing's decision (a ``DialPolicy``); the manager's
+  ``Dialer`` (``transport.dialing``) keeps one dial loop per wanted peer, with a global dial
+  rate limit and backoff, and ends the loop of a peer no longer wanted.
 - Two connections to one peer: if one was dialed by each side (a simultaneous dial), both
   sides keep the one dialed by the smaller node ID. If both were dialed by the same side (a
   reconnect while we still hold the old one, or one key used by two running nodes), the
@@ -38,7 +30,6 @@ import contextlib
 import logging
 import os
 import random
-from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +47,7 @@ from shoal.ids import sha256, short_id
 from shoal.protocol import Connection, LocalNode, Role, node_id_for
 from shoal.transport.addresses import (
     AddressError,
+    OwnAddresses,
     format_address,
     host_of,
     is_loopback_host,
@@ -74,7 +66,7 @@ from shoal.transport.backend import (
 from shoal.transport.book import PeerBook, PeerRecord, PeerSource
 from shoal.transport.dialing import Dialer, DialPolicy
 from shoal.transport.identity import Identity, certificate_public_key
-from shoal.transport.limits import Backoff, LimitLog, TransportLimits
+from shoal.transport.limits import Admission, Backoff, LimitLog, TransportLimits
 from shoal.transport.peer import Handler, PeerConnection
 from shoal.transport.stream import FrameStream
 from shoal.transport.tasks import TaskSet
@@ -92,7 +84,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
 DEFAULT_BACKOFF: Final = Backoff()
 DEFAULT_LIMITS: Final = TransportLimits()
 
@@ -173,12 +164,10 @@ class ConnectionManager:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self._book = PeerBook(identity.node_id, limits, is_own_address=self.is_own_address)
-        self._own_addresses: set[str] = set()
-        self._own_endpoints: set[tuple[str, int]] = set()
+        self._own = OwnAddresses()
         self._connections: dict[bytes, PeerConnection] = {}
         self._checking: set[PeerConnection] = set()
-        self._pending = 0
-        self._pending_by_host: Counter[str] = Counter()
+        self._admission = Admission(limits)
         self._dialing = 0
         self._limit_log = LimitLog(log, clock=clock)
         self._tasks = TaskSet("connection manager")
@@ -275,7 +264,7 @@ class ConnectionManager:
 
     def pending(self) -> int:
         """Inbound connections being set up."""
-        return self._pending
+        return self._admission.pending
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Wait until ``predicate()`` holds; raise ``PeerUnavailable`` after ``timeout``."""
@@ -295,24 +284,11 @@ class ConnectionManager:
 
     def add_own_address(self, address: str) -> None:
         """Never dial ``address`` (this node's listen or API address)."""
-        host, port = parse_address(address)
-        self._own_endpoints.add((host, port))
-        with contextlib.suppress(AddressError):
-            self._own_addresses.add(normalize_address(address))
+        self._own.add(address)
 
     def is_own_address(self, address: str) -> bool:
         """Whether the canonical ``address`` reaches this very node."""
-        if address in self._own_addresses:
-            return True
-        host = host_of(address)
-        port = int(address.rpartition(":")[2])
-        for own_host, own_port in self._own_endpoints:
-            if port != own_port:
-                continue
-            ours = own_host in _WILDCARD_HOSTS or is_loopback_host(own_host)
-            if ours and is_loopback_host(host):
-                return True
-        return False
+        return address in self._own
 
     def add_bootstrap(self, address: str) -> None:
         """Keep dialing ``address`` (a ``--peer``): whoever listens there is a peer.
@@ -489,28 +465,18 @@ class ConnectionManager:
             if not c.dialed and plain_ip(host_of(c.remote_address)) == host
         )
 
-    def _admission_refusal(self, host: str) -> tuple[str, str] | None:
-        limits = self.limits
-        if len(self._connections) >= limits.max_connections:
-            return "max_connections", f"{limits.max_connections} connections are open"
-        if self._pending >= limits.max_pending:
-            return "max_pending", f"{limits.max_pending} connections are being set up"
-        if self._pending_by_host[host] >= limits.max_pending_per_address:
-            return (
-                "max_pending_per_address",
-                f"{limits.max_pending_per_address} connections from {host} are being set up",
-            )
-        if self._inbound_from(host) >= limits.max_connections_per_address:
-            return (
-                "max_connections_per_address",
-                f"{limits.max_connections_per_address} connections from {host} are open",
-            )
-        return None
-
     def _on_incoming(self, incoming: Incoming) -> None:
         """A raw inbound connection (no TLS yet): admit it or close it at once."""
         host = incoming.remote_host
-        refusal = ("closing", "") if self._closing else self._admission_refusal(host)
+        refusal = (
+            ("closing", "")
+            if self._closing
+            else self._admission.refusal(
+                host,
+                established=len(self._connections),
+                established_from_host=self._inbound_from(host),
+            )
+        )
         if refusal is not None:
             self.stats.rejected += 1
             incoming.reject()
@@ -523,17 +489,13 @@ class ConnectionManager:
             incoming.reject()
             return
         self.stats.accepted += 1
-        self._pending += 1
-        self._pending_by_host[host] += 1
+        self._admission.begin(host)
 
     async def _accept(self, incoming: Incoming, host: str) -> None:
         try:
             peer = await self._secure(incoming)
         finally:
-            self._pending -= 1
-            self._pending_by_host[host] -= 1
-            if self._pending_by_host[host] <= 0:
-                del self._pending_by_host[host]
+            self._admission.end(host)
         if peer is None:
             return
         if self._register(peer) and peer.peer is not None:
