@@ -606,10 +606,13 @@ class ConnectionManager:
                 await self._notify()
 
     async def _monitor(self, record: PeerRecord, conn: PeerConnection) -> None:
+        # The listening side checks less often, so on a quiet link the dialer's PINGs (which
+        # it sees arrive) usually spare it from sending its own.
+        interval = self.ping_interval if conn.dialed else self.ping_interval * 1.5
         seen = conn.last_seen
         while not conn.closed.is_set():
             try:
-                async with asyncio.timeout(self.ping_interval):
+                async with asyncio.timeout(interval):
                     await conn.closed.wait()
                 return
             except TimeoutError:

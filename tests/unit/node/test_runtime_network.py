@@ -221,3 +221,38 @@ def test_a_node_never_dials_its_own_addresses(tmp_path: Path) -> None:
                 assert net.network.connects == 1  # only the rogue's dial of us
 
     run_virtual(main)
+
+
+def test_throwaway_identities_do_not_come_back_at_every_restart(tmp_path: Path) -> None:
+    """500 throwaway identities used to leave 500 catalog rows and 2,000 dial loops that came
+    back at every start. Now: dial loops only for the peers the routing wants (capped), and
+    unreachable peers are forgotten, rows included."""
+
+    async def main(clock: VirtualClock) -> None:
+        async with nodes(tmp_path, clock) as net:
+            a = await net.add("a", "10.0.0.1")
+            sim = Sim(clock)
+            sim.network = net.network
+            async with sim:
+                for n in range(30):
+                    visitor = await sim.node(f"10.0.3.{n}", port=7000, mesh=False)
+                    await visitor.dial(a.listen_address)
+                    await wait_for(
+                        lambda v=visitor: a._rt.manager.connection(v.node_id) is not None
+                    )
+                    await sim.stop(visitor)
+            await asyncio.sleep(1)
+            assert len(await a._rt.io(a._rt.catalog.peers)) == 30
+            await net.stop(a)
+            limits = TransportLimits(max_connections=8, forget_after=600)
+            a = await net.add("a", "10.0.0.1", limits=limits)
+            manager = a._rt.manager
+            await asyncio.sleep(1)
+            assert len(manager.records()) == 30
+            assert len(manager.dialing()) == 8  # what the full mesh wants, not every row
+            await asyncio.sleep(limits.forget_after + 120)
+            assert manager.records() == []
+            assert manager.dialing() == set()
+            assert await a._rt.io(a._rt.catalog.peers) == []
+
+    run_virtual(main)
