@@ -116,6 +116,9 @@ class Dialer:
         loop = self._dialers.pop(node_id, None)
         if loop is not None:
             loop.cancel()
+        for address, found in self._bootstrap.items():
+            if found == node_id:  # a bootstrap address is dialed again, whoever is there
+                self._bootstrap[address] = None
         self.refresh()
 
     def set_policy(self, policy: DialPolicy) -> None:

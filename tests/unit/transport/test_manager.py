@@ -330,3 +330,21 @@ def test_many_nodes_in_one_process_form_a_full_mesh() -> None:
 def test_backoff_is_the_one_the_manager_was_given() -> None:
     # Guard for the tests above: FAST_BACKOFF is the production schedule.
     assert Backoff() == FAST_BACKOFF
+
+
+def test_a_forgotten_bootstrap_peer_is_looked_up_again_at_its_address() -> None:
+    async def main(clock: VirtualClock) -> None:
+        async with Sim(clock) as sim:
+            a = await sim.node("10.0.0.1")
+            b = await sim.node("10.0.0.2", mesh=False)  # b never dials a itself
+            a.add_bootstrap(b.listen_address)
+            await wait_for(lambda: connected(a, b))
+            first = a.connection(b.node_id)
+            a.forget(b.node_id)
+            assert a.record(b.node_id) is None
+            await wait_for(lambda: connected(a, b) and a.connection(b.node_id) is not first, 120)
+            record = a.record(b.node_id)
+            assert record is not None
+            assert record.bootstrap
+
+    run_virtual(main)
