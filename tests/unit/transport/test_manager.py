@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import time
 
 import pytest
 
@@ -288,19 +287,21 @@ def test_connect_dials_a_known_peer_on_demand_within_its_timeout() -> None:
     run_virtual(main)
 
 
-def test_virtual_minutes_take_real_milliseconds() -> None:
-    async def main(clock: VirtualClock) -> None:
+def test_an_hour_of_dial_loops_runs_on_virtual_time() -> None:
+    async def main(clock: VirtualClock) -> int:
         async with Sim(clock) as sim:
-            a = await sim.node("10.0.0.1")
+            recorder = RecordingBackend(sim.network.interface("10.0.0.1"), clock)
+            a = await sim.node("10.0.0.1", backend=recorder)
             for n in range(20):
-                a.learn(
-                    Identity.generate().node_id, [f"10.0.1.{n}:7000"], source=PeerSource.CATALOG
-                )
+                peer = Identity.generate().node_id
+                a.learn(peer, [f"10.0.1.{n}:7000"], source=PeerSource.CATALOG)
             await asyncio.sleep(3600)
+            assert clock.monotonic() >= 3600
+            return len(recorder.dials)
 
-    started = time.monotonic()
-    run_virtual(main)
-    assert time.monotonic() - started < 20  # an hour of 20 backoff loops; generous bound
+    dials = run_virtual(main)
+    # Per loop: ~10 dials to reach the cap, then one every 15 to 30 s.
+    assert 20 * (3600 // 30) <= dials <= 20 * (10 + 3600 // 15)
 
 
 def test_many_nodes_in_one_process_form_a_full_mesh() -> None:
