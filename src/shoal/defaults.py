@@ -29,3 +29,28 @@ BACKOFF_BASE: Final = 0.5
 BACKOFF_CAP: Final = 30.0
 #: Where a node listens when neither config.toml nor a flag says.
 LISTEN: Final = "127.0.0.1:0"
+
+# -- transport limits (see docs/decisions/0004-transport-limits.md) -------------------------
+#: Open node-to-node connections, in and out (``--max-connections``).
+MAX_CONNECTIONS: Final = 64
+#: Connections being set up (TCP accepted, TLS and HELLO/AUTH not finished yet), in total.
+MAX_PENDING_CONNECTIONS: Final = 16
+#: Connections being set up from one source IP address.
+MAX_PENDING_PER_ADDRESS: Final = 8
+#: Open inbound connections from one source IP address.
+MAX_CONNECTIONS_PER_ADDRESS: Final = 16
+#: Seconds an inbound connection may take from TCP accept to a finished HELLO/AUTH.
+HANDSHAKE_TIMEOUT: Final = 10.0
+#: Seconds a dial may take to connect and finish TLS.
+CONNECT_TIMEOUT: Final = 5.0
+#: Peers this node remembers (with their addresses), in total.
+MAX_KNOWN_PEERS: Final = 1024
+#: Addresses remembered per peer.
+MAX_ADDRESSES_PER_PEER: Final = 4
+#: Peers one peer may tell us about (peer exchange) that we have not reached ourselves yet.
+MAX_LEARNT_PER_PEER: Final = 32
+#: Dials per second, all peers together, and the burst allowed above that rate.
+DIAL_RATE: Final = 10.0
+DIAL_BURST: Final = 20
+#: Seconds after which a peer that could not be reached all that time is forgotten (24 h).
+FORGET_AFTER: Final = 24 * 3600.0

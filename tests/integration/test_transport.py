@@ -5,15 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import ssl
-from collections.abc import AsyncIterator
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from shoal import AddressInUse, HandshakeError, Node, PeerUnavailable, RequestTimeout
 from shoal.protocol import Message, Ping, Pong
-from shoal.transport import ConnectionManager, Identity, PeerConnection
+from shoal.transport import (
+    ConnectionManager,
+    Identity,
+    PeerConnection,
+    TransportLimits,
+    parse_address,
+)
 from tests.integration.conftest import FAST, Cluster
 
 
@@ -158,3 +166,64 @@ async def test_peer_is_marked_down_when_pings_go_unanswered(cluster: Cluster) ->
     assert a_conn._stream.transport is not None
     a_conn._stream.transport.pause_reading()
     await conn.closed.wait()  # b's liveness check closed the dead connection
+
+
+async def poll(predicate: Callable[[], bool], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_connections_over_the_cap_are_closed_at_once(tmp_path: Path) -> None:
+    limits = TransportLimits(max_connections=2)
+    async with contextlib.AsyncExitStack() as stack:
+        a = await stack.enter_async_context(manager(tmp_path, "a", limits=limits))
+        others = [await stack.enter_async_context(manager(tmp_path, f"o{n}")) for n in range(4)]
+        kept = [await others[0].dial(a.listen_address), await others[1].dial(a.listen_address)]
+        await poll(lambda: len(a.live_ids()) == 2, 10)
+        for late in others[2:]:
+            with pytest.raises(PeerUnavailable):
+                await late.dial(a.listen_address)
+        assert len(a.live_ids()) == 2
+        assert a.stats.rejected == 2
+        assert a.limit_hits == {"max_connections": 2}
+        for conn in kept:  # the peers it has are served as before
+            assert isinstance(await conn.request(Ping(), timeout=5), Pong)
+        # A slot that frees is taken by the next peer.
+        await kept[0].close()
+        await poll(lambda: len(a.live_ids()) == 1, 10)
+        conn = await others[2].dial(a.listen_address)
+        assert isinstance(await conn.request(Ping(), timeout=5), Pong)
+
+
+async def test_a_flood_of_idle_connections_allocates_no_tls_buffers(tmp_path: Path) -> None:
+    """2,000 idle TCP connections used to cost ~580 MiB (two 256 KiB buffers each, before
+    TLS even started). Now they are closed at the accept, and only the few admitted to the
+    handshake get buffers."""
+    limits = TransportLimits(max_pending=16, max_pending_per_address=8, handshake_timeout=5)
+    async with manager(tmp_path, "a", limits=limits) as a:
+        host, port = parse_address(a.listen_address)
+        loop = asyncio.get_running_loop()
+        sockets: list[socket.socket] = []
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(2000):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sockets.append(sock)
+                await loop.sock_connect(sock, (host, port))
+            await poll(lambda: a.stats.accepted + a.stats.rejected >= 2000, 30)
+            peak = tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
+            for sock in sockets:
+                sock.close()
+        assert a.stats.rejected >= 1900
+        assert a.pending() <= 8
+        assert peak < 32 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
+        # The node still answers a real peer at once.
+        async with manager(tmp_path, "b") as b:
+            await poll(lambda: a.pending() == 0, 15)
+            conn = await b.dial(a.listen_address)
+            assert isinstance(await conn.request(Ping(), timeout=5), Pong)

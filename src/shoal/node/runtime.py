@@ -13,13 +13,13 @@ import contextlib
 import functools
 import logging
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from shoal import defaults
+from shoal.clock import SYSTEM_CLOCK, Clock
 from shoal.errors import (
     RemoteProtocolError,
     ShoalError,
@@ -34,13 +34,18 @@ from shoal.protocol import (
     Peers,
 )
 from shoal.store import BlockStore, Catalog, DataDirLock
-from shoal.transport import Backoff, ConnectionManager, PeerConnection
+from shoal.transport import (
+    Backoff,
+    ConnectionManager,
+    NetworkBackend,
+    PeerConnection,
+    PeerSource,
+    TransportLimits,
+)
 from shoal.transport.routing import FullMeshRouting, Routing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-MAX_PEERS_SHARED = 64
 
 
 @dataclass
@@ -67,6 +72,12 @@ class RuntimeOptions:
     #: Free disk never used; None: config.toml's node.reserved_space (default: 5% of the
     #: file system, at most 1 GiB); 0: no reserve.
     reserved_space: int | None = None
+    #: Connection, address and dialing limits (``docs/decisions/0004-transport-limits.md``).
+    limits: TransportLimits = field(default_factory=TransportLimits)
+    #: Time; a ``shoal.clock.VirtualClock`` (with its event loop) in simulations.
+    clock: Clock = SYSTEM_CLOCK
+    #: The network; None means real TCP + TLS (``shoal.transport.memory`` in tests).
+    backend: NetworkBackend | None = None
 
 
 class NodeRuntime:
@@ -110,32 +121,45 @@ class NodeRuntime:
             network=options.network or defaults.OPEN_NETWORK,
             network_secret=options.network_secret,
             on_peer_up=self._on_peer_up,
+            on_peer_forgotten=self._on_peer_forgotten,
             ping_interval=options.ping_interval,
             ping_timeout=options.ping_timeout,
             backoff=options.backoff,
+            clock=options.clock,
+            backend=options.backend,
+            limits=options.limits,
         )
         self.routing: Routing = FullMeshRouting(self.manager)
-        self.started_at = time.time()
+        self.started_at = options.clock.time()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Listen, then dial the bootstrap peers and the peers remembered in the catalog."""
+        """Listen, then dial the bootstrap peers and the peers remembered in the catalog.
+
+        Raises:
+            AddressInUse: The listen address is taken.
+            ConfigError: The listen address or a bootstrap address is invalid.
+        """
         try:
             await self.manager.start()
+            for address in self.options.peers:
+                self.manager.add_bootstrap(address)
             remembered = await self.io(self.catalog.peers)
         except BaseException:
             await self.aclose()
             raise
-        for address in self.options.peers:
-            self.manager.add_address(address)
         for node_id_text, addresses, _last_seen in remembered:
             try:
                 node_id = decode_id(node_id_text)
             except ValueError:
+                log.debug("ignoring a malformed node ID in the catalog")
                 continue
-            for address in addresses[:4]:
-                self.manager.add_address(address, node_id)
+            self.manager.learn(node_id, addresses, source=PeerSource.CATALOG)
+
+    def add_own_address(self, address: str) -> None:
+        """Never dial ``address``: another service of this node (its HTTP API)."""
+        self.manager.add_own_address(address)
 
     async def aclose(self) -> None:
         await self.manager.aclose()
@@ -164,22 +188,34 @@ class NodeRuntime:
         peer = conn.peer
         if peer is None:
             return
-        with contextlib.suppress(StorageError):
-            await self.io(
-                self.catalog.upsert_peer,
-                encode_id(peer.node_id),
-                list(peer.listen_addrs),
-                time.time(),
-            )
+        record = self.manager.record(peer.node_id)
+        addresses = list(record.addresses) if record is not None else []
+        if addresses:  # vetted by the manager; a peer we cannot dial is not worth a row
+            with contextlib.suppress(StorageError):
+                await self.io(
+                    self.catalog.upsert_peer,
+                    encode_id(peer.node_id),
+                    addresses,
+                    self.options.clock.time(),
+                )
         # Peer exchange: learn who our new peer knows, so a node that bootstrapped from one
-        # peer ends up connected to the whole (small) network.
+        # peer ends up connected to the whole (small) network. The manager vets every address
+        # and caps what one peer can make us remember.
         try:
             answer = await conn.request(GetPeers(), timeout=self.options.request_timeout)
         except (TransportError, RemoteProtocolError, ShoalError) as exc:
             log.debug("peer exchange with %s failed: %s", short_id(peer.node_id), exc)
             return
-        assert isinstance(answer, Peers)
+        if not isinstance(answer, Peers):
+            return
         for entry in answer.peers:
-            if entry.node_id != self.node_id:
-                for address in entry.addrs[:2]:
-                    self.manager.add_address(address, entry.node_id)
+            self.manager.learn(entry.node_id, entry.addrs, source=PeerSource.EXCHANGE, via=conn)
+
+    async def _on_peer_forgotten(self, node_id: bytes) -> None:
+        with contextlib.suppress(StorageError):
+            await self.io(forget_peer_row, self.catalog, encode_id(node_id))
+
+
+def forget_peer_row(catalog: Catalog, node_id_text: str) -> bool:
+    """Remove a forgotten peer from the catalog (adapter over ``Catalog.forget_peer``)."""
+    return catalog.forget_peer(node_id_text)

@@ -1,16 +1,23 @@
 """The connection manager: listener, dialing, one connection per peer, reconnect, liveness.
 
 How it works:
-- Every address we know (bootstrap ``--peer`` addresses, addresses announced in HELLO, peers
-  remembered in the catalog) has a dial loop. The loop dials, authenticates and registers the
-  connection, then waits for it to close; if no connection can be made it sleeps with
-  exponential backoff and jitter (0.5 s doubling up to 30 s) and tries again. A peer that is not
-  up yet is simply dialed again later.
-- Peers are keyed by node ID, never by address. When two connections to the same peer exist
-  (both sides dialed at once), both sides keep the one dialed by the smaller node ID and close
-  the other, so they agree without talking.
-- Each connection has a monitor task that PINGs it; a PING without answer closes it, which marks
-  the peer down (not forgotten) and lets its dial loop reconnect.
+- The network is a :class:`~shoal.transport.backend.NetworkBackend` (real TCP + TLS by default,
+  in-memory in tests) and time a :class:`~shoal.clock.Clock`; both are constructor arguments.
+- Peers are keyed by node ID, never by address, in a bounded :class:`PeerBook`; every address
+  is vetted (``transport.addresses``) before it is remembered or dialed.
+- Which peers to keep connected is the routing's decision (a ``DialPolicy``); the manager's
+  ``Dialer`` (``transport.dialing``) keeps one dial loop per wanted peer, with a global dial
+  rate limit and backoff, and ends the loop of a peer no longer wanted.
+- Two connections to one peer: if one was dialed by each side (a simultaneous dial), both
+  sides keep the one dialed by the smaller node ID. If both were dialed by the same side (a
+  reconnect while we still hold the old one, or one key used by two running nodes), the
+  existing connection stays, the new one is closed and the old one is checked with a PING.
+- Inbound connections are admitted against the limits (``TransportLimits``) right after the
+  TCP accept, before TLS allocates anything; over a limit they are closed at once.
+- A peer unreachable for ``forget_after`` seconds is forgotten (``on_peer_forgotten`` removes
+  it from the catalog).
+- Each connection has a monitor task that PINGs it when it was quiet for a ping interval; a
+  PING without answer closes it, which marks the peer down (not forgotten).
 
 Resource handling: every task is owned by the manager's ``TaskSet``; ``aclose`` stops the
 listener, closes every connection and awaits every task.
@@ -20,19 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import random
-import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
-from shoal import defaults
+from shoal.clock import SYSTEM_CLOCK, Clock
 from shoal.errors import (
-    AddressInUse,
     ConfigError,
     HandshakeError,
     PeerUnavailable,
@@ -41,103 +45,146 @@ from shoal.errors import (
 )
 from shoal.ids import sha256, short_id
 from shoal.protocol import Connection, LocalNode, Role, node_id_for
+from shoal.transport.addresses import (
+    AddressError,
+    OwnAddresses,
+    format_address,
+    host_of,
+    is_loopback_host,
+    normalize_address,
+    parse_address,
+    printable,
+)
+from shoal.transport.backend import (
+    Incoming,
+    Listener,
+    NetworkBackend,
+    Stream,
+    TcpTlsBackend,
+    plain_ip,
+)
+from shoal.transport.book import PeerBook, PeerRecord, PeerSource
+from shoal.transport.dialing import Dialer, DialPolicy
 from shoal.transport.identity import Identity, certificate_public_key
+from shoal.transport.limits import Admission, Backoff, LimitLog, TransportLimits
 from shoal.transport.peer import Handler, PeerConnection
 from shoal.transport.stream import FrameStream
 from shoal.transport.tasks import TaskSet
-from shoal.transport.tls import client_context, server_context
+
+__all__ = [
+    "Backoff",
+    "ConnectionManager",
+    "DialPolicy",
+    "PeerRecord",
+    "PeerSource",
+    "TransportStats",
+    "format_address",
+    "parse_address",
+]
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 5.0
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6); ``ConfigError`` if malformed."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ConfigError(f"invalid address {address!r}: expected HOST:PORT, e.g. 127.0.0.1:3000")
-    port = int(port_text)
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"invalid port in {address!r}: must be 0..65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, port
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with jitter: ``base * 2**attempt`` capped, times U(0.5, 1)."""
-
-    base: float = defaults.BACKOFF_BASE
-    cap: float = defaults.BACKOFF_CAP
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        scaled: float = self.base * 2.0 ** min(attempt, 32)
-        return min(self.cap, scaled) * rng.uniform(0.5, 1.0)
-
-
-@dataclass
-class PeerRecord:
-    """What the manager knows about one peer."""
-
-    node_id: bytes
-    addresses: list[str] = field(default_factory=list)
-    connection: PeerConnection | None = None
-    last_seen: float | None = None
-
-    @property
-    def up(self) -> bool:
-        return self.connection is not None and not self.connection.closed.is_set()
-
+DEFAULT_BACKOFF: Final = Backoff()
+DEFAULT_LIMITS: Final = TransportLimits()
 
 PeerUpCallback = Callable[[PeerConnection], Coroutine[Any, Any, None]]
 PeerDownCallback = Callable[[bytes], None]
+PeerForgottenCallback = Callable[[bytes], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class TransportStats:
+    """Counters since start, for tests, status and logs."""
+
+    dials: int = 0  # dial attempts (after the rate limit)
+    accepted: int = 0  # inbound connections admitted to the TLS handshake
+    rejected: int = 0  # inbound connections closed at once by a limit
+    registered: int = 0  # connections that became a peer's connection
+    duplicates_closed: int = 0  # second connections to a connected peer, closed
+    replaced: int = 0  # connections replaced by a simultaneous-dial winner
+    forgotten: int = 0  # peers forgotten (unreachable too long, or evicted)
 
 
 class ConnectionManager:
-    """Owns every connection of a node. Use ``start()`` then ``aclose()``."""
+    """Owns every connection of a node. Use ``start()`` then ``aclose()``.
+
+    Args:
+        identity: This node's key.
+        tls_dir: Where the real backend writes its certificate files (the data dir); only
+            needed when ``backend`` is not given.
+        listen: ``host:port`` to listen on (port 0: any).
+        handler: Answers peers' requests.
+        network, network_secret: Which network this node belongs to (see the handshake).
+        on_peer_up: Awaited (in a task) when a peer comes up.
+        on_peer_down: Called when a peer's connection ends.
+        on_peer_forgotten: Awaited (in a task) when a peer is forgotten.
+        ping_interval, ping_timeout: Liveness checks of quiet connections.
+        backoff: Delays between dial attempts of one peer.
+        rng: Randomness for jitter (seed it in tests).
+        clock: Time (virtual in tests).
+        backend: The network (real TCP + TLS by default).
+        limits: Connection, address and dialing limits.
+    """
 
     def __init__(
         self,
         identity: Identity,
-        tls_dir: Path,
+        tls_dir: Path | None = None,
         *,
         listen: str,
         handler: Handler,
-        network: str = defaults.OPEN_NETWORK,
+        network: str = "shoal",
         network_secret: bytes | None = None,
         on_peer_up: PeerUpCallback | None = None,
         on_peer_down: PeerDownCallback | None = None,
+        on_peer_forgotten: PeerForgottenCallback | None = None,
         ping_interval: float = 5.0,
         ping_timeout: float = 10.0,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = DEFAULT_BACKOFF,
         rng: random.Random | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        backend: NetworkBackend | None = None,
+        limits: TransportLimits = DEFAULT_LIMITS,
     ) -> None:
+        if backend is None:
+            if tls_dir is None:
+                raise ValueError("the real network backend needs a tls_dir")
+            backend = TcpTlsBackend(tls_dir)
         self.identity = identity
-        self._tls_dir = tls_dir
+        self.limits = limits
+        self._backend = backend
+        self._clock = clock
         self._listen = listen
         self._handler = handler
         self._network = network
         self._network_secret = network_secret
         self._on_peer_up = on_peer_up
         self._on_peer_down = on_peer_down
+        self._on_peer_forgotten = on_peer_forgotten
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self._backoff = backoff
-        self._rng = rng or random.Random()
-        self._peers: dict[bytes, PeerRecord] = {}
-        self._dial_loops: dict[str, asyncio.Task[None]] = {}
-        self._address_ids: dict[str, bytes] = {}
-        self._self_addresses: set[str] = set()
-        self._bootstrap: set[str] = set()  # addresses given without a node ID (--peer)
+        self._book = PeerBook(identity.node_id, limits, is_own_address=self.is_own_address)
+        self._own = OwnAddresses()
+        self._connections: dict[bytes, PeerConnection] = {}
+        self._checking: set[PeerConnection] = set()
+        self._admission = Admission(limits)
+        self._dialing = 0
+        self._limit_log = LimitLog(log, clock=clock)
         self._tasks = TaskSet("connection manager")
-        self._server: asyncio.Server | None = None
+        self._dialer = Dialer(
+            self,
+            self._book,
+            limits=limits,
+            clock=clock,
+            backoff=backoff,
+            rng=rng or random.Random(),
+            limit_log=self._limit_log,
+            tasks=self._tasks,
+        )
+        self.stats = TransportStats()
+        self._listener: Listener | None = None
         self._changed = asyncio.Condition()
+        self._closing = False
         self.listen_address = listen
         self._cert_hash = b""
         self._local: LocalNode | None = None
@@ -145,50 +192,37 @@ class ConnectionManager:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the listener; raises ``AddressInUse`` or ``ConfigError``."""
+        """Listen; raises ``AddressInUse`` or ``ConfigError``."""
         host, port = parse_address(self._listen)
-        cert_path, key_path, cert_der = self.identity.write_tls_files(self._tls_dir)
-        self._cert_hash = sha256(cert_der)
-        loop = asyncio.get_running_loop()
-        tls = server_context(cert_path, key_path)
-        try:
-            self._server = await loop.create_server(
-                self._new_inbound_stream,
-                host,
-                port,
-                ssl=tls,
-                ssl_handshake_timeout=CONNECT_TIMEOUT,
-            )
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise AddressInUse(
-                    f"cannot listen on {self._listen}: address already in use "
-                    "(another node or program has it; choose another --listen port)"
-                ) from exc
-            raise ConfigError(f"cannot listen on {self._listen}: {exc.strerror}") from exc
-        sock_host, sock_port = self._server.sockets[0].getsockname()[:2]
-        self.listen_address = format_address(sock_host, sock_port)
-        self._self_addresses.add(self.listen_address)
+        self._listener = await self._backend.listen(
+            host, port, identity=self.identity, on_accept=self._on_incoming
+        )
+        self.listen_address = self._listener.address
+        self._cert_hash = sha256(self._listener.certificate_der)
+        self.add_own_address(self.listen_address)
         self._local = LocalNode(
             private_key=self.identity.private_key,
             listen_addrs=(self.listen_address,),
             network=self._network,
             network_secret=self._network_secret,
         )
+        self._tasks.spawn(self._sweep_loop(), name="forget unreachable peers")
+        self._dialer.start()
 
     async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for record in self._peers.values():
-            if record.connection is not None:
-                await record.connection.close()
+        self._closing = True
+        self._dialer.close()
+        if self._listener is not None:
+            self._listener.close()
+        for conn in list(self._connections.values()):
+            await conn.close()
         await self._tasks.aclose()
-        if self._server is not None:
+        if self._listener is not None:
             # Every connection was closed (or aborted) above; this only waits for asyncio's
             # bookkeeping, bounded in case a transport lingers.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
-                    await self._server.wait_closed()
+                    await self._listener.wait_closed()
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -196,16 +230,41 @@ class ConnectionManager:
     def node_id(self) -> bytes:
         return self.identity.node_id
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def limit_hits(self) -> dict[str, int]:
+        """How often each limit was hit, by limit name."""
+        return dict(self._limit_log.counts)
+
     def records(self) -> list[PeerRecord]:
-        return list(self._peers.values())
+        """Every known peer, connected or not."""
+        return self._book.records()
+
+    def record(self, node_id: bytes) -> PeerRecord | None:
+        return self._book.get(node_id)
 
     def connection(self, node_id: bytes) -> PeerConnection | None:
-        record = self._peers.get(node_id)
-        return record.connection if record is not None and record.up else None
+        conn = self._connections.get(node_id)
+        return conn if conn is not None and not conn.closed.is_set() else None
 
     def live_ids(self) -> list[bytes]:
         """Node IDs of peers with an open connection (not including ourselves)."""
-        return [r.node_id for r in self._peers.values() if r.up]
+        return [n for n, c in self._connections.items() if not c.closed.is_set()]
+
+    def dialing(self) -> set[bytes]:
+        """Peers that have a dial loop."""
+        return self._dialer.dialing()
+
+    def open_connections(self) -> int:
+        """Connections open or being dialed (what ``max_connections`` bounds)."""
+        return len(self._connections) + self._dialing
+
+    def pending(self) -> int:
+        """Inbound connections being set up."""
+        return self._admission.pending
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Wait until ``predicate()`` holds; raise ``PeerUnavailable`` after ``timeout``."""
@@ -221,194 +280,388 @@ class ConnectionManager:
         async with self._changed:
             self._changed.notify_all()
 
-    # -- dialing -------------------------------------------------------------------------------
+    # -- addresses -----------------------------------------------------------------------------
 
-    def add_address(self, address: str, node_id: bytes | None = None) -> None:
-        """Remember ``address`` and keep a connection to whoever listens there."""
-        if address in self._self_addresses or node_id == self.node_id:
+    def add_own_address(self, address: str) -> None:
+        """Never dial ``address`` (this node's listen or API address)."""
+        self._own.add(address)
+
+    def is_own_address(self, address: str) -> bool:
+        """Whether the canonical ``address`` reaches this very node."""
+        return address in self._own
+
+    def add_bootstrap(self, address: str) -> None:
+        """Keep dialing ``address`` (a ``--peer``): whoever listens there is a peer.
+
+        Raises:
+            ConfigError: The address is malformed or cannot be dialed.
+        """
+        try:
+            normalized = normalize_address(address)
+        except AddressError as exc:
+            raise ConfigError(f"invalid peer address {printable(address)!r}: {exc}") from exc
+        if self.is_own_address(normalized):
+            log.info("%s is this node's own address; not dialing it", normalized)
             return
-        if node_id is None:
-            self._bootstrap.add(address)
-        else:
-            self._address_ids.setdefault(address, node_id)
-            record = self._peers.setdefault(node_id, PeerRecord(node_id))
-            if address not in record.addresses:
-                record.addresses.append(address)
-        if address not in self._dial_loops:
-            self._dial_loops[address] = self._tasks.spawn(
-                self._dial_loop(address), name=f"dial {address}"
-            )
+        self._dialer.add_bootstrap(normalized)
 
-    async def _dial_loop(self, address: str) -> None:
-        attempt = 0
-        while True:
-            known = self._address_ids.get(address)
-            existing = self.connection(known) if known is not None else None
-            if existing is not None:
-                await existing.closed.wait()
-                attempt = 0
-                continue
-            try:
-                conn = await self.dial(address, expected_id=known)
-            except HandshakeError as exc:
-                if exc.code == "self-connection":
-                    log.info("%s is this node itself; not dialing it", address)
-                    self._self_addresses.add(address)
-                    return
-                if exc.code == "wrong-peer" and address in self._bootstrap:
-                    # A bootstrap address means "whoever listens there": a node that was
-                    # re-created there with a new key is a new peer, not an impostor.
-                    log.info("%s now answers with another node key; following it", address)
-                    self._address_ids.pop(address, None)
-                    continue
-                log.warning("handshake with %s failed: %s", address, exc)
-            except (TransportError, ProtocolError) as exc:
-                if attempt == 0:
-                    log.info("cannot connect to %s yet: %s", address, exc)
-            else:
-                attempt = 0
-                await conn.closed.wait()
-                continue
-            await asyncio.sleep(self._backoff.delay(attempt, self._rng))
-            attempt += 1
+    def learn(
+        self,
+        node_id: bytes,
+        addresses: Iterable[str],
+        *,
+        source: PeerSource,
+        via: PeerConnection | None = None,
+    ) -> list[str]:
+        """Remember ``node_id`` at the good ones of ``addresses``; those newly remembered.
+
+        Addresses from a peer (``via``) may only be loopback addresses if that peer itself
+        connects over loopback. A bad address is one DEBUG line; a limit that keeps the peer
+        out is one WARNING a minute at most.
+        """
+        from_loopback = via is None or is_loopback_host(host_of(via.remote_address))
+        told_by = via.peer_id if via is not None and source is PeerSource.EXCHANGE else None
+        result = self._book.learn(
+            node_id,
+            addresses,
+            source=source,
+            now=self._clock.monotonic(),
+            via=told_by,
+            allow_loopback=from_loopback,
+            authoritative=source is PeerSource.HELLO,
+        )
+        who = f"peer {short_id(via.peer_id)}" if via is not None else source.value
+        for text, reason in result.bad:
+            log.debug(
+                "ignoring address %s for %s (from %s): %s",
+                printable(text),
+                short_id(node_id),
+                who,
+                reason,
+            )
+        if result.refused == "max_known_peers":
+            self._limit_log.hit(
+                "max_known_peers",
+                "this node already knows %d peers; not remembering more",
+                self.limits.max_known_peers,
+            )
+        elif result.refused == "max_learnt_per_peer":
+            self._limit_log.hit(
+                "max_learnt_per_peer",
+                "%s told us about %d peers we have not reached yet; ignoring the rest",
+                who,
+                self.limits.max_learnt_per_peer,
+            )
+        if result.new or result.added:
+            self._dialer.refresh()
+        return result.added
+
+    def forget(self, node_id: bytes) -> None:
+        """Forget ``node_id`` now (its connection, if any, is closed)."""
+        record = self._book.get(node_id)
+        if record is not None:
+            self._forget(record, "asked to")
+
+    def _forget(self, record: PeerRecord, reason: str) -> None:
+        self._book.forget(record.node_id)
+        self.stats.forgotten += 1
+        log.info("forgetting peer %s: %s", short_id(record.node_id), reason)
+        self._dialer.forget(record.node_id)
+        conn = self._connections.get(record.node_id)
+        if conn is not None:
+            self._spawn(conn.close(), "close forgotten peer")
+        if self._on_peer_forgotten is not None:
+            self._spawn(self._on_peer_forgotten(record.node_id), "peer forgotten")
+        self._dialer.refresh()
+
+    # -- wanted peers and dialing (see shoal.transport.dialing) ------------------------------
+
+    def set_dial_policy(self, policy: DialPolicy) -> None:
+        """Let ``policy`` (the routing) decide which peers to keep connected."""
+        self._dialer.set_policy(policy)
+
+    def refresh(self) -> None:
+        """Ask the dial policy again which peers it wants (call after its view changed)."""
+        self._dialer.refresh()
+
+    async def connect(self, node_id: bytes, *, timeout: float) -> PeerConnection:
+        """The connection to ``node_id``, dialed now if there is none (dial on demand).
+
+        Raises:
+            PeerUnavailable: Unknown, no address, or not reachable within ``timeout``.
+        """
+        return await self._dialer.connect(node_id, timeout=timeout)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
+        try:
+            return self._tasks.spawn(coro, name=name)
+        except RuntimeError:  # closing
+            return None
 
     async def dial(self, address: str, *, expected_id: bytes | None = None) -> PeerConnection:
-        """Connect to ``address``, authenticate, register and return the connection."""
+        """Connect to ``address``, authenticate, register and return the connection.
+
+        The returned connection may already be closed if the peer was connected by another
+        connection that wins (see the module docstring); ``connection(id)`` is the live one.
+        """
         if self._local is None:
             raise RuntimeError("manager not started")
         host, port = parse_address(address)
-        loop = asyncio.get_running_loop()
+        self.stats.dials += 1
+        self._dialing += 1
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT * 2):
-                _, stream = await loop.create_connection(
-                    FrameStream,
-                    host,
-                    port,
-                    ssl=client_context(),
-                    ssl_handshake_timeout=CONNECT_TIMEOUT,
+            stream = await self._backend.connect(host, port, timeout=self.limits.connect_timeout)
+            try:
+                cert_der = stream.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                public_key = certificate_public_key(cert_der)
+            except (ValueError, AttributeError, TypeError) as exc:
+                stream.abort()
+                raise HandshakeError(f"{address} presented an unusable certificate: {exc}") from exc
+            if expected_id is not None and node_id_for(public_key) != expected_id:
+                stream.abort()
+                raise HandshakeError(
+                    f"{address} is not node {short_id(expected_id)} (it presented another key)",
+                    code="wrong-peer",
                 )
-        except (OSError, TimeoutError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc.strerror or exc)
-            raise PeerUnavailable(f"cannot reach {address}: {reason}") from exc
-        try:
-            cert_der = stream.get_extra_info("ssl_object").getpeercert(binary_form=True)
-            public_key = certificate_public_key(cert_der)
-        except (ValueError, AttributeError, TypeError) as exc:
-            stream.close()
-            raise HandshakeError(f"{address} presented an unusable certificate: {exc}") from exc
-        if expected_id is not None and node_id_for(public_key) != expected_id:
-            stream.close()
-            raise HandshakeError(
-                f"{address} is not node {short_id(expected_id)} (it presented another key)",
-                code="wrong-peer",
+            conn = Connection(
+                Role.DIALER,
+                self._local,
+                nonce=os.urandom(32),
+                listener_cert_hash=sha256(cert_der),
+                listener_public_key=public_key,
+                expected_peer_id=expected_id,
             )
-        conn = Connection(
-            Role.DIALER,
-            self._local,
-            nonce=os.urandom(32),
-            listener_cert_hash=sha256(cert_der),
-            listener_public_key=public_key,
-            expected_peer_id=expected_id,
-        )
-        peer = PeerConnection(
-            stream, conn, dialed=True, local_id=self.node_id, handler=self._handler
-        )
-        await peer.handshake()
-        self._address_ids[address] = peer.peer_id
-        self._register(peer)
+            peer = self._peer_connection(stream, conn, dialed=True)
+            await peer.handshake(self.limits.handshake_timeout)
+        finally:
+            self._dialing -= 1
+        if self._register(peer) and peer.peer is not None:
+            # The address that worked first, then those the peer announces.
+            self.learn(
+                peer.peer_id,
+                [address, *peer.peer.listen_addrs],
+                source=PeerSource.HELLO,
+                via=peer,
+            )
         return peer
+
+    def _peer_connection(self, stream: Stream, conn: Connection, *, dialed: bool) -> PeerConnection:
+        # PeerConnection is annotated with FrameStream but uses only the Stream surface, which
+        # the in-memory streams provide too.
+        return PeerConnection(
+            cast(FrameStream, stream),
+            conn,
+            dialed=dialed,
+            local_id=self.node_id,
+            handler=self._handler,
+        )
 
     # -- accepting -----------------------------------------------------------------------------
 
-    def _new_inbound_stream(self) -> FrameStream:
-        stream = FrameStream()
-        stream.on_connected = self._on_accept
-        return stream
+    def _inbound_from(self, host: str) -> int:
+        return sum(
+            1
+            for c in self._connections.values()
+            if not c.dialed and plain_ip(host_of(c.remote_address)) == host
+        )
 
-    def _on_accept(self, stream: FrameStream) -> None:
-        # Called by asyncio once TLS is up; the handshake runs in a task we own.
+    def _on_incoming(self, incoming: Incoming) -> None:
+        """A raw inbound connection (no TLS yet): admit it or close it at once."""
+        host = incoming.remote_host
+        refusal = (
+            ("closing", "")
+            if self._closing
+            else self._admission.refusal(
+                host,
+                established=len(self._connections),
+                established_from_host=self._inbound_from(host),
+            )
+        )
+        if refusal is not None:
+            self.stats.rejected += 1
+            incoming.reject()
+            limit, why = refusal
+            if limit != "closing":
+                self._limit_log.hit(limit, "%s; closing new connections at once", why)
+            return
+        task = self._spawn(self._accept(incoming, host), "accept")
+        if task is None:
+            incoming.reject()
+            return
+        self.stats.accepted += 1
+        self._admission.begin(host)
+
+    async def _accept(self, incoming: Incoming, host: str) -> None:
         try:
-            self._tasks.spawn(self._accept(stream), name="accept")
-        except RuntimeError:
-            stream.close()
+            peer = await self._secure(incoming)
+        finally:
+            self._admission.end(host)
+        if peer is None:
+            return
+        if self._register(peer) and peer.peer is not None:
+            # A peer that connected to us is reached at the addresses it announced.
+            self.learn(peer.peer_id, peer.peer.listen_addrs, source=PeerSource.HELLO, via=peer)
 
-    async def _accept(self, stream: FrameStream) -> None:
+    async def _secure(self, incoming: Incoming) -> PeerConnection | None:
         assert self._local is not None
+        timeout = self.limits.handshake_timeout
+        try:
+            stream = await incoming.secure(timeout)
+        except TransportError as exc:
+            log.debug("inbound connection from %s failed: %s", incoming.remote_address, exc)
+            return None
         conn = Connection(
             Role.LISTENER,
             self._local,
             nonce=os.urandom(32),
             listener_cert_hash=self._cert_hash,
         )
-        peer = PeerConnection(
-            stream, conn, dialed=False, local_id=self.node_id, handler=self._handler
-        )
+        peer = self._peer_connection(stream, conn, dialed=False)
         try:
-            await peer.handshake()
+            await peer.handshake(timeout)
         except (TransportError, ProtocolError) as exc:
-            log.info("refused connection from %s: %s", peer.remote_address, exc)
-            return
-        self._register(peer)
-        for address in peer.peer.listen_addrs[:4] if peer.peer else ():
-            self.add_address(address, peer.peer_id)
+            # Quietly: nodes of other networks found by chance are none of the log's business.
+            log.debug("refused connection from %s: %s", incoming.remote_address, exc)
+            return None
+        return peer
 
     # -- registry ------------------------------------------------------------------------------
 
-    def _register(self, conn: PeerConnection) -> None:
+    def _register(self, conn: PeerConnection) -> bool:
+        """Make ``conn`` its peer's connection, or close it; whether it was kept."""
         node_id = conn.peer_id
-        record = self._peers.setdefault(node_id, PeerRecord(node_id))
-        existing = record.connection
-        if existing is not None and not existing.closed.is_set() and existing is not conn:
-            tie_winner = min(self.node_id, node_id)
-            if conn.dialer_id == tie_winner and existing.dialer_id != tie_winner:
-                log.debug("replacing %r by %r (simultaneous dial)", existing, conn)
-                record.connection = conn
-                self._tasks.spawn(existing.close(), name="close duplicate")
-            else:
+        existing = self.connection(node_id)
+        if existing is not None and existing is not conn:
+            keep_new = False
+            if existing.dialed != conn.dialed:
+                # One dialed by each side: both sides keep the one dialed by the smaller ID.
+                tie_winner = min(self.node_id, node_id)
+                keep_new = conn.dialer_id == tie_winner and existing.dialer_id != tie_winner
+            if _two_places(existing, conn):
+                self._limit_log.hit(
+                    "duplicate_node_id",
+                    "node %s is connected from two places (%s and %s); keeping one "
+                    "connection. Are two running nodes using one key?",
+                    short_id(node_id),
+                    existing.remote_address,
+                    conn.remote_address,
+                )
+            if not keep_new:
                 log.debug("keeping %r, closing duplicate %r", existing, conn)
-                self._tasks.spawn(conn.close(), name="close duplicate")
-                return
-        else:
-            record.connection = conn
-        record.last_seen = time.time()
-        if conn.peer is not None:
-            for address in conn.peer.listen_addrs:
-                if address not in record.addresses:
-                    record.addresses.append(address)
-        was_up = existing is not None and not existing.closed.is_set()
-        log.info("peer %s up (%s)", short_id(node_id), conn.remote_address)
-        self._tasks.spawn(self._run(record, conn), name=f"peer {short_id(node_id)}")
-        self._tasks.spawn(self._monitor(record, conn), name=f"ping {short_id(node_id)}")
-        self._tasks.spawn(self._notify(), name="notify")
-        if self._on_peer_up is not None and not was_up:
-            self._tasks.spawn(self._on_peer_up(conn), name="peer up")
+                self.stats.duplicates_closed += 1
+                self._spawn(conn.close(), "close duplicate")
+                if existing.dialed == conn.dialed:
+                    # The peer reconnected although we hold a connection: is ours stale?
+                    self._spawn(self._check_alive(existing), "check duplicate")
+                return False
+            log.debug("replacing %r by %r (simultaneous dial)", existing, conn)
+            self.stats.replaced += 1
+            self._spawn(existing.close(), "close duplicate")
+        elif existing is None:
+            refusal = None
+            if len(self._connections) >= self.limits.max_connections:
+                refusal = "max_connections", f"{self.limits.max_connections} connections are open"
+            elif not conn.dialed:
+                host = plain_ip(host_of(conn.remote_address))
+                if self._inbound_from(host) >= self.limits.max_connections_per_address:
+                    refusal = (
+                        "max_connections_per_address",
+                        f"{self.limits.max_connections_per_address} connections from "
+                        f"{host} are open",
+                    )
+            if refusal is not None:
+                limit, why = refusal
+                self._limit_log.hit(limit, "%s; closing a new connection", why)
+                self._spawn(conn.close(), "close over limit")
+                return False
+        source = PeerSource.BOOTSTRAP if conn.dialed else PeerSource.INBOUND
+        record, evicted = self._book.connected(node_id, source=source)
+        if evicted is not None:
+            self._forget(evicted, "the peer book is full and it was unreachable longest")
+        record.connection = conn
+        record.last_seen = self._clock.time()
+        self._connections[node_id] = conn
+        self.stats.registered += 1
+        if existing is None:
+            log.info("peer %s up (%s)", short_id(node_id), conn.remote_address)
+        self._spawn(self._run(record, conn), f"peer {short_id(node_id)}")
+        self._spawn(self._monitor(record, conn), f"ping {short_id(node_id)}")
+        self._spawn(self._notify(), "notify")
+        if self._on_peer_up is not None and existing is None:
+            self._spawn(self._on_peer_up(conn), "peer up")
+        self._dialer.refresh()
+        return True
 
     async def _run(self, record: PeerRecord, conn: PeerConnection) -> None:
         try:
             await conn.run()
         finally:
-            if record.connection is conn:
-                record.connection = None
+            if self._connections.get(record.node_id) is conn:
+                del self._connections[record.node_id]
+                self._book.disconnected(record, now=self._clock.monotonic())
                 log.info("peer %s down", short_id(record.node_id))
                 if self._on_peer_down is not None:
                     self._on_peer_down(record.node_id)
+                self._dialer.refresh()
                 await self._notify()
 
     async def _monitor(self, record: PeerRecord, conn: PeerConnection) -> None:
+        # The listening side checks less often, so on a quiet link the dialer's PINGs (which
+        # it sees arrive) usually spare it from sending its own.
+        interval = self.ping_interval if conn.dialed else self.ping_interval * 1.5
+        seen = conn.last_seen
         while not conn.closed.is_set():
             try:
-                async with asyncio.timeout(self.ping_interval):
+                async with asyncio.timeout(interval):
                     await conn.closed.wait()
                 return
             except TimeoutError:
                 pass
-            if time.time() - conn.last_seen < self.ping_interval / 2:
-                record.last_seen = conn.last_seen
-                continue  # bytes arrived recently: the peer is alive, no need to ask
-            try:
-                await conn.ping(self.ping_timeout)
-                record.last_seen = time.time()
-            except TransportError as exc:
-                log.info("peer %s failed liveness check: %s", short_id(record.node_id), exc)
-                await conn.close()
+            if conn.last_seen != seen:
+                seen = conn.last_seen  # bytes arrived since: the peer is alive, no need to ask
+                record.last_seen = self._clock.time()
+                continue
+            if not await self._ping(conn):
                 return
+            record.last_seen = self._clock.time()
+            seen = conn.last_seen
+
+    async def _ping(self, conn: PeerConnection) -> bool:
+        """PING ``conn``; close it and return False if it does not answer."""
+        try:
+            await conn.ping(self.ping_timeout)
+        except (TransportError, ProtocolError) as exc:
+            log.info("peer %s failed liveness check: %s", short_id(conn.peer_id), exc)
+            await conn.close()
+            return False
+        return True
+
+    async def _check_alive(self, conn: PeerConnection) -> None:
+        if conn in self._checking:
+            return
+        self._checking.add(conn)
+        try:
+            await self._ping(conn)
+        finally:
+            self._checking.discard(conn)
+
+    # -- forgetting ----------------------------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        interval = min(60.0, self.limits.forget_after / 4)
+        while True:
+            await self._clock.sleep(interval)
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Forget the peers unreachable for ``forget_after``; re-ask the policy."""
+        after = self.limits.forget_after
+        for record in self._book.expired(now=self._clock.monotonic(), after=after):
+            self._forget(record, f"not reachable for {after:g} s")
+        self._dialer.refresh()
+
+
+def _two_places(a: PeerConnection, b: PeerConnection) -> bool:
+    """Whether two connections of one node ID come from two running nodes (they announce
+    different listen addresses; one node announces the same ones on every connection)."""
+    return a.peer is not None and b.peer is not None and a.peer.listen_addrs != b.peer.listen_addrs
