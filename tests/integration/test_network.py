@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import logging
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +197,30 @@ async def test_a_node_that_joins_after_the_put_reads_the_file_over_the_network(
     assert held_blocks(late) == set()
     async with late.get(cap) as reader:
         assert await reader.read() == data
+
+
+async def test_a_node_of_another_network_is_refused_and_not_dialed_again(
+    cluster: Cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        # A stranger: its own new closed network (what `shoal init` makes).
+        stranger = await stack.enter_async_context(
+            Node.start(tmp_path / "stranger", listen="127.0.0.1:0", options=FAST)
+        )
+        caplog.set_level(logging.INFO, logger="shoal")
+        member = await cluster.add("member", peers=[stranger.listen_address])
+        dialer = member._rt.manager._dialer
+        async with asyncio.timeout(15):  # the bootstrap loop for the stranger ends
+            while dialer._bootstrap_loops or not dialer._bootstrap.keys().isdisjoint(
+                [stranger.listen_address]
+            ):
+                await asyncio.sleep(0.05)
+        warnings = [r.getMessage() for r in caplog.records if "another network" in r.getMessage()]
+        assert len(warnings) == 1, warnings
+        assert "shoal init --join" in warnings[0]
+        assert member.peers() == []
+        assert stranger.peers() == []
+        # Both nodes keep working in their own networks.
+        other = await cluster.add("other", peers=[member.listen_address])
+        await member.wait_for_peers(1, timeout=15)
+        assert [p.node_id for p in member.peers()] == [other.node_id]

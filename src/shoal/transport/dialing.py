@@ -41,6 +41,9 @@ __all__ = ["STABLE_CONNECTION", "DialPolicy", "Dialer"]
 
 log = logging.getLogger("shoal.transport.manager")
 
+#: Handshake failures that mean "a node of another network": never worth dialing again.
+OTHER_NETWORK_CODES = frozenset({"wrong-network", "wrong-network-secret"})
+
 #: Seconds a connection must last for its end to count as a drop rather than a failed dial.
 STABLE_CONNECTION: Final = 5.0
 
@@ -197,6 +200,17 @@ class Dialer:
                         self._manager.add_own_address(address)
                         self._bootstrap.pop(address, None)
                         return
+                    if exc.code in OTHER_NETWORK_CODES:
+                        # The user named this address: say once why it will never connect.
+                        log.warning(
+                            "%s is a node of another network (%s); not dialing it again. To "
+                            "join its network, run `shoal init --join INVITE` with the invite "
+                            "that `shoal invite` prints there",
+                            address,
+                            exc.code,
+                        )
+                        self._bootstrap.pop(address, None)
+                        return
                     self._dial_failed(address, exc, first=attempt == 0)
                 except (TransportError, ProtocolError) as exc:
                     self._dial_failed(address, exc, first=attempt == 0)
@@ -271,6 +285,9 @@ class Dialer:
         if exc.code == "self-connection":
             log.info("%s is this node itself; not dialing it", address)
             self._manager.add_own_address(address)
+        elif exc.code in OTHER_NETWORK_CODES:
+            # Found by chance (a stale address, a LAN neighbour): not ours; forget the address.
+            log.debug("%s is a node of another network; not dialing it again", address)
         elif exc.code == "wrong-peer":
             if address in self._bootstrap and self._bootstrap[address] == record.node_id:
                 # A bootstrap address means "whoever listens there": a node re-created there
