@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import secrets
 import stat
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from shoal.api.http import ApiServer, serve_api
 from shoal.client.api_info import API_FILE_NAME
 from shoal.errors import InvalidCapability, NotFound
 from shoal.ids import encode_id
+from shoal.transport import PeerSource
 from tests.integration.conftest import FAST
 
 T = TypeVar("T")
@@ -373,3 +375,12 @@ async def test_a_get_whose_client_leaves_stops_fetching_and_the_node_stays_fine(
             assert [p.node_id for p in a.peers()] == [b.node_id]
     finally:
         await holder.stop()
+
+
+async def test_the_node_never_learns_its_own_api_address_as_a_peer(api: ApiServer) -> None:
+    manager = api.node._rt.manager
+    api_address = api.url.removeprefix("http://")
+    stranger = secrets.token_bytes(32)
+    # As if a peer on this machine announced the API port as its own listen address.
+    assert manager.learn(stranger, [api_address], source=PeerSource.HELLO) == []
+    assert manager.learn(stranger, ["127.0.0.1:9"], source=PeerSource.HELLO) == ["127.0.0.1:9"]

@@ -332,6 +332,7 @@ class ApiServer:
             await site.start()
             port = runner.addresses[0][1]  # the port the OS chose
             self.url = f"http://127.0.0.1:{port}"
+            self.node.add_own_address(f"127.0.0.1:{port}")
             self._publish()
         except BaseException:
             await self.close()

@@ -380,6 +380,13 @@ class Node:
                 batch = []
         return deleted + await self._rt.io(delete, batch)
 
+    def add_own_address(self, address: str) -> None:
+        """Never dial ``address`` as a peer: another service of this node (its HTTP API).
+
+        A peer that announces it (by mistake or on purpose) cannot make the node dial itself.
+        """
+        self._rt.add_own_address(address)
+
     def invite(self, addresses: Sequence[str] = ()) -> str:
         """A one-line invite into this node's closed network (give it to ``Node.start(join=)``
         or ``shoal init --join``). It holds the network secret: share it like a password.
