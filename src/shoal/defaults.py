@@ -54,3 +54,18 @@ DIAL_RATE: Final = 10.0
 DIAL_BURST: Final = 20
 #: Seconds after which a peer that could not be reached all that time is forgotten (24 h).
 FORGET_AFTER: Final = 24 * 3600.0
+
+# -- per-connection limits (transport/peer.py) ------------------------------------------------
+#: PUT_BLOCK payloads held in service per connection (each up to 4 MiB).
+MAX_UPLOADS_PER_CONNECTION: Final = 4
+#: Answers carrying data (GET_BLOCK) produced at once per connection, each only once the
+#: previous ones have drained to the peer.
+MAX_DOWNLOADS_PER_CONNECTION: Final = 2
+#: Other requests queued per connection before reading from it pauses.
+MAX_QUEUED_REQUESTS_PER_CONNECTION: Final = 64
+#: Bytes of small answers written but not yet read by the peer, per connection.
+MAX_UNFLUSHED_ANSWERS: Final = 256 * 1024
+#: Seconds of silence, with requests pending, before a peer is asked whether it is alive, and
+#: seconds it then has to answer before it counts as frozen (its requests fail at once).
+STALL_TIMEOUT: Final = 2.0
+STALL_PING_TIMEOUT: Final = 2.0

@@ -42,6 +42,16 @@ class TransportLimits:
         dial_burst: Dials allowed at once above ``dial_rate`` (the bucket's size).
         forget_after: Seconds after which a peer that could not be reached during all that
             time is forgotten (and removed from the catalog). Bootstrap peers are kept.
+        max_uploads_per_connection: PUT_BLOCK payloads in service per connection.
+        max_downloads_per_connection: Data answers (GET_BLOCK) produced at once per
+            connection, each once the previous ones drained to the peer.
+        max_queued_requests_per_connection: Other requests queued per connection before
+            reading from it pauses.
+        max_unflushed_answers: Bytes of small answers the peer has not read yet, per
+            connection, before serving pauses.
+        stall_timeout: Seconds of silence with requests pending before the peer is PINGed.
+        stall_ping_timeout: Seconds that PING may take before the peer counts as frozen and
+            its pending requests fail at once.
     """
 
     max_connections: int = defaults.MAX_CONNECTIONS
@@ -56,6 +66,12 @@ class TransportLimits:
     dial_rate: float = defaults.DIAL_RATE
     dial_burst: int = defaults.DIAL_BURST
     forget_after: float = defaults.FORGET_AFTER
+    max_uploads_per_connection: int = defaults.MAX_UPLOADS_PER_CONNECTION
+    max_downloads_per_connection: int = defaults.MAX_DOWNLOADS_PER_CONNECTION
+    max_queued_requests_per_connection: int = defaults.MAX_QUEUED_REQUESTS_PER_CONNECTION
+    max_unflushed_answers: int = defaults.MAX_UNFLUSHED_ANSWERS
+    stall_timeout: float = defaults.STALL_TIMEOUT
+    stall_ping_timeout: float = defaults.STALL_PING_TIMEOUT
 
     def __post_init__(self) -> None:
         for name in (
@@ -66,12 +82,23 @@ class TransportLimits:
             "max_known_peers",
             "max_addresses_per_peer",
             "dial_burst",
+            "max_uploads_per_connection",
+            "max_downloads_per_connection",
+            "max_queued_requests_per_connection",
+            "max_unflushed_answers",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_learnt_per_peer < 0:
             raise ValueError("max_learnt_per_peer must not be negative")
-        for name in ("handshake_timeout", "connect_timeout", "dial_rate", "forget_after"):
+        for name in (
+            "handshake_timeout",
+            "connect_timeout",
+            "dial_rate",
+            "forget_after",
+            "stall_timeout",
+            "stall_ping_timeout",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
 

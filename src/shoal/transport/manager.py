@@ -454,6 +454,12 @@ class ConnectionManager:
             dialed=dialed,
             local_id=self.node_id,
             handler=self._handler,
+            max_uploads=self.limits.max_uploads_per_connection,
+            max_downloads=self.limits.max_downloads_per_connection,
+            max_queued_requests=self.limits.max_queued_requests_per_connection,
+            max_unflushed_answers=self.limits.max_unflushed_answers,
+            stall_timeout=self.limits.stall_timeout,
+            stall_ping_timeout=self.limits.stall_ping_timeout,
         )
 
     # -- accepting -----------------------------------------------------------------------------

@@ -52,6 +52,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from shoal import defaults
 from shoal.errors import (
     Busy,
     IntegrityError,
@@ -98,12 +99,12 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 2.0
 #: Defaults of the per-connection limits (see the module docstring).
-MAX_UPLOADS: Final = 4
-MAX_DOWNLOADS: Final = 2
-MAX_QUEUED_REQUESTS: Final = 64
-MAX_UNFLUSHED_ANSWERS: Final = 256 * 1024
-STALL_TIMEOUT: Final = 2.0
-STALL_PING_TIMEOUT: Final = 2.0
+MAX_UPLOADS: Final = defaults.MAX_UPLOADS_PER_CONNECTION
+MAX_DOWNLOADS: Final = defaults.MAX_DOWNLOADS_PER_CONNECTION
+MAX_QUEUED_REQUESTS: Final = defaults.MAX_QUEUED_REQUESTS_PER_CONNECTION
+MAX_UNFLUSHED_ANSWERS: Final = defaults.MAX_UNFLUSHED_ANSWERS
+STALL_TIMEOUT: Final = defaults.STALL_TIMEOUT
+STALL_PING_TIMEOUT: Final = defaults.STALL_PING_TIMEOUT
 #: Seconds between two log lines about the same limit on the same connection.
 _LIMIT_LOG_INTERVAL: Final = 60.0
 #: PINGs sent to a peer during one stretch of holding it back (about 4 minutes at the default
