@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 
 import click
 
+from shoal import defaults
 from shoal.cli.demo import run_demo
 from shoal.cli.files import output_path
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
-from shoal.cli.run import configure_logging, refuse_if_running, run_node
+from shoal.cli.run import NodeSettings, configure_logging, refuse_if_running, run_node
 from shoal.client.http import Client, check_read_cap
 from shoal.content.caps import looks_like_cap
 from shoal.errors import ConfigError, NotFound, ShoalError, StorageError
@@ -31,7 +32,9 @@ from shoal.names import check_name, printable
 from shoal.node.datadir import load_data_dir
 from shoal.node.network import Invite, parse_invite
 from shoal.node.service import init_data_dir
+from shoal.transport.limits import limits_with
 from shoal.transport.manager import parse_address
+from shoal.units import parse_size
 
 __all__ = ["cli", "main"]
 
@@ -190,18 +193,80 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     default=None,
     help="Copies of each block to place (default from config, usually 3).",
 )
+@click.option(
+    "--advertise",
+    "advertise",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="An address peers should use to reach this node (repeatable; default: the listen "
+    "address, or the host's interface addresses when listening on 0.0.0.0 or ::).",
+)
+@click.option(
+    "--max-storage",
+    default=None,
+    metavar="SIZE",
+    help="Most bytes of blocks to keep, e.g. 50GiB (default: config.toml, else no limit but "
+    "the reserve).",
+)
+@click.option(
+    "--reserved-space",
+    default=None,
+    metavar="SIZE",
+    help="Free disk never to use (default: config.toml, else 5%% of the disk, at most 1 GiB).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Most open node-to-node connections (default {defaults.MAX_CONNECTIONS}).",
+)
+@click.option(
+    "--limit",
+    "limit_settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change any transport limit (repeatable), e.g. --limit max_pending=32; the names "
+    "and defaults are in docs/decisions/0004-transport-limits.md.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
     data_dir: Path,
     listen: str | None,
     peers: tuple[str, ...],
     replicas: int | None,
+    advertise: tuple[str, ...],
+    max_storage: str | None,
+    reserved_space: str | None,
+    max_connections: int | None,
+    limit_settings: tuple[str, ...],
     verbose: bool,
 ) -> None:
     """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM."""
+    limits: dict[str, object] = {}
+    for setting in limit_settings:
+        name, sep, value = setting.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter("expected NAME=VALUE", param_hint="--limit")
+        limits[name.strip()] = value.strip()
+    if max_connections is not None:
+        limits["max_connections"] = max_connections
+    limits_with(limits, source="--limit")  # bad names and values fail before anything starts
+    for address in advertise:
+        parse_address(address)
     configure_logging(logging.DEBUG if verbose else logging.INFO)
     refuse_if_running(data_dir)
-    asyncio.run(run_node(data_dir, listen=listen, peers=list(peers), replicas=replicas))
+    settings = NodeSettings(
+        listen=listen,
+        peers=list(peers),
+        replicas=replicas,
+        advertise=list(advertise),
+        max_storage=None if max_storage is None else parse_size(max_storage, what="--max-storage"),
+        reserved_space=(
+            None if reserved_space is None else parse_size(reserved_space, what="--reserved-space")
+        ),
+        limits=limits,
+    )
+    asyncio.run(run_node(data_dir, settings))
 
 
 @cli.command()

@@ -12,7 +12,8 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -70,9 +71,20 @@ def refuse_if_running(data_dir: Path) -> None:
     )
 
 
-async def run_node(
-    data_dir: Path, *, listen: str | None, peers: Sequence[str], replicas: int | None
-) -> None:
+@dataclass(frozen=True)
+class NodeSettings:
+    """What `shoal run`'s flags say (None or empty: config.toml or the default)."""
+
+    listen: str | None = None
+    peers: Sequence[str] = ()
+    replicas: int | None = None
+    advertise: Sequence[str] = ()
+    max_storage: int | None = None
+    reserved_space: int | None = None
+    limits: Mapping[str, object] = field(default_factory=dict)
+
+
+async def run_node(data_dir: Path, settings: NodeSettings) -> None:
     """Run a node and its API until SIGINT/SIGTERM; print one line once it is listening.
 
     A data dir this call initializes is removed again if the node then fails to start (a
@@ -83,12 +95,26 @@ async def run_node(
     try:
         node_id, created = init_data_dir(data_dir)
         async with (
-            Node.start(data_dir, listen=listen, peers=peers, replicas=replicas) as node,
+            Node.start(
+                data_dir,
+                listen=settings.listen,
+                peers=settings.peers,
+                replicas=settings.replicas,
+                advertise=settings.advertise,
+                max_storage=settings.max_storage,
+                reserved_space=settings.reserved_space,
+                limits=settings.limits,
+            ) as node,
             serve_api(node, data_dir) as api,
         ):
             started = True
             if created:
-                log.info("initialized data dir %s for node %s", data_dir, node_id)
+                log.info(
+                    "initialized data dir %s for node %s: a new closed network "
+                    "(`shoal invite` prints an invite for other nodes to join it)",
+                    data_dir,
+                    node_id,
+                )
             print(
                 f"shoal node {node.node_id} listening on {node.listen_address} (API {api.url})",
                 flush=True,

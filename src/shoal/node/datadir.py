@@ -17,6 +17,7 @@ Layout (see docs/content-format.md)::
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import tomllib
@@ -29,6 +30,7 @@ from shoal.errors import ConfigError
 from shoal.node.network import Invite, NetworkMembership
 from shoal.store.files import write_file_atomic
 from shoal.transport.identity import Identity
+from shoal.transport.limits import limits_with
 from shoal.units import parse_size
 
 KEY_FILE = "node.key"
@@ -53,6 +55,12 @@ class NodeConfig:
     #: Free disk the node never uses (``node.reserved_space``); None: 5% of the file system,
     #: at most 1 GiB.
     reserved_space: int | None = None
+    #: Addresses peers should use to reach this node (``node.advertise``); empty: the listen
+    #: address, or the host's interface addresses when listening on a wildcard address.
+    advertise: list[str] = field(default_factory=list)
+    #: Transport limits changed from their defaults (the ``[limits]`` table; names as in
+    #: ``shoal.transport.TransportLimits``).
+    limits: dict[str, int | float] = field(default_factory=dict)
 
     def to_toml(self) -> str:
         peers = ", ".join(f'"{p}"' for p in self.peers)
@@ -68,6 +76,10 @@ class NodeConfig:
             text += f"max_storage = {_size_toml(self.max_storage)}\n"
         if self.reserved_space is not None:
             text += f"reserved_space = {_size_toml(self.reserved_space)}\n"
+        if self.advertise:
+            text += f"advertise = [{', '.join(json.dumps(a) for a in self.advertise)}]\n"
+        if self.limits:
+            text += "\n[limits]\n" + "".join(f"{k} = {v!r}\n" for k, v in self.limits.items())
         return text
 
     @classmethod
@@ -88,6 +100,13 @@ class NodeConfig:
             raise ConfigError(f"{source}: node.replicas must be an integer from 1 to 16")
         if not isinstance(network, str) or not 0 < len(network) <= 64:
             raise ConfigError(f"{source}: node.network must be a name of 1 to 64 characters")
+        advertise = node.get("advertise", [])
+        if not isinstance(advertise, list) or not all(isinstance(a, str) for a in advertise):
+            raise ConfigError(f"{source}: node.advertise must be a list of HOST:PORT strings")
+        limits = data.get("limits", {})
+        if not isinstance(limits, dict):
+            raise ConfigError(f"{source}: [limits] must be a table")
+        checked = limits_with(limits, source=f"{source} [limits]")
         return cls(
             listen=listen,
             peers=list(peers),
@@ -95,6 +114,8 @@ class NodeConfig:
             network=network,
             max_storage=_size_setting(node, "max_storage", source),
             reserved_space=_size_setting(node, "reserved_space", source),
+            advertise=list(advertise),
+            limits={name: getattr(checked, name) for name in limits},
         )
 
 

@@ -72,6 +72,9 @@ class RuntimeOptions:
     #: Free disk never used; None: config.toml's node.reserved_space (default: 5% of the
     #: file system, at most 1 GiB); 0: no reserve.
     reserved_space: int | None = None
+    #: Addresses peers should use to reach this node; empty: the listen address (or, on a
+    #: wildcard listen address, the host's interface addresses).
+    advertise: tuple[str, ...] = ()
     #: Connection, address and dialing limits (``docs/decisions/0004-transport-limits.md``).
     limits: TransportLimits = field(default_factory=TransportLimits)
     #: Time; a ``shoal.clock.VirtualClock`` (with its event loop) in simulations.

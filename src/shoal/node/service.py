@@ -15,7 +15,7 @@ import dataclasses
 import mimetypes
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +33,7 @@ from shoal.node.put import store_file
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
 from shoal.node.types import FileEntry, NodeStatus, PeerState, PeerStatus, StoreResult
 from shoal.store import AtomicFile, CatalogEntry
+from shoal.transport.limits import limits_with
 
 Data = bytes | bytearray | memoryview | IO[bytes] | AsyncIterable[bytes] | os.PathLike[str]
 Progress = Callable[[int], None]  # called with the number of bytes just done
@@ -137,6 +138,10 @@ class Node:
         network: str | None = None,
         join: Invite | str | None = None,
         open_network: bool = False,
+        advertise: Sequence[str] = (),
+        max_storage: int | None = None,
+        reserved_space: int | None = None,
+        limits: Mapping[str, object] | None = None,
         options: RuntimeOptions | None = None,
     ) -> AsyncIterator[Node]:
         """Start a node on ``data_dir`` (initialized on first use).
@@ -153,6 +158,15 @@ class Node:
                 closed network; an existing one moves into it.
             open_network: a new data dir joins the open network instead of starting a new
                 closed one.
+            advertise: addresses peers should use to reach this node (``host:port``);
+                default from config.toml, else the listen address (or the host's interface
+                addresses for a wildcard listen address).
+            max_storage: most bytes of blocks this node keeps (default from config.toml:
+                no limit but the reserve).
+            reserved_space: free disk never used (default from config.toml, else 5% of the
+                file system, at most 1 GiB).
+            limits: transport limits to change, by name (``TransportLimits`` fields), over
+                config.toml's ``[limits]``.
             options: low-level tunables (timeouts, chunk size, window), mainly for tests.
 
         Raises:
@@ -168,6 +182,16 @@ class Node:
             listen=listen or config.listen,
             peers=tuple(dict.fromkeys([*config.peers, *base.peers, *peers])),
             replicas=replicas if replicas is not None else config.replicas,
+            advertise=tuple(advertise) or tuple(config.advertise) or base.advertise,
+            max_storage=max_storage if max_storage is not None else base.max_storage,
+            reserved_space=reserved_space if reserved_space is not None else base.reserved_space,
+            limits=limits_with(
+                limits or {},
+                base=limits_with(
+                    config.limits, base=base.limits, source=str(data.path / "config.toml")
+                ),
+                source="limits",
+            ),
             network=network or base.network or data.network.name,
             network_secret=(
                 None if network else base.network_secret if base.network else data.network.secret

@@ -8,15 +8,19 @@ limit exists and how it was chosen: ``docs/decisions/0004-transport-limits.md``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from shoal import defaults
 from shoal.clock import SYSTEM_CLOCK, Clock
+from shoal.errors import ConfigError
 
-__all__ = ["Admission", "Backoff", "LimitLog", "TokenBucket", "TransportLimits"]
+__all__ = ["Admission", "Backoff", "LimitLog", "TokenBucket", "TransportLimits", "limits_with"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,41 @@ class TransportLimits:
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
+
+
+def limits_with(
+    overrides: Mapping[str, object], *, base: TransportLimits | None = None, source: str
+) -> TransportLimits:
+    """``base`` (default: the defaults) with the limits named in ``overrides`` changed.
+
+    For config files (``[limits]``) and ``shoal run --limit NAME=VALUE``.
+
+    Raises:
+        ConfigError: An unknown name or a value of the wrong kind or range; the message names
+            ``source`` and the limit.
+    """
+    known = {f.name: f.type for f in dataclasses.fields(TransportLimits)}
+    changes: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if name not in known:
+            raise ConfigError(
+                f"{source}: unknown limit {name[:40]!r}; known limits: {', '.join(sorted(known))}"
+            )
+        integer = known[name] in (int, "int")
+        if isinstance(value, str):
+            try:
+                value = int(value) if integer else float(value)
+            except ValueError:
+                raise ConfigError(f"{source}: limit {name} must be a number") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: limit {name} must be a number")
+        if integer and not (isinstance(value, int) or value.is_integer()):
+            raise ConfigError(f"{source}: limit {name} must be a whole number")
+        changes[name] = int(value) if integer else float(value)
+    try:
+        return dataclasses.replace(base or TransportLimits(), **changes)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 @dataclass(frozen=True)

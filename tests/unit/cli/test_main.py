@@ -262,3 +262,52 @@ def test_keyboard_interrupt_exits_130_without_traceback(
     result = invoke("ls", "--data-dir", str(tmp_path))
     assert result.exit_code == 130
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--limit", "nonsense"], "expected NAME=VALUE"),
+        (["--limit", "no_such=1"], "unknown limit 'no_such'"),
+        (["--limit", "max_pending=zero"], "must be a number"),
+        (["--max-storage", "lots"], "invalid --max-storage"),
+        (["--reserved-space", "1GB"], "invalid --reserved-space"),
+        (["--advertise", "no-port"], "expected HOST:PORT"),
+    ],
+)
+def test_run_refuses_bad_limit_flags_before_creating_anything(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    data_dir = tmp_path / "node"
+    result = invoke("run", "--data-dir", str(data_dir), *flags)
+    assert result.exit_code in (1, 2), result.output
+    assert message in result.output + result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert not data_dir.exists()
+
+
+def test_init_join_and_invite_errors(tmp_path: Path) -> None:
+    bad = invoke("init", "--data-dir", str(tmp_path / "a"), "--join", "shoal:invite:xyz@h:1")
+    assert bad.exit_code == 1
+    assert "invite's secret is damaged" in bad.stderr
+    assert not (tmp_path / "a").exists()
+    both = invoke("init", "--data-dir", str(tmp_path / "b"), "--open", "--join", "x")
+    assert both.exit_code == 2
+    opened = invoke("init", "--data-dir", str(tmp_path / "c"), "--open")
+    assert opened.exit_code == 0
+    assert "open network" in opened.stderr
+    no_invite = invoke("invite", "--data-dir", str(tmp_path / "c"))
+    assert no_invite.exit_code == 1
+    assert "open network" in no_invite.stderr
+    closed = invoke("init", "--data-dir", str(tmp_path / "d"))
+    assert "new closed network" in closed.stderr
+    made = invoke("invite", "--data-dir", str(tmp_path / "d"), "--address", "192.0.2.1:3000")
+    assert made.exit_code == 0
+    assert made.stdout.startswith("shoal:invite:")
+    assert made.stdout.strip().endswith("@192.0.2.1:3000")
+    joined = invoke("init", "--data-dir", str(tmp_path / "e"), "--join", made.stdout.strip())
+    assert joined.exit_code == 0
+    assert "joined the invite's closed network" in joined.stderr
+    assert (tmp_path / "d" / "network.key").read_text() == (
+        tmp_path / "e" / "network.key"
+    ).read_text()
