@@ -32,6 +32,27 @@ __all__ = ["MAX_PEERS_SHARED", "RequestHandler"]
 
 #: Peers named in one answer to GET_PEERS.
 MAX_PEERS_SHARED = 64
+#: Bytes of an answer to GET_PEERS: a frame header holds at most 64 KiB.
+PEERS_ANSWER_BUDGET = 48 * 1024
+
+
+def _peers_to_share(rt: NodeRuntime, asker: PeerConnection) -> list[PeerAddress]:
+    """Up to ``MAX_PEERS_SHARED`` connected peers, within ``PEERS_ANSWER_BUDGET`` bytes of
+    addresses, so the answer always fits a frame header (addresses may be 255 bytes long)."""
+    shared: list[PeerAddress] = []
+    budget = PEERS_ANSWER_BUDGET
+    for record in rt.manager.records():
+        if not (record.up and record.addresses) or record.node_id == asker.peer_id:
+            continue
+        addresses = tuple(record.addresses[:4])
+        cost = 48 + sum(len(a.encode()) + 4 for a in addresses)  # id, map keys, lengths
+        if cost > budget:
+            break
+        budget -= cost
+        shared.append(PeerAddress(node_id=record.node_id, addrs=addresses))
+        if len(shared) == MAX_PEERS_SHARED:
+            break
+    return shared
 
 
 class RequestHandler:
@@ -56,10 +77,5 @@ class RequestHandler:
             present = await rt.io(lambda: tuple(rt.blocks.has(b, verify=True) for b in ids))
             return HaveBlocks(present=present)
         if isinstance(message, GetPeers):
-            shared = [
-                PeerAddress(node_id=r.node_id, addrs=tuple(r.addresses[:4]))
-                for r in rt.manager.records()
-                if r.up and r.addresses and r.node_id != peer.peer_id
-            ]
-            return Peers(peers=tuple(shared[:MAX_PEERS_SHARED]))
+            return Peers(peers=tuple(_peers_to_share(rt, peer)))
         raise RemoteProtocolError(f"{type(message).__name__} is not a request this node serves")

@@ -553,14 +553,16 @@ class ConnectionManager:
                     conn.remote_address,
                 )
             if not keep_new:
-                log.debug("keeping %r, closing duplicate %r", existing, conn)
+                log.debug("keeping %s, closing duplicate %s", existing.describe(), conn.describe())
                 self.stats.duplicates_closed += 1
                 self._spawn(conn.close(), "close duplicate")
                 if existing.dialed == conn.dialed:
                     # The peer reconnected although we hold a connection: is ours stale?
                     self._spawn(self._check_alive(existing), "check duplicate")
                 return False
-            log.debug("replacing %r by %r (simultaneous dial)", existing, conn)
+            log.debug(
+                "replacing %s by %s (simultaneous dial)", existing.describe(), conn.describe()
+            )
             self.stats.replaced += 1
             self._spawn(existing.close(), "close duplicate")
         elif existing is None:
