@@ -69,3 +69,15 @@ MAX_UNFLUSHED_ANSWERS: Final = 256 * 1024
 #: seconds it then has to answer before it counts as frozen (its requests fail at once).
 STALL_TIMEOUT: Final = 2.0
 STALL_PING_TIMEOUT: Final = 2.0
+
+# -- storage (store/) ---------------------------------------------------------------------------
+#: Default free-disk reserve: this share of the file system, at most RESERVE_MAX bytes.
+RESERVE_FRACTION: Final = 0.05
+RESERVE_MAX: Final = 1 << 30
+#: Seconds between two log lines about the same storage limit while it stays hit.
+STORAGE_LIMIT_LOG_INTERVAL: Final = 300.0
+#: Corrupt block files kept as evidence in blocks/corrupt/ (the oldest go first).
+CORRUPT_MAX_FILES: Final = 64
+CORRUPT_MAX_BYTES: Final = 64 << 20
+#: Peers remembered in the catalog (the most recently seen are kept).
+CATALOG_MAX_PEERS: Final = 1000

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from shoal import defaults
 from shoal.content import Chunker, ReadCap, looks_like_cap, parse_cap
+from shoal.content.manifest import MAX_CHILDREN, MAX_CHUNK_SIZE, MAX_REPLICAS
 from shoal.errors import ConfigError, InvalidCapability, NotFound, StorageError
 from shoal.ids import encode_id
 from shoal.names import check_media_type, check_name
@@ -40,6 +41,18 @@ Progress = Callable[[int], None]  # called with the number of bytes just done
 
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
 _DELETE_BATCH = 256  # block deletes per trip to the I/O pool
+
+
+def _check_options(opts: RuntimeOptions) -> None:
+    """Refuse settings a put would only trip over later, with the range that is accepted."""
+    if not 1 <= opts.replicas <= MAX_REPLICAS:
+        raise ConfigError(f"replicas must be 1 to {MAX_REPLICAS}, got {opts.replicas}")
+    if not 1 <= opts.chunk_size <= MAX_CHUNK_SIZE:
+        raise ConfigError(f"chunk size must be 1 to {MAX_CHUNK_SIZE} bytes")
+    if not 2 <= opts.manifest_fanout <= MAX_CHILDREN:
+        raise ConfigError(f"manifest fanout must be 2 to {MAX_CHILDREN}")
+    if opts.window < 1:
+        raise ConfigError("the transfer window must be at least 1")
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -197,8 +210,7 @@ class Node:
                 None if network else base.network_secret if base.network else data.network.secret
             ),
         )
-        if opts.replicas < 1:
-            raise ConfigError("replicas must be at least 1")
+        _check_options(opts)
         runtime = NodeRuntime(data, opts)
         await runtime.start()
         try:

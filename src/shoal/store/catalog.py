@@ -32,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from shoal import defaults
 from shoal.errors import ConfigError, InvalidCapability, StorageError
 from shoal.ids import decode_id
 
@@ -71,7 +72,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 # Wait this long for a lock held by another connection (e.g. a CLI reading the same file).
 _BUSY_TIMEOUT_S = 5.0
 #: Peers kept in the catalog by default; beyond it, the least recently seen are forgotten.
-MAX_PEERS = 1000
+MAX_PEERS = defaults.CATALOG_MAX_PEERS
 #: Addresses kept per peer, and the longest address kept (longer ones are dropped).
 MAX_PEER_ADDRESSES = 32
 MAX_ADDRESS_LENGTH = 300

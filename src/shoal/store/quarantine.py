@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from shoal import defaults
 from shoal.ids import ID_TEXT_LENGTH, decode_id, encode_id
 
 __all__ = ["CORRUPT_MAX_BYTES", "CORRUPT_MAX_FILES", "Quarantine"]
@@ -25,8 +26,8 @@ __all__ = ["CORRUPT_MAX_BYTES", "CORRUPT_MAX_FILES", "Quarantine"]
 log = logging.getLogger("shoal.store")
 
 #: Bounds of corrupt/: files kept, and their total size.
-CORRUPT_MAX_FILES = 64
-CORRUPT_MAX_BYTES = 64 << 20
+CORRUPT_MAX_FILES = defaults.CORRUPT_MAX_FILES
+CORRUPT_MAX_BYTES = defaults.CORRUPT_MAX_BYTES
 
 
 def _parse(name: str) -> tuple[bytes, int] | None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from shoal import defaults
 from shoal.errors import StorageError, StorageFull
 from shoal.units import format_size
 
@@ -42,10 +43,10 @@ __all__ = [
 log = logging.getLogger("shoal.store")
 
 #: Default free-disk reserve: 5% of the file system, at most 1 GiB (as Tahoe's reserved_space).
-RESERVE_FRACTION = 0.05
-RESERVE_MAX = 1 << 30
+RESERVE_FRACTION = defaults.RESERVE_FRACTION
+RESERVE_MAX = defaults.RESERVE_MAX
 #: Seconds between two log lines about the same limit while it stays hit.
-LIMIT_LOG_INTERVAL = 300.0
+LIMIT_LOG_INTERVAL = defaults.STORAGE_LIMIT_LOG_INTERVAL
 
 
 def default_reserve(path: Path) -> int:

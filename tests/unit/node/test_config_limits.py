@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from shoal import Node
 from shoal.errors import ConfigError
 from shoal.node.datadir import NodeConfig, init_data_dir, load_data_dir
+from shoal.node.runtime import RuntimeOptions
 from shoal.transport.limits import TransportLimits, limits_with
 
 
@@ -61,3 +63,27 @@ async def test_limits_reach_the_running_node(tmp_path: Path) -> None:
         limits = node._rt.manager.limits
         assert (limits.max_connections, limits.max_pending) == (7, 5)
         assert node._rt.blocks.max_bytes == 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"chunk_size": 0}, "chunk size"),
+        ({"chunk_size": 5 << 20}, "chunk size"),
+        ({"manifest_fanout": 1}, "fanout"),
+        ({"window": 0}, "window"),
+    ],
+)
+async def test_settings_a_put_would_trip_over_are_refused_at_start(
+    tmp_path: Path, change: dict[str, int], message: str
+) -> None:
+    options = dataclasses.replace(RuntimeOptions(), **change)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        async with Node.start(tmp_path / "n", listen="127.0.0.1:0", options=options):
+            pass
+
+
+async def test_too_many_replicas_are_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="replicas must be 1 to 255"):
+        async with Node.start(tmp_path / "n", listen="127.0.0.1:0", replicas=300):
+            pass
