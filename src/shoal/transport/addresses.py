@@ -1,6 +1,6 @@
 """Network addresses: parsing what a user typed, and vetting what a peer told us.
 
-Two entry points:
+Three entry points:
 
 - :func:`parse_address` for addresses the user gives (``--listen``, ``--peer``): lenient
   (``localhost:0`` is a fine listen address), ``ConfigError`` when malformed.
@@ -10,24 +10,33 @@ Two entry points:
   unspecified (``0.0.0.0``, ``::``), multicast, broadcast and reserved addresses, port 0,
   over-long or malformed hosts, and loopback addresses unless the caller allows them (only a
   peer that is itself on loopback may announce a loopback address).
+- :func:`advertised_addresses` for what a node tells its peers (HELLO's ``listen_addrs``,
+  invites): the ``--advertise`` addresses if given, else the listen address, and for a wildcard
+  listen (``0.0.0.0``, ``::``) the addresses of the host's interfaces. Never an unspecified
+  address: a peer cannot dial ``0.0.0.0``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from shoal.errors import ConfigError
+from shoal.protocol.messages import MAX_ADDRS
 
 __all__ = [
     "AddressError",
     "OwnAddresses",
+    "advertised_addresses",
     "format_address",
     "host_of",
     "is_loopback_host",
+    "is_wildcard_host",
     "normalize_address",
     "parse_address",
+    "parse_advertise",
     "printable",
 ]
 
@@ -204,3 +213,134 @@ class OwnAddresses:
             own_port == port and (own_host in _WILDCARD_HOSTS or is_loopback_host(own_host))
             for own_host, own_port in self._endpoints
         )
+
+
+# -- what this node tells its peers -------------------------------------------------------------
+
+#: Most addresses a node advertises: what one HELLO carries.
+MAX_ADVERTISED: Final = MAX_ADDRS
+
+
+def is_wildcard_host(host: str) -> bool:
+    """Whether listening on ``host`` means every interface (``""``, ``0.0.0.0``, ``::``)."""
+    if host == "":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def parse_advertise(addresses: Sequence[str], *, limit: int = MAX_ADVERTISED) -> tuple[str, ...]:
+    """The canonical form of the ``--advertise`` addresses a user gave, without duplicates.
+
+    Loopback addresses are fine (nodes on one machine); nothing a peer cannot dial is.
+
+    Raises:
+        ConfigError: An address is malformed, has port 0 or a wildcard or other undialable
+            host, or there are more than ``limit`` distinct addresses.
+    """
+    result: dict[str, None] = {}  # ordered set
+    for text in addresses:
+        result[_parse_one_advertised(text)] = None
+    if len(result) > limit:
+        raise ConfigError(
+            f"too many --advertise addresses ({len(result)}): a node advertises at most {limit}"
+        )
+    return tuple(result)
+
+
+def _parse_one_advertised(text: str) -> str:
+    where = f"invalid --advertise address {printable(text)!r}"
+    try:
+        host, port = parse_address(text)
+    except ConfigError:
+        raise ConfigError(
+            f"{where}: expected HOST:PORT as peers should dial it, e.g. 192.0.2.10:7000"
+        ) from None
+    if is_wildcard_host(host):
+        raise ConfigError(
+            f"{where}: 0.0.0.0 and :: mean 'every interface' and cannot be dialed; "
+            "give an address peers reach this machine at"
+        )
+    if port == 0:
+        raise ConfigError(
+            f"{where}: port 0 cannot be dialed; give the port peers connect to "
+            "(the --listen port, or the one forwarded to it)"
+        )
+    try:
+        return normalize_address(text, allow_loopback=True)
+    except AddressError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def advertised_addresses(
+    listen_host: str,
+    port: int,
+    *,
+    advertise: Sequence[str] = (),
+    interfaces: Iterable[str] = (),
+    dual_stack: bool = False,
+    limit: int = MAX_ADVERTISED,
+) -> tuple[str, ...]:
+    """The addresses a node tells its peers to dial, canonical, best first, at most ``limit``.
+
+    - Explicit ``advertise`` addresses win, as :func:`parse_advertise` returns them.
+    - A specific listen host: that address with the bound port (nothing if it cannot be dialed,
+      e.g. an IPv6 link-local host).
+    - A wildcard listen host: the ``interfaces`` addresses of the listening family with the bound
+      port; ``0.0.0.0`` is IPv4, ``::`` IPv6 (and IPv4 too if ``dual_stack``: asyncio's listener
+      sets ``IPV6_V6ONLY``, so ours is not), ``""`` both. Ordinary addresses first, then IPv4
+      link-local ones, then loopback ones (dropped by peers that are not on this machine);
+      addresses no peer can dial (IPv6 link-local, multicast, unspecified, malformed) are left
+      out.
+
+    Args:
+        listen_host: The host the listener is bound to (no brackets needed).
+        port: The port it is bound to (not 0).
+        advertise: The ``--advertise`` addresses, if any.
+        interfaces: The IP addresses of this host's interfaces (``fe80::1%eth0`` is fine).
+        dual_stack: Whether a ``::`` listener also accepts IPv4.
+        limit: Most addresses returned.
+
+    Raises:
+        ConfigError: An ``advertise`` address is invalid (see :func:`parse_advertise`).
+    """
+    if advertise:
+        return parse_advertise(advertise, limit=limit)
+    host = listen_host.strip("[]")
+    if not is_wildcard_host(host):
+        try:
+            return (normalize_address(format_address(host, port)),)
+        except AddressError:
+            return ()
+    versions = {4, 6} if host == "" else {ipaddress.ip_address(host).version}
+    if dual_stack and 6 in versions:
+        versions.add(4)
+    ranked: dict[str, int] = {}
+    for text in interfaces:
+        ip = _interface_ip(text)
+        if ip is None or ip.version not in versions:
+            continue
+        try:
+            address = normalize_address(format_address(str(ip), port))
+        except AddressError:
+            continue
+        rank = 2 if ip.is_loopback else 1 if ip.is_link_local else 0
+        ranked.setdefault(address, rank)
+    best_first = sorted(ranked, key=ranked.__getitem__)  # stable: interface order within a rank
+    return tuple(best_first[:limit])
+
+
+def _interface_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address of an interface, without its IPv6 zone (``%eth0``) and with an
+    IPv4-mapped address as IPv4; None if malformed."""
+    if not isinstance(text, str):
+        return None
+    try:
+        ip = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip

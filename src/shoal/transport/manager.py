@@ -3,6 +3,10 @@
 How it works:
 - The network is a :class:`~shoal.transport.backend.NetworkBackend` (real TCP + TLS by default,
   in-memory in tests) and time a :class:`~shoal.clock.Clock`; both are constructor arguments.
+- What the node tells peers (HELLO's ``listen_addrs``) is ``advertised_addresses``: the
+  ``advertise`` addresses if given, else the listen address, or for a wildcard listen
+  (``0.0.0.0``, ``::``) the host's interface addresses (``transport.addresses``); never an
+  unspecified address. Each is one of the node's own addresses, never dialed.
 - Peers are keyed by node ID, never by address, in a bounded :class:`PeerBook`; every address
   is vetted (``transport.addresses``) before it is remembered or dialed.
 - Which peers to keep connected is the routing's decision (a ``DialPolicy``); the manager's
@@ -30,7 +34,7 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -48,11 +52,14 @@ from shoal.protocol import Connection, LocalNode, Role, node_id_for
 from shoal.transport.addresses import (
     AddressError,
     OwnAddresses,
+    advertised_addresses,
     format_address,
     host_of,
     is_loopback_host,
+    is_wildcard_host,
     normalize_address,
     parse_address,
+    parse_advertise,
     printable,
 )
 from shoal.transport.backend import (
@@ -66,6 +73,7 @@ from shoal.transport.backend import (
 from shoal.transport.book import PeerBook, PeerRecord, PeerSource
 from shoal.transport.dialing import Dialer, DialPolicy
 from shoal.transport.identity import Identity, certificate_public_key
+from shoal.transport.interfaces import interface_addresses
 from shoal.transport.limits import Admission, Backoff, LimitLog, TransportLimits
 from shoal.transport.peer import Handler, PeerConnection
 from shoal.transport.stream import FrameStream
@@ -113,6 +121,8 @@ class ConnectionManager:
         tls_dir: Where the real backend writes its certificate files (the data dir); only
             needed when ``backend`` is not given.
         listen: ``host:port`` to listen on (port 0: any).
+        advertise: ``host:port`` addresses to tell peers instead of the listen address (for
+            a node behind NAT or port forwarding); validated at ``start()``.
         handler: Answers peers' requests.
         network, network_secret: Which network this node belongs to (see the handshake).
         on_peer_up: Awaited (in a task) when a peer comes up.
@@ -124,6 +134,8 @@ class ConnectionManager:
         clock: Time (virtual in tests).
         backend: The network (real TCP + TLS by default).
         limits: Connection, address and dialing limits.
+        interfaces: Lists this host's interface addresses, for a wildcard listen (the real
+            interfaces by default; tests give fake ones).
     """
 
     def __init__(
@@ -145,6 +157,8 @@ class ConnectionManager:
         clock: Clock = SYSTEM_CLOCK,
         backend: NetworkBackend | None = None,
         limits: TransportLimits = DEFAULT_LIMITS,
+        advertise: Sequence[str] = (),
+        interfaces: Callable[[], Iterable[str]] = interface_addresses,
     ) -> None:
         if backend is None:
             if tls_dir is None:
@@ -155,6 +169,9 @@ class ConnectionManager:
         self._backend = backend
         self._clock = clock
         self._listen = listen
+        self._advertise = tuple(advertise)
+        self._interfaces = interfaces
+        self._advertised: tuple[str, ...] = ()
         self._handler = handler
         self._network = network
         self._network_secret = network_secret
@@ -194,20 +211,42 @@ class ConnectionManager:
     async def start(self) -> None:
         """Listen; raises ``AddressInUse`` or ``ConfigError``."""
         host, port = parse_address(self._listen)
+        explicit = parse_advertise(self._advertise)  # a typo fails before we listen
         self._listener = await self._backend.listen(
             host, port, identity=self.identity, on_accept=self._on_incoming
         )
         self.listen_address = self._listener.address
         self._cert_hash = sha256(self._listener.certificate_der)
         self.add_own_address(self.listen_address)
+        self._advertised = self._compute_advertised(explicit)
+        for address in self._advertised:
+            self.add_own_address(address)
         self._local = LocalNode(
             private_key=self.identity.private_key,
-            listen_addrs=(self.listen_address,),
+            listen_addrs=self._advertised,
             network=self._network,
             network_secret=self._network_secret,
         )
         self._tasks.spawn(self._sweep_loop(), name="forget unreachable peers")
         self._dialer.start()
+
+    def _compute_advertised(self, explicit: tuple[str, ...]) -> tuple[str, ...]:
+        bound_host, bound_port = parse_address(self.listen_address)
+        wildcard = is_wildcard_host(bound_host)
+        found = list(self._interfaces()) if wildcard and not explicit else []
+        # dual_stack=False: asyncio's listener on :: sets IPV6_V6ONLY, so it takes no IPv4.
+        advertised = advertised_addresses(
+            bound_host, bound_port, advertise=explicit, interfaces=found
+        )
+        if advertised:
+            log.info("telling peers to reach this node at %s", ", ".join(advertised))
+        else:
+            log.warning(
+                "listening on %s, but found no address peers can dial; other nodes can still "
+                "connect to this one, but not learn where it is: use --advertise HOST:PORT",
+                self.listen_address,
+            )
+        return advertised
 
     async def aclose(self) -> None:
         self._closing = True
@@ -229,6 +268,14 @@ class ConnectionManager:
     @property
     def node_id(self) -> bytes:
         return self.identity.node_id
+
+    @property
+    def advertised_addresses(self) -> tuple[str, ...]:
+        """Where peers should dial this node, best first (HELLO's ``listen_addrs``, invites).
+
+        Canonical ``host:port`` addresses, never an unspecified one; empty before ``start()``.
+        """
+        return self._advertised
 
     @property
     def clock(self) -> Clock:
