@@ -165,7 +165,14 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
         )
     if not addresses:
         with Client.from_data_dir(data_dir) as client:
-            addresses = (str(client.status()["listen"]),)
+            status = client.status()
+        advertised = status.get("advertise")
+        addresses = tuple(str(a) for a in advertised) if isinstance(advertised, list) else ()
+        if not addresses:
+            raise ConfigError(
+                "the running node advertises no address other nodes could reach: name one "
+                "with --address HOST:PORT, or run the node with --advertise HOST:PORT"
+            )
     for address in addresses:
         parse_address(address)
     click.echo(str(Invite(data.network.secret, addresses)))

@@ -131,6 +131,7 @@ class NodeRuntime:
             clock=options.clock,
             backend=options.backend,
             limits=options.limits,
+            advertise=options.advertise,
         )
         self.routing: Routing = FullMeshRouting(self.manager)
         self.started_at = options.clock.time()

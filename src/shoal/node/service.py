@@ -139,6 +139,11 @@ class Node:
         """The ``host:port`` this node actually listens on."""
         return self._rt.manager.listen_address
 
+    @property
+    def advertised_addresses(self) -> tuple[str, ...]:
+        """Where peers are told to reach this node (HELLO), best first."""
+        return self._rt.manager.advertised_addresses
+
     @classmethod
     @asynccontextmanager
     async def start(
@@ -428,7 +433,8 @@ class Node:
         or ``shoal init --join``). It holds the network secret: share it like a password.
 
         Args:
-            addresses: where the new node should find this one; default: where it listens.
+            addresses: where the new node should find this one; default: the addresses this
+                node advertises.
 
         Raises:
             ConfigError: This node is in the open network, which needs no invite.
@@ -439,7 +445,13 @@ class Node:
                 "this node is in the open network: other nodes join it with "
                 "`shoal init --open` and `--peer ADDRESS`, no invite needed"
             )
-        return str(Invite(secret, tuple(addresses) or (self.listen_address,)))
+        chosen = tuple(addresses) or self.advertised_addresses
+        if not chosen:
+            raise ConfigError(
+                "this node has no address other nodes could reach: give one to the invite, "
+                "or run the node with --advertise HOST:PORT"
+            )
+        return str(Invite(secret, chosen))
 
     # -- peers and status ----------------------------------------------------------------------
 
@@ -474,6 +486,7 @@ class Node:
         return NodeStatus(
             node_id=self.node_id,
             listen=self.listen_address,
+            advertise=list(self.advertised_addresses),
             data_dir=str(self.data_dir),
             network=self._rt.options.network or defaults.OPEN_NETWORK,
             replicas=self._rt.options.replicas,

@@ -58,6 +58,7 @@ class NodeStatus:
 
     node_id: str
     listen: str
+    advertise: list[str]
     data_dir: str
     network: str
     replicas: int
@@ -72,6 +73,7 @@ class NodeStatus:
         return {
             "node_id": self.node_id,
             "listen": self.listen,
+            "advertise": self.advertise,
             "data_dir": self.data_dir,
             "network": self.network,
             "replicas": self.replicas,

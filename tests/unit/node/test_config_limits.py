@@ -87,3 +87,15 @@ async def test_too_many_replicas_are_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="replicas must be 1 to 255"):
         async with Node.start(tmp_path / "n", listen="127.0.0.1:0", replicas=300):
             pass
+
+
+async def test_advertised_addresses_reach_hello_status_and_invites(tmp_path: Path) -> None:
+    async with Node.start(
+        tmp_path / "n", listen="127.0.0.1:0", advertise=["192.0.2.9:7000", "[2001:db8::1]:7000"]
+    ) as node:
+        assert node.advertised_addresses == ("192.0.2.9:7000", "[2001:db8::1]:7000")
+        assert (await node.status()).advertise == ["192.0.2.9:7000", "[2001:db8::1]:7000"]
+        assert node.invite().endswith("@192.0.2.9:7000,[2001:db8::1]:7000")
+    with pytest.raises(ConfigError, match="invalid --advertise address"):
+        async with Node.start(tmp_path / "m", listen="127.0.0.1:0", advertise=["0.0.0.0:7000"]):
+            pass
