@@ -343,8 +343,9 @@ def put(data_dir: Path, files: tuple[str, ...], name: str | None) -> None:
     if under_replicated is not None:
         copies, wanted = under_replicated
         click.echo(
-            f"warning: only {copies} of {wanted} copies stored (only {copies} node(s) up); "
-            "the file does not yet survive the loss of the nodes that hold it",
+            f"warning: only {copies} of {wanted} copies of some blocks could be stored (too few "
+            "nodes up or with room); the file does not yet survive the loss of the nodes that "
+            "hold it",
             err=True,
         )
     if failures:
@@ -464,6 +465,8 @@ def status(data_dir: Path, as_json: bool) -> None:
             shown = f"{value:.1f}"
         elif isinstance(value, str | int):
             shown = str(value)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            shown = ", ".join(value) or "-"
         else:
             shown = json.dumps(value)
         click.echo(f"{key}: {shown}")
