@@ -167,6 +167,10 @@ class MemoryStream:
     def set_receive_buffer(self, size: int) -> None:
         """Nothing to size: bytes are handed over whole."""
 
+    def write_buffer_size(self) -> int:
+        peer = self._peer
+        return 0 if self._lost or peer is None or peer._lost else peer._unread
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
             return self.remote

@@ -314,6 +314,7 @@ class PeerConnection:
     async def run(self) -> None:
         """Read loop: serve requests, resolve responses, until the connection ends."""
         watcher = self._loop.create_task(self._watch_stalls(), name="stall watcher")
+        write_watcher = self._loop.create_task(self._watch_writes(), name="write watcher")
         try:
             while True:
                 event = self._conn.next_event()
@@ -337,9 +338,10 @@ class PeerConnection:
         except (TransportError, ConnectionError, OSError) as exc:
             log.info("connection to %s ended: %s", self.describe(), type(exc).__name__)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, write_watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.close()
 
     # -- serving the peer's requests -------------------------------------------------------
@@ -541,6 +543,38 @@ class PeerConnection:
             self._close_reason = (
                 f"{self.describe()} stopped responding: nothing received for {quiet:.1f} s, "
                 "not even an answer to a PING"
+            )
+            log.warning("%s; closing the connection", self._close_reason)
+            self._fail_pending()
+            self._stream.abort()
+            return
+
+    async def _watch_writes(self) -> None:
+        """Declare the peer gone once it has taken none of our bytes and sent none of its own
+        for ``stall_timeout + stall_ping_timeout``.
+
+        This catches what the silence check above cannot see: a peer that floods us with
+        requests and never reads the answers (we hold it back, so we stop reading it; it has
+        nothing pending of ours). A live peer that holds us back sends PINGs (see
+        ``_held_back``), and a slow link still takes bytes, so neither is mistaken for it.
+        """
+        limit = self._stall_timeout + self._stall_ping_timeout
+        stuck_since: float | None = None
+        last_size = 0
+        while True:
+            await asyncio.sleep(self._stall_timeout / 2)
+            size = self._stream.write_buffer_size()
+            now = self._loop.time()
+            if size == 0 or size < last_size:
+                stuck_since = None
+            elif stuck_since is None:
+                stuck_since = now
+            last_size = size
+            if stuck_since is None or now - stuck_since < limit or now - self._last_byte < limit:
+                continue
+            self._close_reason = (
+                f"{self.describe()} stopped reading: {size} bytes sent to it were not taken, "
+                f"and nothing came from it, for {now - stuck_since:.1f} s"
             )
             log.warning("%s; closing the connection", self._close_reason)
             self._fail_pending()

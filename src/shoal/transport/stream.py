@@ -94,6 +94,10 @@ class ByteStream(Protocol):
         """
         ...
 
+    def write_buffer_size(self) -> int:
+        """Bytes written that the peer has not taken yet (0 when closed)."""
+        ...
+
 
 class FrameStream(asyncio.BufferedProtocol):
     """The protocol object of one connection; a ``sink`` receives every chunk of bytes.
@@ -181,6 +185,11 @@ class FrameStream(asyncio.BufferedProtocol):
         self._early.clear()
         if self._eof:
             sink(memoryview(b""))
+
+    def write_buffer_size(self) -> int:
+        if self.transport is None or self.transport.is_closing():
+            return 0
+        return self.transport.get_write_buffer_size()
 
     def set_receive_buffer(self, size: int) -> None:
         """Use a receive buffer of ``size`` bytes for the following reads.

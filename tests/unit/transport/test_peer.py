@@ -373,6 +373,25 @@ async def test_peer_that_never_reads_gets_at_most_a_few_answers(
     assert len(limit_lines) == 1  # rate-limited
 
 
+async def test_a_peer_that_floods_requests_and_never_reads_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It has nothing of ours pending and we stop reading it, so only the write side shows it
+    is gone: nothing taken and nothing sent for the stall timeouts closes the connection."""
+    caplog.set_level(logging.INFO, logger="shoal.transport.peer")
+    node = Node(blocks={ID: BLOCK})
+    async with listening(node, stall_timeout=0.2, stall_ping_timeout=0.2) as (port, accepted):
+        rogue = await Rogue.connect(port)
+        served = await accepted.get()
+        for _ in range(200):
+            rogue.send(GetBlock(ID))
+        async with asyncio.timeout(30):
+            await served.closed.wait()
+        assert "stopped reading" in caplog.text
+        assert "Traceback" not in caplog.text
+        await rogue.close()
+
+
 async def test_put_block_flood_holds_at_most_max_uploads(caplog: pytest.LogCaptureFixture) -> None:
     """PUT_BLOCKs whose handlers do not finish: MAX_UPLOADS in service, then reading stops."""
     caplog.set_level(logging.INFO, logger="shoal.transport.peer")
