@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 
 from shoal import ConfigError, InvalidCapability, Node, NotFound, QuorumNotMet, StorageError
 from tests.conftest import SmallDisk
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import FAST, Cluster
 
 
 def break_disk(cluster: Cluster, name: str) -> Path:
@@ -231,4 +233,24 @@ async def test_a_peer_lost_during_a_put_leaves_a_smaller_but_successful_put(
     [entry] = await a._rt.io(a._rt.catalog.under_replicated)
     assert (entry.name, entry.replicas, entry.replicas_wanted) == ("big.bin", 2, 3)
     async with b.get(result.cap) as reader:
+        assert await reader.read() == data
+
+
+async def test_a_full_holder_refuses_and_its_blocks_go_to_the_next_closest(
+    cluster: Cluster, random_bytes: Callable[[int], bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shoal")
+    tiny = dataclasses.replace(FAST, max_storage=256 * 1024, reserved_space=0)
+    full = await cluster.add("full", options=tiny)
+    others = [await cluster.add(f"n{i}", peers=[full.listen_address], replicas=2) for i in range(3)]
+    for node in (full, *others):
+        await node.wait_for_peers(3, timeout=15)
+    data = random_bytes(12 * 1024 * 1024)  # 13 blocks: the full node is among the closest of some
+    result = await others[0].store_with_result("f.bin", data)
+    assert (result.replicas, result.replicas_wanted) == (2, 2)  # every block found two holders
+    assert (await full.status()).bytes <= 256 * 1024
+    refusals = [r.getMessage() for r in caplog.records if "storage limit" in r.getMessage()]
+    assert refusals, "the full node never refused a block"
+    assert not any(str(cluster.root) in text for text in refusals)  # peers learn no local path
+    async with others[2].get(result.cap) as reader:
         assert await reader.read() == data
