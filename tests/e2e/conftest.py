@@ -13,8 +13,14 @@ Nothing here sleeps for a fixed time to let something happen: every wait polls a
 be running is checked: a node that crashed fails the test at once with its stderr instead of
 after a timeout.
 
-Every process is killed in the fixture's finalizer, whatever happened. When a test fails, each
-node's stderr (and exit code) is attached to the failure report as its own section.
+Tests look inside too: ``block_ids()`` lists the blocks in a node's ``blocks/`` directory, so a
+test can prove a get read from peers and not locally (``get_over_network``: the reader lacked
+some of the file's blocks just before); ``memory()`` reads a node's VmRSS and VmHWM from /proc;
+``freeze()`` and ``thaw()`` send SIGSTOP and SIGCONT.
+
+Every process is killed in the fixture's finalizer, whatever happened (a frozen one is resumed
+first). When a test fails, each node's stderr (and exit code) is attached to the failure report
+as its own section.
 """
 
 from __future__ import annotations
@@ -335,8 +341,8 @@ class ShoalNode:
         if self.proc is not None and self.proc.poll() is None:
             self.should_run = False
             if self.frozen:
-                # SIGKILL ends a stopped process too, but a resumed one also lets the kernel
-                # finish whatever it was in the middle of in the usual way.
+                # SIGKILL ends a stopped process too; resuming it first all the same means no
+                # process is ever left stopped, whatever happens to the kill.
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.proc.pid, signal.SIGCONT)
                 self.frozen = False
