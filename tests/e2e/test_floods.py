@@ -20,6 +20,7 @@ import contextlib
 import errno
 import resource
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from shoal.defaults import MAX_PENDING_PER_ADDRESS
 from shoal.ids import decode_id
 from shoal.node.datadir import load_data_dir
 from shoal.protocol import GetBlock
-from tests.e2e.conftest import MiB, ShoalNet, ShoalNode, get_over_network
+from tests.e2e.conftest import WAIT_TIMEOUT, MiB, ShoalNet, ShoalNode, get_over_network
 from tests.e2e.rogue import RoguePeer, split_address
 
 pytestmark = pytest.mark.e2e
@@ -91,7 +92,8 @@ def limit_warnings(node: ShoalNode) -> list[str]:
 
 # -- 2,000 idle connections ---------------------------------------------------------------------
 
-IDLE_CONNECTIONS = 2000
+IDLE_CONNECTIONS = 2000  # at least; more if the put and gets during the flood take longer
+MAX_IDLE_CONNECTIONS = 8000
 BATCH = 50
 IDLE_MARGIN = TRANSFER_MARGIN + 32 * MiB
 """Over the warm-up peak. A node that kept even a 64 KiB buffer per idle connection would need
@@ -117,11 +119,10 @@ def open_files_limit(needed: int) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def open_idle_connections(
-    net: ShoalNet, address: str, count: int, socks: list[socket.socket]
-) -> None:
-    """Open ``count`` TCP connections to ``address`` (appended to ``socks``) that never send a
-    byte, in batches the node has to deal with before the next one comes.
+class IdleFlood(threading.Thread):
+    """Opens TCP connections to ``address`` that never send a byte, in batches, from the
+    moment it starts until it is stopped and at least ``minimum`` were opened. Every socket
+    stays open (on this side) until :meth:`close`.
 
     Why batches: when a listener's accept queue (100 here) overflows, the kernel drops the
     connection's last ACK; the client believes it is connected, the node never hears of it
@@ -130,19 +131,55 @@ def open_idle_connections(
     for a TLS handshake (``MAX_PENDING_PER_ADDRESS`` from one address, until their handshake
     timeout): so every connection reaches the node, and the node must refuse them as they come.
     """
-    for first in range(0, count, BATCH):
-        for _ in range(min(BATCH, count - first)):
-            sock = socket.create_connection(split_address(address), timeout=30)
+
+    def __init__(self, net: ShoalNet, address: str, minimum: int) -> None:
+        super().__init__(name="idle flood", daemon=True)
+        self.net = net
+        self.address = address
+        self.minimum = minimum
+        self.socks: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while len(self.socks) < self.minimum or not self.stopping.is_set():
+                assert len(self.socks) < MAX_IDLE_CONNECTIONS, "the flood was never stopped"
+                self._batch()
+        except BaseException as exc:  # handed to the test by stop()
+            self.error = exc
+
+    def _batch(self) -> None:
+        for _ in range(BATCH):
+            sock = socket.create_connection(split_address(self.address), timeout=30)
             sock.setblocking(False)  # for closed_by_peer
-            socks.append(sock)
-        net.wait(
+            self.socks.append(sock)
+        self.net.wait(
             lambda: (
-                (n := sum(not closed_by_peer(s) for s in socks)) <= MAX_PENDING_PER_ADDRESS,
+                (n := self.open_count()) <= MAX_PENDING_PER_ADDRESS,
                 n,
             ),
-            what=f"n1 to close all but {MAX_PENDING_PER_ADDRESS} of {len(socks)} idle "
+            what=f"n1 to close all but {MAX_PENDING_PER_ADDRESS} of {len(self.socks)} idle "
             "connections (last seen: how many are open)",
         )
+
+    def open_count(self) -> int:
+        """How many of the connections the node has not closed yet."""
+        return sum(not closed_by_peer(sock) for sock in list(self.socks))
+
+    def stop(self) -> None:
+        """Finish (after ``minimum`` connections); raise what went wrong in the thread."""
+        self.stopping.set()
+        self.join(timeout=WAIT_TIMEOUT * 2)
+        assert not self.is_alive(), "the flood did not stop"
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.join(timeout=WAIT_TIMEOUT * 2)
+        for sock in self.socks:
+            sock.close()
 
 
 def closed_by_peer(sock: socket.socket) -> bool:
@@ -164,26 +201,27 @@ def test_two_thousand_idle_connections_cost_no_memory_and_no_service(
     get_across(n1, n2, put_across(n1, n2, random_file, "warm-up"), tmp_path / "warm-up")
     bound = n1.memory().peak + IDLE_MARGIN
 
-    socks: list[socket.socket] = []
-    with open_files_limit(IDLE_CONNECTIONS + 256):
+    with open_files_limit(MAX_IDLE_CONNECTIONS + 256):
+        flood = IdleFlood(shoal_net, n1.listen, IDLE_CONNECTIONS)
+        flood.start()
         try:
-            # Plain TCP connections that never send a byte, all held open by this process.
-            open_idle_connections(shoal_net, n1.listen, IDLE_CONNECTIONS, socks)
-            # During: the API answers, and n1 stores on and fetches from its peer.
+            # While connections keep coming (the flood goes on until this is done): the API
+            # answers, and n1 stores on and fetches from its peer over their connection (a new
+            # one from 127.0.0.1 would now wait for a pending slot like the flood's).
             assert n1.status()["node_id"] == n1.node_id
             stored = put_across(n1, n2, random_file, "during")
             get_across(n1, n2, stored, tmp_path / "during")
+            flood.stop()
             # n1 holds none of them for long: past its limits it closes a connection at once,
             # and the few it admitted time out in the handshake.
             shoal_net.wait(
-                lambda: ((n := sum(not closed_by_peer(s) for s in socks)) == 0, n),
+                lambda: ((n := flood.open_count()) == 0, n),
                 what="n1 to close every idle connection (last seen: how many are open)",
             )
             during = n1.memory()
         finally:
-            for sock in socks:
-                sock.close()
-    assert during.peak < bound, f"n1 with {IDLE_CONNECTIONS} idle connections: {during}"
+            flood.close()
+    assert during.peak < bound, f"n1 after {len(flood.socks)} idle connections: {during}"
 
     # After: the same, and memory still within the bound.
     assert n1.status()["node_id"] == n1.node_id
