@@ -363,7 +363,9 @@ def test_a_peer_that_never_reads_is_dropped_without_a_traceback(
     shoal_net: ShoalNet, random_file: RandomFile
 ) -> None:
     """A peer that never reads never answers a PING: the liveness check declares it down (and
-    closes its connection) although n1's read loop is held back by its requests."""
+    closes its connection) although n1's read loop is held back by its requests. The wait is
+    bounded by the harness's 60 s; the check itself takes a quiet interval (7.5 s on the
+    listening side) and a PING timeout (10 s)."""
     n1, n2 = start_pair(shoal_net)
     put_across(n1, n2, random_file, "warm-up")
 
