@@ -254,9 +254,9 @@ peer that does not read exceeds them."""
 
 
 def data_blocks(node: ShoalNode) -> list[bytes]:
-    """The IDs of the node's largest blocks (1 MiB chunks, not manifests), in binary form."""
+    """The IDs of the node's 1 MiB blocks (whole chunks, not manifests), in binary form."""
     root = node.data_dir / "blocks"
-    ids = sorted(node.block_ids(), key=lambda i: (root / i[:2] / i[2:4] / i).stat().st_size)
+    ids = sorted(node.block_ids())
     return [decode_id(i) for i in ids if (root / i[:2] / i[2:4] / i).stat().st_size >= MiB]
 
 
