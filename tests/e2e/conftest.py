@@ -13,12 +13,19 @@ Nothing here sleeps for a fixed time to let something happen: every wait polls a
 be running is checked: a node that crashed fails the test at once with its stderr instead of
 after a timeout.
 
-Every process is killed in the fixture's finalizer, whatever happened. When a test fails, each
-node's stderr (and exit code) is attached to the failure report as its own section.
+Tests look inside too: ``block_ids()`` lists the blocks in a node's ``blocks/`` directory, so a
+test can prove a get read from peers and not locally (``get_over_network``: the reader lacked
+some of the file's blocks just before); ``memory()`` reads a node's VmRSS and VmHWM from /proc;
+``freeze()`` and ``thaw()`` send SIGSTOP and SIGCONT.
+
+Every process is killed in the fixture's finalizer, whatever happened (a frozen one is resumed
+first). When a test fails, each node's stderr (and exit code) is attached to the failure report
+as its own section.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +38,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import pytest
+
+from shoal.ids import ID_TEXT_LENGTH
 
 T = TypeVar("T")
 
@@ -46,6 +55,7 @@ STOP_TIMEOUT: Final = 60.0
 POLL_INTERVAL: Final = 0.1
 LOG_TAIL_LINES: Final = 200
 BANNER: Final = "listening on "
+MiB: Final = 1 << 20
 
 
 def shoal_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -176,6 +186,7 @@ class ShoalNode:
         self.listen: str | None = None  # peer address, from `shoal status --json`
         self.node_id: str | None = None
         self.exit_codes: list[int] = []
+        self.frozen = False  # SIGSTOPped by :meth:`freeze`, not yet SIGCONTed
 
     def __repr__(self) -> str:
         return f"<ShoalNode {self.name} {self.listen or '-'} pid={self.pid}>"
@@ -223,20 +234,24 @@ class ShoalNode:
         listen: str = "127.0.0.1:0",
         peers: Sequence[str] = (),
         data_dir_from_env: bool = False,
+        args: Sequence[str] = (),
     ) -> None:
-        """Start ``shoal run`` without waiting for it (see :meth:`wait_ready`)."""
+        """Start ``shoal run`` without waiting for it (see :meth:`wait_ready`).
+
+        ``args`` are further ``shoal run`` options (e.g. ``("--replicas", "1")``).
+        """
         assert not self.alive, f"{self.name} is already running"
         if self.starts == 0 and self._before_first_launch is not None:
             self._before_first_launch(self)
         self.starts += 1
-        args = ["run", "--listen", listen]
+        command = ["run", "--listen", listen, *args]
         for peer in peers:
-            args += ["--peer", peer]
+            command += ["--peer", peer]
         env: dict[str, str] = {}
         if data_dir_from_env:
             env["SHOAL_DATA_DIR"] = str(self.data_dir)
         else:
-            args += ["--data-dir", str(self.data_dir)]
+            command += ["--data-dir", str(self.data_dir)]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # The child gets its own copies of these descriptors; ours can close at once.
         with (
@@ -244,7 +259,7 @@ class ShoalNode:
             self._log_path("err").open("wb") as err,
         ):
             self.proc = subprocess.Popen(
-                [*SHOAL, *args],
+                [*SHOAL, *command],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -302,10 +317,35 @@ class ShoalNode:
         """SIGTERM (a clean stop); return the exit code."""
         return self.signal(signal.SIGTERM)
 
+    def _running_pid(self) -> int:
+        assert self.proc is not None, f"{self.name} was never started"
+        assert self.alive, f"{self.name} is not running"
+        return self.proc.pid
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process stays, holds its sockets, and does nothing at all.
+
+        :meth:`thaw` resumes it; :meth:`cleanup` always does, before killing it.
+        """
+        pid = self._running_pid()
+        self.frozen = True
+        os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: a frozen node goes on where it stopped."""
+        os.kill(self._running_pid(), signal.SIGCONT)
+        self.frozen = False
+
     def cleanup(self) -> None:
         """Kill the process if it is still running (finalizers call this)."""
         if self.proc is not None and self.proc.poll() is None:
             self.should_run = False
+            if self.frozen:
+                # SIGKILL ends a stopped process too; resuming it first all the same means no
+                # process is ever left stopped, whatever happens to the kill.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, signal.SIGCONT)
+                self.frozen = False
             self.proc.kill()
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT)
@@ -316,6 +356,31 @@ class ShoalNode:
         """Explain that this node exited unexpectedly, with its stderr."""
         code = self.proc.poll() if self.proc is not None else None
         return f"node {self.name} exited with code {code} {when}\n{self.stderr_text()}"
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def block_ids(self) -> set[str]:
+        """The IDs of the blocks in this node's store, from its ``blocks/`` directory.
+
+        Only installed blocks count (``blocks/<2>/<2>/<id>``): not ``tmp/`` nor ``corrupt/``.
+        """
+        root = self.data_dir / "blocks"
+        return {
+            path.name
+            for path in root.glob("??/??/*")
+            if len(path.name) == ID_TEXT_LENGTH and path.name.startswith(path.parent.parent.name)
+        }
+
+    def memory(self) -> Memory:
+        """The process's resident memory now and at its peak, from ``/proc/<pid>/status``."""
+        fields: dict[str, int] = {}
+        for line in Path(f"/proc/{self._running_pid()}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                number, unit = value.split()
+                assert unit == "kB", line
+                fields[key] = int(number) * 1024
+        return Memory(rss=fields["VmRSS"], peak=fields["VmHWM"])
 
     # -- CLI -----------------------------------------------------------------------------------
 
@@ -345,6 +410,51 @@ class ShoalNode:
         files = self.json("ls")
         assert isinstance(files, list), files
         return files
+
+    def get_bytes(self, name_or_cap: str, dest: Path, timeout: float = COMMAND_TIMEOUT) -> bytes:
+        """``shoal get NAME_OR_CAP -o DEST`` (replacing DEST); assert success; return the bytes."""
+        self.cli("get", name_or_cap, "-o", str(dest), "--force", timeout=timeout).ok()
+        return dest.read_bytes()
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A process's resident set: now (``VmRSS``) and its peak so far (``VmHWM``), in bytes."""
+
+    rss: int
+    peak: int
+
+    def __str__(self) -> str:
+        return f"{self.rss / MiB:.0f} MiB now, {self.peak / MiB:.0f} MiB peak"
+
+
+def get_over_network(
+    reader: ShoalNode,
+    name_or_cap: str,
+    expected: bytes,
+    file_blocks: set[str],
+    dest: Path,
+    timeout: float = COMMAND_TIMEOUT,
+) -> set[str]:
+    """Get a file through ``reader`` and prove that some of it came from its peers.
+
+    Right before the get, ``reader`` must lack at least one of ``file_blocks`` (the file's
+    block IDs, as found in the data dirs of the nodes that hold it): those bytes can only come
+    over the network. The bytes written must equal ``expected``.
+
+    Returns:
+        The blocks of the file ``reader`` lacked.
+    """
+    assert file_blocks, "no blocks given: nothing would prove a fetch from a peer"
+    missing = file_blocks - reader.block_ids()
+    assert missing, (
+        f"{reader.name} already holds all {len(file_blocks)} blocks of the file: a get through "
+        "it would read locally and prove nothing about the network"
+    )
+    got = reader.get_bytes(name_or_cap, dest, timeout=timeout)
+    assert len(got) == len(expected), (len(got), len(expected))
+    assert got == expected, f"{reader.name} returned other bytes"
+    return missing
 
 
 class ShoalNet:
@@ -399,6 +509,16 @@ class ShoalNet:
         n2 = self.start("n2")  # joins with n1's invite, which names n1's address
         n3 = self.start("n3", peers=[n1, n2])
         nodes = (n1, n2, n3)
+        for node in nodes:
+            self.wait_states(node, {other: "up" for other in nodes if other is not node})
+        return nodes
+
+    def mesh(self, *names: str, args: Sequence[str] = ()) -> list[ShoalNode]:
+        """Start nodes ``names`` in order, each with ``--peer`` to the ones before it (and
+        ``args``); wait until every one sees every other one up."""
+        nodes: list[ShoalNode] = []
+        for name in names:
+            nodes.append(self.start(name, peers=list(nodes), args=args))
         for node in nodes:
             self.wait_states(node, {other: "up" for other in nodes if other is not node})
         return nodes

@@ -1,4 +1,5 @@
-"""Garbage on a node's ports does not take the node down, and it keeps serving."""
+"""Garbage on a node's ports does not take the node down, and it keeps serving: its API, and its
+peers, which fetch from it and store on it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.conftest import ShoalNet, ShoalNode
+from tests.e2e.conftest import ShoalNet, ShoalNode, get_over_network
 
 pytestmark = pytest.mark.e2e
 
@@ -112,6 +113,13 @@ def test_garbage_on_the_ports_does_not_take_the_node_down(
     shoal_net: ShoalNet, random_file: Callable[[str, int], tuple[Path, bytes]], tmp_path: Path
 ) -> None:
     n1 = shoal_net.start("n1")
+    # A file only n1 holds (it is alone: one copy, and the CLI warns so), for n2 to fetch after
+    # the garbage: the bytes can then only come from n1 over the network.
+    src_before, data_before = random_file("before-garbage.bin", 3 * 1024 * 1024 + 7)
+    put_before = n1.cli("put", str(src_before)).ok()
+    assert "only 1 of 3 copies" in put_before.stderr, put_before.describe()
+    cap_before = put_before.last_line
+    only_on_n1 = n1.block_ids()
     n2 = shoal_net.start("n2", peers=[n1])
     shoal_net.wait_states(n1, {n2: "up"})
     assert n1.listen is not None
@@ -145,14 +153,17 @@ def test_garbage_on_the_ports_does_not_take_the_node_down(
     assert n1.status()["node_id"] == n1.node_id
     shoal_net.wait_states(n2, {n1: "up"})
     shoal_net.wait_states(n1, {n2: "up"})
+    fetched = get_over_network(
+        n2, cap_before, data_before, only_on_n1, tmp_path / "before-from-n2.bin"
+    )
+    assert fetched == only_on_n1  # n2 held none of it: n1 served every block
     src, data = random_file("after-garbage.bin", 3 * 1024 * 1024 + 5)
     cap = n1.cli("put", str(src)).ok().last_line
-    out = tmp_path / "back.bin"
-    n1.cli("get", "after-garbage.bin", "-o", str(out)).ok()
-    assert out.read_bytes() == data
-    out.unlink()
-    n2.cli("get", cap, "-o", str(out)).ok()
-    assert out.read_bytes() == data
+    assert n1.get_bytes("after-garbage.bin", tmp_path / "back.bin") == data
+    assert n2.get_bytes(cap, tmp_path / "back-from-n2.bin") == data
+    new_blocks = n1.block_ids() - only_on_n1
+    assert new_blocks, "the new file left no block on n1"
+    assert new_blocks <= n2.block_ids(), "n1 did not place a copy of every new block on n2"
 
     # The silent connection was dropped by the node's handshake timeout, not kept forever.
     wait_closed_by_node(idle, "a connection that never sent a byte")

@@ -1,5 +1,6 @@
 """Streaming with bounded memory: a file far larger than the memory bound goes through nodes
-(CLI → HTTP API → node → peers, and back) without any node holding it whole."""
+(CLI → HTTP API → node → peer, then peers → another node → HTTP API → CLI) without any node
+holding it whole."""
 
 from __future__ import annotations
 
@@ -9,21 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ShoalNet, ShoalNode
+from tests.e2e.conftest import MiB, ShoalNet
 
 pytestmark = pytest.mark.e2e
 
-MiB = 1 << 20
 FILE_SIZE = 320 * MiB  # well above the bound: buffering the file anywhere would break it
 RSS_BOUND = 200 * MiB
-
-
-def peak_rss(node: ShoalNode) -> int:
-    assert node.pid is not None
-    for line in Path(f"/proc/{node.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc status")
 
 
 def write_random(path: Path, size: int) -> str:
@@ -54,12 +46,21 @@ def test_large_file_round_trip_keeps_node_memory_bounded(
     src = tmp_path / "big.bin"
     expected = write_random(src, FILE_SIZE)
 
+    # In through n2's API; out to n1 over the network (n2 sends every block to n1).
     cap = n2.cli("put", str(src), timeout=300).ok().last_line
+    file_blocks = n2.block_ids()
+    assert n1.block_ids() == file_blocks, "two nodes, three copies wanted: both hold all"
+
+    # Back through a node that joins now and holds nothing: every block crosses the network
+    # (n1 and n2 serve it, n3 receives it), then goes out through n3's API.
+    n3 = shoal_net.start("n3", peers=[n1, n2])
+    shoal_net.wait_states(n3, {n1: "up", n2: "up"})
+    assert n3.block_ids() == set()
     out = tmp_path / "back.bin"
-    n1.cli("get", cap, "-o", str(out), timeout=300).ok()
+    n3.cli("get", cap, "-o", str(out), timeout=300).ok()
 
     assert out.stat().st_size == FILE_SIZE
     assert sha256_file(out) == expected
-    for node in (n1, n2):
-        rss = peak_rss(node)
-        assert rss < RSS_BOUND, f"{node.name} peaked at {rss / MiB:.0f} MiB"
+    for node in (n1, n2, n3):
+        peak = node.memory().peak
+        assert peak < RSS_BOUND, f"{node.name} peaked at {peak / MiB:.0f} MiB"

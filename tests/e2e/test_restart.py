@@ -1,5 +1,6 @@
 """A node stopped with SIGTERM and started again on the same data dir and port picks up where
-it left off: same identity, same catalog, its peers reconnect."""
+it left off: same identity, same catalog, its peers reconnect, and it serves the blocks it
+stored before the restart to a node that never had them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ShoalNet
+from tests.e2e.conftest import ShoalNet, get_over_network
 
 pytestmark = pytest.mark.e2e
 
@@ -41,13 +42,24 @@ def test_restart_on_the_same_data_dir_and_port(
     out = tmp_path / "after.bin"
     n1.cli("get", "before.bin", "-o", str(out)).ok()
     assert out.read_bytes() == data
-    out.unlink()
-    n2.cli("get", cap, "-o", str(out)).ok()
-    assert out.read_bytes() == data
 
-    # And it takes new files as before.
+    # It serves what it stored before the restart to its peers. Two nodes hold every block, so
+    # the reader is a node that joins now (holding nothing), and n2 stops first: the blocks
+    # can only come from the restarted n1.
+    file_blocks = n1.block_ids()
+    assert n2.block_ids() == file_blocks, "two nodes, three copies wanted: both hold all"
+    n3 = shoal_net.start("n3", peers=[n2])
+    shoal_net.wait_states(n3, {n1: "up", n2: "up"})
+    assert n2.terminate() == 0, n2.stderr_text()
+    shoal_net.wait_states(n3, {n1: "up", n2: "down"})
+    fetched = get_over_network(n3, cap, data, file_blocks, tmp_path / "from-n3.bin")
+    assert fetched == file_blocks
+
+    # And it takes new files as before, placing copies on its peers.
     src2, data2 = random_file("after.bin", 2 * 1024 * 1024)
     cap2 = n1.cli("put", str(src2)).ok().last_line
-    out.unlink()  # a get never replaces a file without --force
-    n2.cli("get", cap2, "-o", str(out)).ok()
-    assert out.read_bytes() == data2
+    assert n1.get_bytes("after.bin", out) == data2
+    assert n3.get_bytes(cap2, tmp_path / "after-from-n3.bin") == data2
+    new_blocks = n1.block_ids() - file_blocks
+    assert new_blocks, "the new file left no block on n1"
+    assert new_blocks <= n3.block_ids(), "n1 did not place a copy of every new block on n3"
