@@ -38,6 +38,8 @@ T = TypeVar("T")
 
 #: Holders asked for a block before a get gives up on it.
 FETCH_CANDIDATES = 8
+#: Nodes beyond the R closest that may replace failed holders of one block (at least R).
+SPARE_HOLDERS = 8
 
 
 class PresenceHints:
@@ -112,7 +114,7 @@ async def place_block(
     Raises:
         QuorumNotMet: No node at all could store the block; the message says why.
     """
-    candidates = await rt.routing.closest(block_id, 2 * replicas)
+    candidates = await rt.routing.closest(block_id, replicas + max(replicas, SPARE_HOLDERS))
     acked: list[bytes] = []
     failures: list[str] = []
     next_index = 0

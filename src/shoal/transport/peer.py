@@ -353,6 +353,9 @@ class PeerConnection:
             await self._held_back("upload" if bulk else "request", slots.acquire())
         else:
             await slots.acquire()
+        if self.closed.is_set():  # closed while we waited for a slot: nothing to serve
+            slots.release()
+            raise ConnectionResetError("the connection ended")
         self._tasks.spawn(self._serve(request_id, message, slots, bulk=bulk), name="serve")
 
     async def _held_back(self, limit: str, wait: Awaitable[object]) -> None:
@@ -381,11 +384,11 @@ class PeerConnection:
                     timeout=self._stall_timeout / 2,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                if ended in done:  # first: closing also frees what we were waiting for
+                    raise ConnectionResetError("the connection ended")
                 if waiting in done:
                     waiting.result()
                     return
-                if ended in done:
-                    raise ConnectionResetError("the connection ended")
                 if sent < _MAX_KEEPALIVES:  # past that, their PONGs would pile up unread
                     log.debug(
                         "holding %s back; sending a PING so it knows we are alive",
