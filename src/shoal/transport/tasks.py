@@ -51,3 +51,7 @@ class TaskSet:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Since Python 3.12 a gather of finished tasks completes without yielding to the
+            # loop, so their done callbacks (which remove them from the set) may not have run
+            # yet: remove them here, or this loop would spin forever.
+            self._tasks.difference_update(task for task in tasks if task.done())

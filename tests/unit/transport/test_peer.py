@@ -159,6 +159,10 @@ async def pair(
             await run
 
 
+#: Stall timeouts long enough that a test of held-back peers is never cut short by them.
+PATIENT: dict[str, Any] = {"stall_timeout": 600.0, "stall_ping_timeout": 600.0}
+
+
 class Rogue:
     """A peer that speaks the protocol with our own modules, then misbehaves."""
 
@@ -335,7 +339,8 @@ async def test_peer_that_never_reads_gets_at_most_a_few_answers(
     node = Node(blocks={ID: BLOCK})
     tracemalloc.start()
     try:
-        async with listening(node) as (port, accepted):
+        # Long stall timeouts: this test watches the held-back connection, not its end.
+        async with listening(node, **PATIENT) as (port, accepted):
             rogue = await Rogue.connect(port)
             served = await accepted.get()
             transport = served._stream.transport  # type: ignore[attr-defined]
@@ -396,7 +401,7 @@ async def test_put_block_flood_holds_at_most_max_uploads(caplog: pytest.LogCaptu
     """PUT_BLOCKs whose handlers do not finish: MAX_UPLOADS in service, then reading stops."""
     caplog.set_level(logging.INFO, logger="shoal.transport.peer")
     node = Node(gate=asyncio.Event())
-    async with listening(node) as (port, accepted):
+    async with listening(node, **PATIENT) as (port, accepted):
         rogue = await Rogue.connect(port)
         await accepted.get()
         ids = [rogue.send(PutBlock(ID, BLOCK)) for _ in range(12)]
@@ -422,7 +427,7 @@ async def test_put_block_flood_holds_at_most_max_uploads(caplog: pytest.LogCaptu
 async def test_ping_flood_without_reading_is_held_back(caplog: pytest.LogCaptureFixture) -> None:
     """PONGs are answered without a handler; a peer that never reads them is stopped too."""
     caplog.set_level(logging.INFO, logger="shoal.transport.peer")
-    async with listening(Node(), max_unflushed_answers=64 * 1024) as (port, accepted):
+    async with listening(Node(), max_unflushed_answers=64 * 1024, **PATIENT) as (port, accepted):
         rogue = await Rogue.connect(port)
         served = await accepted.get()
         transport = served._stream.transport  # type: ignore[attr-defined]
