@@ -187,7 +187,10 @@ class Rogue:
                     rogue.conn.receive_data(await reader.read(65536))
 
     def flush(self) -> None:
-        self.writer.writelines(self.conn.data_to_send())
+        # write() per buffer, not writelines(): Python 3.13.0's socket transport does not pause
+        # its protocol in writelines(), so drain() would return with megabytes still queued.
+        for buf in self.conn.data_to_send():
+            self.writer.write(buf)
 
     def send(self, message: Message) -> int:
         request_id = self.conn.send_request(message)
