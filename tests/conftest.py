@@ -7,6 +7,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Generating examples competes for two cores with the rest of the suite (pytest -n 2 and the
+# node subprocesses of e2e tests), so the time hypothesis takes to *generate* inputs says
+# nothing about our code, and its too_slow health check made runs flaky under load. What our
+# code costs per example stays bounded: the default deadline (200 ms), or a test's own, still
+# fails a slow decoder.
+settings.register_profile("shoal", suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("shoal")
 
 SmallDisk = Callable[[int], Path]
 
