@@ -18,7 +18,7 @@ CHUNK_SIZE: Final = 1 << 20
 #: Children per manifest when a file needs a tree.
 MANIFEST_FANOUT: Final = 16384
 #: Chunks in flight per put or get: bounds a transfer's memory to about 2 * WINDOW MiB.
-WINDOW: Final = 8
+WINDOW: Final = 12
 #: Seconds a request to a peer may take before it counts as failed.
 REQUEST_TIMEOUT: Final = 30.0
 #: Seconds between liveness checks of an idle connection, and how long a PING may take.

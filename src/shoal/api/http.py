@@ -179,15 +179,26 @@ async def _put_file(request: web.Request) -> web.Response:
     if media_type is not None:
         media_type = check_media_type(media_type)
 
+    node = request.app[_NODE_KEY]
+    piece_size = node.chunk_size
+
     async def body() -> AsyncIterator[bytes]:
+        # Whole chunks, each joined once from what arrived: the node's chunker then passes them
+        # on without copying them again on the event loop.
         try:
-            async for piece in request.content.iter_chunked(PIECE_SIZE):
+            while True:
+                try:
+                    piece = await request.content.readexactly(piece_size)
+                except asyncio.IncompleteReadError as end:
+                    if end.partial:
+                        yield end.partial
+                    return
                 yield piece
         except (ClientPayloadError, ConnectionError) as exc:
             raise _UploadInterrupted(f"upload of {name!r} was interrupted: {exc}") from exc
 
     try:
-        result = await request.app[_NODE_KEY].store_with_result(name, body(), media_type=media_type)
+        result = await node.store_with_result(name, body(), media_type=media_type)
     except _UploadInterrupted as exc:
         # The client went away (e.g. Ctrl-C on `shoal put`): nothing was cataloged and
         # nobody reads this answer, so it is not worth an error with a traceback.

@@ -140,6 +140,11 @@ class Node:
         return self._rt.manager.listen_address
 
     @property
+    def chunk_size(self) -> int:
+        """Plaintext bytes per chunk of the files this node stores."""
+        return self._rt.options.chunk_size
+
+    @property
     def advertised_addresses(self) -> tuple[str, ...]:
         """Where peers are told to reach this node (HELLO), best first."""
         return self._rt.manager.advertised_addresses
