@@ -33,6 +33,18 @@ class PeerSource(enum.Enum):
     INBOUND = "inbound"  # it connected to us
     HELLO = "hello"  # announced by the peer itself in its handshake
     EXCHANGE = "exchange"  # another peer told us (GET_PEERS)
+    DHT = "dht"  # an answer to a DHT lookup (FIND_NODE) named it
+    MDNS = "mdns"  # announced on the local network (mDNS); a hint, authenticated by its key
+
+    @property
+    def shown(self) -> str:
+        """The name ``shoal peers`` shows: how the user would say it was learnt."""
+        return _SHOWN.get(self, self.value)
+
+
+# What ``shoal peers`` calls each source: one learnt from its own HELLO came in, one from an
+# earlier run came from wherever it did then (bootstrap at worst).
+_SHOWN = {PeerSource.HELLO: "inbound", PeerSource.CATALOG: "bootstrap"}
 
 
 @dataclass(eq=False)
