@@ -15,6 +15,7 @@ The tree::
     │   ├── Busy                   busy            503   RESOURCE_EXHAUSTED
     │   └── AddressInUse           address-in-use  409   ALREADY_EXISTS
     ├── NotFound                   not-found       404   NOT_FOUND
+    ├── OutOfRange                 out-of-range    416   OUT_OF_RANGE
     ├── IntegrityError             integrity       422   DATA_LOSS
     │   └── CorruptBlock           corrupt-block   422   DATA_LOSS
     ├── QuorumNotMet               quorum          503   UNAVAILABLE
@@ -46,6 +47,7 @@ __all__ = [
     "InvalidCapability",
     "LocalProtocolError",
     "NotFound",
+    "OutOfRange",
     "PeerUnavailable",
     "ProtocolError",
     "QuorumNotMet",
@@ -165,6 +167,14 @@ class NotFound(ShoalError):
     code = "not-found"
     http_status = 404
     grpc_status = "NOT_FOUND"
+
+
+class OutOfRange(ShoalError):
+    """A read asks for bytes past the end of a file (a ranged get's offset)."""
+
+    code = "out-of-range"
+    http_status = 416
+    grpc_status = "OUT_OF_RANGE"
 
 
 class IntegrityError(ShoalError):

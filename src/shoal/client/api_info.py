@@ -7,9 +7,11 @@ dir learn the token. Fields (JSON object):
 - ``url`` (str): base URL of the HTTP API, e.g. ``http://127.0.0.1:43117``;
 - ``token`` (str): the bearer token every request must carry;
 - ``pid`` (int): the process serving it;
-- ``node_id`` (str): the node's ID (text form).
+- ``node_id`` (str): the node's ID (text form);
+- ``grpc`` (str, only when ``shoal run --grpc`` serves the gRPC API): its ``host:port``; the
+  same token authenticates its calls.
 
-Readers ignore fields they do not know, so later versions may add some (``grpc``).
+Readers ignore fields they do not know, so later versions may add some.
 """
 
 from __future__ import annotations
@@ -17,14 +19,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Final
 
 from shoal.errors import ConfigError, StorageError
 from shoal.store.files import write_file_atomic
 
-__all__ = ["API_FILE_NAME", "ApiInfo", "read_api_info", "remove_api_info", "write_api_info"]
+__all__ = [
+    "API_FILE_NAME",
+    "ApiInfo",
+    "publish_grpc_address",
+    "read_api_info",
+    "remove_api_info",
+    "write_api_info",
+]
 
 API_FILE_NAME: Final = "api.json"
 """The file in a data dir where ``shoal run`` publishes the API address and token."""
@@ -38,6 +47,14 @@ class ApiInfo:
     token: str
     pid: int
     node_id: str
+    grpc: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The JSON object of ``api.json`` (``grpc`` only when set)."""
+        fields = asdict(self)
+        if self.grpc is None:
+            del fields["grpc"]
+        return fields
 
 
 def write_api_info(data_dir: str | os.PathLike[str], info: ApiInfo) -> None:
@@ -48,7 +65,7 @@ def write_api_info(data_dir: str | os.PathLike[str], info: ApiInfo) -> None:
     """
     path = Path(data_dir) / API_FILE_NAME
     try:
-        write_file_atomic(path, json.dumps(asdict(info)).encode())
+        write_file_atomic(path, json.dumps(info.to_json()).encode())
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
@@ -91,4 +108,26 @@ def read_api_info(data_dir: str | os.PathLike[str]) -> ApiInfo:
         raise ConfigError(
             f"{path} lacks url, token, pid or node_id: remove it and restart the node"
         )
-    return ApiInfo(url=raw["url"], token=raw["token"], pid=raw["pid"], node_id=raw["node_id"])
+    grpc = raw.get("grpc")
+    return ApiInfo(
+        url=raw["url"],
+        token=raw["token"],
+        pid=raw["pid"],
+        node_id=raw["node_id"],
+        grpc=grpc if isinstance(grpc, str) else None,
+    )
+
+
+def publish_grpc_address(data_dir: str | os.PathLike[str], token: str, address: str) -> None:
+    """Add the gRPC API's ``address`` to the ``api.json`` that carries ``token``.
+
+    Raises:
+        ConfigError: ``api.json`` is missing, malformed, or another node's (another token).
+        StorageError: The file cannot be written.
+    """
+    info = read_api_info(data_dir)
+    if info.token != token:
+        raise ConfigError(
+            f"{Path(data_dir) / API_FILE_NAME} belongs to another running node: stop it first"
+        )
+    write_api_info(data_dir, replace(info, grpc=address))

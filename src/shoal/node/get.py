@@ -8,6 +8,10 @@ else from the holders closest to its ID, each checked (SHA-256 once, then the AE
 it is used, failing over to the next holder only on a hash mismatch. Chunks are handed out
 strictly in file order. A tree that lies about its shape or sizes fails at the first lie, so the
 work of a get is bounded by the size its root reports.
+
+A ranged get (``start``, ``end``) fetches only the data blocks that hold bytes of the range
+(the manifests above the skipped ones are still read: one per ``fanout`` chunks) and trims
+the first and last chunk.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from shoal.content import BlockWalk, DataRef, FileWalk, NeedManifest, ReadCap
-from shoal.errors import IntegrityError
+from shoal.errors import IntegrityError, OutOfRange
 from shoal.ids import short_id
 from shoal.node.blocks import fetch_block
 from shoal.node.runtime import NodeRuntime
@@ -51,9 +55,18 @@ async def walk_block_ids(rt: NodeRuntime, cid: bytes) -> AsyncGenerator[bytes, N
             yield step.block_id
 
 
+async def _fetch_range(rt: NodeRuntime, ref: DataRef, start: int, end: int) -> bytes:
+    """The bytes of ``ref``'s chunk that lie in ``[start, end)`` of the file."""
+    chunk = await fetch_chunk(rt, ref)
+    if ref.offset >= start and ref.offset + len(chunk) <= end:
+        return chunk
+    return chunk[max(start - ref.offset, 0) : end - ref.offset]
+
+
 @dataclass
 class FileStream:
-    """Chunks of one file, fetched ahead in parallel and handed out in order.
+    """Chunks of one file (or of the range ``[start, end)`` of it), fetched ahead in parallel
+    and handed out in order.
 
     Owns its fetch tasks: ``aclose()`` cancels and awaits them.
     """
@@ -62,11 +75,16 @@ class FileStream:
     cid: bytes
     size: int
     leaves: AsyncGenerator[DataRef, None]
+    start: int = 0
+    end: int | None = None  # None: the end of the file
 
     def __post_init__(self) -> None:
         self._window = OrderedWindow[bytes](self.rt.options.window)
-        self._exhausted = False
         self.delivered = 0
+        self._end = self.size if self.end is None else self.end
+        self._whole = self.start == 0 and self._end == self.size
+        # An empty range needs no block (a whole file is walked to its end all the same).
+        self._exhausted = not self._whole and self.start >= self._end
 
     async def _fill(self) -> None:
         while not self._exhausted and not self._window.full:
@@ -75,15 +93,24 @@ class FileStream:
             except StopAsyncIteration:
                 self._exhausted = True
                 return
-            self._window.start(fetch_chunk(self.rt, ref))
+            if ref.offset + ref.plaintext_size <= self.start:
+                continue  # wholly before the range: never fetched
+            if ref.offset >= self._end:
+                self._exhausted = True  # wholly after it, and so is everything further
+                return
+            if self._whole:
+                self._window.start(fetch_chunk(self.rt, ref))
+            else:
+                self._window.start(_fetch_range(self.rt, ref, self.start, self._end))
 
     async def next_chunk(self) -> bytes | None:
-        """The next chunk of plaintext, or None at the end of the file."""
+        """The next chunk of plaintext, or None at the end of the file (or range)."""
         await self._fill()
         if not self._window:
-            if self.delivered != self.size:  # the walk's arithmetic makes this unreachable
+            wanted = self._end - self.start
+            if self.delivered != wanted:  # the walk's arithmetic makes this unreachable
                 raise IntegrityError(
-                    f"file {short_id(self.cid)}: its root promises {self.size} bytes, "
+                    f"file {short_id(self.cid)}: its root promises {wanted} bytes, "
                     f"its blocks hold {self.delivered}"
                 )
             return None
@@ -96,11 +123,32 @@ class FileStream:
         await self.leaves.aclose()
 
 
-async def open_file(rt: NodeRuntime, cap: ReadCap) -> FileStream:
-    """Fetch and open the root manifest of ``cap``; return a stream over its chunks."""
+async def open_file(
+    rt: NodeRuntime, cap: ReadCap, *, offset: int = 0, length: int | None = None
+) -> FileStream:
+    """Fetch and open the root manifest of ``cap``; return a stream over its chunks.
+
+    Args:
+        rt: The node's runtime.
+        cap: The file to read.
+        offset: The first byte to read: 0 to the file's size (at the size: nothing to read).
+        length: How many bytes at most; None: to the end (a range past the end stops there).
+
+    Raises:
+        OutOfRange: ``offset`` is past the end of the file.
+        ValueError: ``offset`` or ``length`` is negative (a caller's mistake).
+    """
+    if offset < 0 or (length is not None and length < 0):
+        raise ValueError("offset and length must not be negative")
     walk = FileWalk(cap)
     root = walk.next()
     assert isinstance(root, NeedManifest)  # a walk starts with its root
     walk.feed(await fetch_block(rt, root.block_id, root.open))
     assert walk.info is not None
-    return FileStream(rt, cap.cid, walk.info.size, walk_leaves(rt, walk))
+    size = walk.info.size
+    if offset > size:
+        raise OutOfRange(
+            f"offset {offset} is past the end of file {short_id(cap.cid)} ({size} bytes)"
+        )
+    end = size if length is None else min(size, offset + length)
+    return FileStream(rt, cap.cid, size, walk_leaves(rt, walk), start=offset, end=end)

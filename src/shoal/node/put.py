@@ -59,14 +59,16 @@ async def store_file(
     media_type: str,
     mtime: float | None = None,
     progress: Callable[[int], None] | None = None,
+    replicas: int | None = None,
 ) -> StoreResult:
     """Encrypt, place and catalog one file.
 
     ``chunks`` yields pieces of exactly ``rt.options.chunk_size`` bytes in order, the last one
     possibly shorter. The cap depends only on the bytes, the owner's secret and the chunk size,
     fanout and replicas: ``name``, ``media_type`` and ``mtime`` go to the catalog only.
+    ``replicas`` overrides the node's setting for this file.
     """
-    wanted = rt.options.replicas
+    wanted = rt.options.replicas if replicas is None else replicas
     builder = ManifestBuilder(
         rt.data.convergence_secret,
         chunk_size=rt.options.chunk_size,

@@ -68,7 +68,8 @@ class FileReader:
     ``application/octet-stream``. ``cid`` is the file's content ID (text form), a fallback name
     for downloads. ``read(n=-1)`` returns up to ``n`` bytes (everything left if -1, ``b""`` at
     the end); ``async for chunk in reader`` yields the file chunk by chunk, which keeps memory
-    bounded for any file size.
+    bounded for any file size. A reader of a range (``Node.get(x, offset=, length=)``) yields
+    the ``length`` bytes from ``offset`` on; ``size`` is still the whole file's.
     """
 
     def __init__(
@@ -78,6 +79,8 @@ class FileReader:
         self._buffer = bytearray()
         self.name = name
         self.size = stream.size
+        self.offset = stream.start
+        self.length = stream.end - stream.start if stream.end is not None else stream.size
         self.media_type = media_type or DEFAULT_MEDIA_TYPE
         self.cid = encode_id(stream.cid)
 
@@ -256,13 +259,18 @@ class Node:
         media_type: str | None = None,
         mtime: float | None = None,
         progress: Progress | None = None,
+        replicas: int | None = None,
     ) -> StoreResult:
         """Like ``store`` but returns the full ``StoreResult`` (size, blocks, replicas).
 
         ``mtime`` (Unix seconds) is kept in the catalog; for a path it defaults to the file's.
+        ``replicas`` (1 to 255) overrides the node's setting for this file (it is part of the
+        file's cap).
         """
         name = check_name(name)
         media_type = _media_type(name, media_type)
+        if replicas is not None and not 1 <= replicas <= MAX_REPLICAS:
+            raise ConfigError(f"replicas must be 1 to {MAX_REPLICAS}, got {replicas}")
         close: IO[bytes] | None = None
         source: Any = data
         if isinstance(data, os.PathLike):
@@ -283,6 +291,7 @@ class Node:
                 media_type=media_type,
                 mtime=mtime,
                 progress=progress,
+                replicas=replicas,
             )
         finally:
             if close is not None:
@@ -343,12 +352,26 @@ class Node:
             )
         return entry
 
-    def get(self, name_or_cap: str) -> AbstractAsyncContextManager[FileReader]:
-        """Open a file by name or read cap; use as ``async with node.get(x) as reader``."""
-        return self._get(name_or_cap)
+    async def file_entry(self, name: str) -> FileEntry:
+        """The catalog entry of ``name`` (no network); ``NotFound`` if absent."""
+        return _file_entry(await self._catalog_entry(name))
+
+    def get(
+        self, name_or_cap: str, *, offset: int = 0, length: int | None = None
+    ) -> AbstractAsyncContextManager[FileReader]:
+        """Open a file by name or read cap; use as ``async with node.get(x) as reader``.
+
+        ``offset`` and ``length`` read a range: ``length`` bytes (None: to the end) from
+        ``offset`` on, which may be the file's size (nothing to read) but not more
+        (``OutOfRange``); a range past the end stops at the end. Only the blocks that hold
+        bytes of the range are fetched.
+        """
+        return self._get(name_or_cap, offset, length)
 
     @asynccontextmanager
-    async def _get(self, name_or_cap: str) -> AsyncIterator[FileReader]:
+    async def _get(
+        self, name_or_cap: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[FileReader]:
         name: str | None = None
         media_type: str | None = None
         if looks_like_cap(name_or_cap):
@@ -357,7 +380,7 @@ class Node:
             entry = await self._catalog_entry(name_or_cap)
             cap = ReadCap.parse(entry.cap)
             name, media_type = entry.name, entry.media_type
-        stream = await open_file(self._rt, cap)
+        stream = await open_file(self._rt, cap, offset=offset, length=length)
         try:
             yield FileReader(stream, name=name, media_type=media_type)
         finally:
