@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from shoal import defaults
+from shoal.api.grpc import parse_grpc_address
 from shoal.cli.demo import run_demo
 from shoal.cli.files import output_path
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
@@ -235,6 +236,14 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     help="Change any transport limit (repeatable), e.g. --limit max_pending=32; the names "
     "and defaults are in docs/decisions/0004-transport-limits.md.",
 )
+@click.option(
+    "--grpc",
+    "grpc_address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Also serve the gRPC API (shoal.v1.Storage, docs/grpc.md) there; :PORT or PORT alone "
+    "means 127.0.0.1, port 0 a free port. Its address goes into api.json as grpc.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
     data_dir: Path,
@@ -246,6 +255,7 @@ def run(
     reserved_space: str | None,
     max_connections: int | None,
     limit_settings: tuple[str, ...],
+    grpc_address: str | None,
     verbose: bool,
 ) -> None:
     """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM."""
@@ -260,6 +270,8 @@ def run(
     limits_with(limits, source="--limit")  # bad names and values fail before anything starts
     for address in advertise:
         parse_address(address)
+    if grpc_address is not None:
+        parse_grpc_address(grpc_address)
     configure_logging(logging.DEBUG if verbose else logging.INFO)
     refuse_if_running(data_dir)
     settings = NodeSettings(
@@ -272,6 +284,7 @@ def run(
             None if reserved_space is None else parse_size(reserved_space, what="--reserved-space")
         ),
         limits=limits,
+        grpc=grpc_address,
     )
     asyncio.run(run_node(data_dir, settings))
 

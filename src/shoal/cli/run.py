@@ -1,4 +1,4 @@
-"""``shoal run``: a node plus its local HTTP API, until SIGINT or SIGTERM.
+"""``shoal run``: a node plus its local HTTP API (and gRPC API), until SIGINT or SIGTERM.
 
 Also what ``shoal demo`` shares with it: logging setup and waiting for a stop signal.
 """
@@ -12,11 +12,12 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from shoal.api.grpc import serve_grpc
 from shoal.api.http import serve_api
 from shoal.client.http import Client
 from shoal.errors import ConfigError, ShoalError
@@ -82,6 +83,7 @@ class NodeSettings:
     max_storage: int | None = None
     reserved_space: int | None = None
     limits: Mapping[str, object] = field(default_factory=dict)
+    grpc: str | None = None  # HOST:PORT of the gRPC API; None: no gRPC API
 
 
 async def run_node(data_dir: Path, settings: NodeSettings) -> None:
@@ -106,6 +108,7 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
                 limits=settings.limits,
             ) as node,
             serve_api(node, data_dir) as api,
+            _serve_grpc(node, settings.grpc, api.token, data_dir) as grpc_address,
         ):
             started = True
             if created:
@@ -115,8 +118,9 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
                     data_dir,
                     node_id,
                 )
+            apis = f"API {api.url}" + (f", gRPC {grpc_address}" if grpc_address else "")
             print(
-                f"shoal node {node.node_id} listening on {node.listen_address} (API {api.url})",
+                f"shoal node {node.node_id} listening on {node.listen_address} ({apis})",
                 flush=True,
             )
             # Peers going up and down are logged by the transport layer (INFO, on stderr).
@@ -126,6 +130,18 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
         if not started and undo is not None:
             undo()
         raise
+
+
+@contextlib.asynccontextmanager
+async def _serve_grpc(
+    node: Node, address: str | None, token: str, data_dir: Path
+) -> AsyncIterator[str | None]:
+    """The gRPC API on ``address`` (its bound address), or nothing if ``address`` is None."""
+    if address is None:
+        yield None
+        return
+    async with serve_grpc(node, address, token=token, data_dir=data_dir) as server:
+        yield server.address
 
 
 def _undo_for(data_dir: Path) -> Callable[[], None]:
