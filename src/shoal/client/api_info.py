@@ -118,8 +118,11 @@ def read_api_info(data_dir: str | os.PathLike[str]) -> ApiInfo:
     )
 
 
-def publish_grpc_address(data_dir: str | os.PathLike[str], token: str, address: str) -> None:
-    """Add the gRPC API's ``address`` to the ``api.json`` that carries ``token``.
+def publish_grpc_address(
+    data_dir: str | os.PathLike[str], token: str, address: str | None
+) -> None:
+    """Add the gRPC API's ``address`` to the ``api.json`` that carries ``token`` (None: remove
+    it, when the gRPC API stops before the HTTP API).
 
     Raises:
         ConfigError: ``api.json`` is missing, malformed, or another node's (another token).

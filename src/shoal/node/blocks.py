@@ -24,6 +24,7 @@ from shoal.errors import (
     QuorumNotMet,
     ShoalError,
     StorageError,
+    StorageFull,
 )
 from shoal.ids import encode_id, short_id
 from shoal.protocol import BlockData, GetBlock, HasBlocks, HaveBlocks, PutBlock
@@ -112,11 +113,14 @@ async def place_block(
     (after fsync), at most ``replicas`` and at least one.
 
     Raises:
-        QuorumNotMet: No node at all could store the block; the message says why.
+        StorageFull: No node could store the block because every one asked is full.
+        QuorumNotMet: No node at all could store the block for another reason; the message
+            says why.
     """
     candidates = await rt.routing.closest(block_id, replicas + max(replicas, SPARE_HOLDERS))
     acked: list[bytes] = []
     failures: list[str] = []
+    all_full = True  # every failure so far was a full store
     next_index = 0
     while len(acked) < replicas:
         batch = candidates[next_index : next_index + replicas - len(acked)]
@@ -131,8 +135,16 @@ async def place_block(
                 if not isinstance(result, ShoalError):
                     raise result
                 failures.append(f"{short_id(node_id)}: {result}")
+                all_full = all_full and isinstance(result, StorageFull)
             else:
                 acked.append(node_id)
+    if not acked and failures and all_full:
+        # Not a missed quorum but a full network: free space or add room, not wait for peers.
+        raise StorageFull(
+            f"block {short_id(block_id)} could not be stored: every node that could take it "
+            f"is full ({'; '.join(failures[:4])}). Free space or raise their storage limits "
+            "(--max-storage), or add nodes, and retry."
+        )
     if not acked:
         raise QuorumNotMet(
             f"block {short_id(block_id)} could not be stored on any node; "

@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 
 from shoal.api.grpc.service import ERROR_CODE_KEY, StorageService, status_code_for
 from shoal.client.api_info import API_FILE_NAME, publish_grpc_address
-from shoal.errors import AddressInUse, ConfigError, Unauthenticated
+from shoal.errors import AddressInUse, ConfigError, ShoalError, Unauthenticated
 from shoal.names import printable
 from shoal.node.service import Node
 from shoal.transport.addresses import format_address, is_loopback_host, parse_address
@@ -147,7 +147,8 @@ def _refusal(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[
 
 
 class GrpcServer:
-    """The running gRPC API: its ``address`` (``host:port``, once started)."""
+    """The running gRPC API: its ``address`` (``host:port``, once started) and its
+    ``service`` (the :class:`StorageService`)."""
 
     def __init__(
         self,
@@ -173,6 +174,7 @@ class GrpcServer:
         self.token = token
         self.data_dir = None if data_dir is None else Path(data_dir)
         self.address = ""
+        self.service = StorageService(node)
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
 
@@ -187,7 +189,7 @@ class GrpcServer:
         server = grpc.aio.server(
             interceptors=[_TokenCheck(self.token)], options=list(_SERVER_OPTIONS)
         )
-        storage_pb2_grpc.add_StorageServicer_to_server(StorageService(self.node), server)
+        storage_pb2_grpc.add_StorageServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [
@@ -233,6 +235,10 @@ class GrpcServer:
             return
         await self._health.enter_graceful_shutdown()
         await server.stop(STOP_GRACE)
+        if self.data_dir is not None and self.address:
+            # api.json may be gone already (the HTTP API stopped first) or another node's.
+            with contextlib.suppress(ShoalError):
+                publish_grpc_address(self.data_dir, self.token, None)
 
 
 @contextlib.asynccontextmanager

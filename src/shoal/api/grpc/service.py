@@ -66,16 +66,18 @@ def status_code_for(exc: ShoalError) -> grpc.StatusCode:
     return grpc.StatusCode[exc.grpc_status]
 
 
-class _Errors:
-    """``async with _Errors(context, what):`` ends the call with the status of any error raised
-    inside (see the module docstring); it never swallows one."""
+class _Call:
+    """``async with service._call(context, what):`` counts the call as in flight and ends it
+    with the status of any error raised inside (see the module docstring); it never swallows
+    one."""
 
-    def __init__(self, context: Context, what: str) -> None:
+    def __init__(self, service: StorageService, context: Context, what: str) -> None:
+        self._service = service
         self._context = context
         self._what = what
 
     async def __aenter__(self) -> None:
-        return None
+        self._service.calls_in_flight += 1
 
     async def __aexit__(
         self,
@@ -83,17 +85,22 @@ class _Errors:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, ShoalError):
-            await self._context.abort(
-                status_code_for(exc), str(exc), trailing_metadata=((ERROR_CODE_KEY, exc.code),)
-            )
-        if isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
-            log.error("gRPC %s failed", self._what, exc_info=exc)
-            await self._context.abort(
-                grpc.StatusCode.INTERNAL,
-                f"internal error: {type(exc).__name__}",
-                trailing_metadata=((ERROR_CODE_KEY, ShoalError.code),),
-            )
+        try:
+            if isinstance(exc, ShoalError):
+                await self._context.abort(
+                    status_code_for(exc),
+                    str(exc),
+                    trailing_metadata=((ERROR_CODE_KEY, exc.code),),
+                )
+            if isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
+                log.error("gRPC %s failed", self._what, exc_info=exc)
+                await self._context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"internal error: {type(exc).__name__}",
+                    trailing_metadata=((ERROR_CODE_KEY, ShoalError.code),),
+                )
+        finally:
+            self._service.calls_in_flight -= 1
 
 
 def _timestamp(seconds: float | None) -> Timestamp | None:
@@ -158,13 +165,19 @@ class StorageService(pb_grpc.StorageServicer):
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.calls_in_flight = 0
+        """Calls whose handler has not returned yet (a cancelled one counts until its work is
+        cancelled and awaited)."""
+
+    def _call(self, context: Context, what: str) -> _Call:
+        return _Call(self, context, what)
 
     async def Put(
         self,
         request_iterator: AsyncIterator[pb.PutRequest],
         context: grpc.aio.ServicerContext[pb.PutRequest, pb.PutReply],
     ) -> pb.PutReply:
-        async with _Errors(context, "Put"):
+        async with self._call(context, "Put"):
             requests = aiter(request_iterator)
             header = _check_header(await anext(requests, None))
             name = header.name
@@ -199,7 +212,7 @@ class StorageService(pb_grpc.StorageServicer):
         request: pb.GetRequest,
         context: grpc.aio.ServicerContext[pb.GetRequest, pb.GetReply],
     ) -> AsyncIterator[pb.GetReply]:
-        async with _Errors(context, "Get"):
+        async with self._call(context, "Get"):
             ref = _check_ref(request.ref)
             length = request.length or None  # 0: to the end
             async with self.node.get(ref, offset=request.offset, length=length) as reader:
@@ -219,7 +232,7 @@ class StorageService(pb_grpc.StorageServicer):
         request: pb.StatRequest,
         context: grpc.aio.ServicerContext[pb.StatRequest, pb.FileStat],
     ) -> pb.FileStat:
-        async with _Errors(context, "Stat"):
+        async with self._call(context, "Stat"):
             ref = _check_ref(request.ref)
             if not looks_like_cap(ref):
                 return file_stat(await self.node.file_entry(ref))
@@ -234,7 +247,7 @@ class StorageService(pb_grpc.StorageServicer):
         request: pb.ListRequest,
         context: grpc.aio.ServicerContext[pb.ListRequest, pb.FileStat],
     ) -> AsyncIterator[pb.FileStat]:
-        async with _Errors(context, "List"):
+        async with self._call(context, "List"):
             for entry in await self.node.list_files():
                 if entry.name.startswith(request.prefix):
                     yield file_stat(entry)
@@ -244,7 +257,7 @@ class StorageService(pb_grpc.StorageServicer):
         request: pb.DeleteRequest,
         context: grpc.aio.ServicerContext[pb.DeleteRequest, pb.DeleteReply],
     ) -> pb.DeleteReply:
-        async with _Errors(context, "Delete"):
+        async with self._call(context, "Delete"):
             entry = await self.node.remove(check_name(request.name))
             return pb.DeleteReply(removed=file_stat(entry))
 
@@ -253,7 +266,7 @@ class StorageService(pb_grpc.StorageServicer):
         request: pb.PeersRequest,
         context: grpc.aio.ServicerContext[pb.PeersRequest, pb.PeersReply],
     ) -> pb.PeersReply:
-        async with _Errors(context, "Peers"):
+        async with self._call(context, "Peers"):
             return pb.PeersReply(peers=[_peer(p) for p in self.node.peers()])
 
     async def Status(
@@ -261,7 +274,7 @@ class StorageService(pb_grpc.StorageServicer):
         request: pb.StatusRequest,
         context: grpc.aio.ServicerContext[pb.StatusRequest, pb.StatusReply],
     ) -> pb.StatusReply:
-        async with _Errors(context, "Status"):
+        async with self._call(context, "Status"):
             status = await self.node.status()
             uptime = Duration()
             uptime.FromNanoseconds(round(max(status.uptime, 0.0) * 1e9))
