@@ -118,9 +118,7 @@ def read_api_info(data_dir: str | os.PathLike[str]) -> ApiInfo:
     )
 
 
-def publish_grpc_address(
-    data_dir: str | os.PathLike[str], token: str, address: str | None
-) -> None:
+def publish_grpc_address(data_dir: str | os.PathLike[str], token: str, address: str | None) -> None:
     """Add the gRPC API's ``address`` to the ``api.json`` that carries ``token`` (None: remove
     it, when the gRPC API stops before the HTTP API).
 

@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from shoal.api.grpc.service import ERROR_CODE_KEY, StorageService, status_code_for
+from shoal.api.grpc.service import ERROR_CODE_KEY, StorageService, one_line, status_code_for
 from shoal.client.api_info import API_FILE_NAME, publish_grpc_address
 from shoal.errors import AddressInUse, ConfigError, ShoalError, Unauthenticated
 from shoal.names import printable
@@ -124,7 +124,7 @@ _UNAUTHENTICATED: Final = Unauthenticated(
 async def _refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     await context.abort(
         status_code_for(_UNAUTHENTICATED),
-        str(_UNAUTHENTICATED),
+        one_line(_UNAUTHENTICATED),
         trailing_metadata=((ERROR_CODE_KEY, _UNAUTHENTICATED.code),),
     )
 

@@ -38,6 +38,7 @@ __all__ = [
     "ERROR_CODE_KEY",
     "MAX_GET_MESSAGE",
     "StorageService",
+    "one_line",
     "status_code_for",
 ]
 
@@ -59,6 +60,12 @@ _PEER_STATES: Final = {
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def one_line(exc: ShoalError) -> str:
+    """The message of ``exc`` as the CLI prints it after ``error:``: one line, control
+    characters escaped."""
+    return printable(" ".join(str(exc).split())) or type(exc).__name__
 
 
 def status_code_for(exc: ShoalError) -> grpc.StatusCode:
@@ -89,7 +96,7 @@ class _Call:
             if isinstance(exc, ShoalError):
                 await self._context.abort(
                     status_code_for(exc),
-                    str(exc),
+                    one_line(exc),
                     trailing_metadata=((ERROR_CODE_KEY, exc.code),),
                 )
             if isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
