@@ -4,7 +4,8 @@ Run with ``make bench``. Measured in one run:
 - limits: one thread doing SHA-256 + AES-256-GCM over the same bytes (the issue's reference),
   and the disk (one file written and fsynced; 1 MiB files fsynced from 8 threads);
 - single node: ``shoal run`` in a subprocess, put and get through its HTTP API (what the CLI
-  does), and the in-process Python API;
+  does) and through its gRPC API (``--grpc``, a grpcio client streaming 1 MiB messages), and
+  the in-process Python API;
 - three nodes (R=3): three ``shoal run`` subprocesses, put through one, get through another;
 - peak RSS (VmHWM) of every node process, also for a larger file (``--rss-size``).
 
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,9 +130,11 @@ def invite_of(data_dir: Path) -> str:
 
 
 class NodeProcess:
-    def __init__(self, data_dir: Path, listen: str, peers: list[str]) -> None:
+    def __init__(
+        self, data_dir: Path, listen: str, peers: list[str], extra: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
-        args = [*SHOAL, "run", "--data-dir", str(data_dir), "--listen", listen]
+        args = [*SHOAL, "run", "--data-dir", str(data_dir), "--listen", listen, *extra]
         for peer in peers:
             args += ["--peer", peer]
         data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -158,11 +161,11 @@ class NodeProcess:
 
 
 @contextmanager
-def nodes(root: Path, count: int) -> Iterator[list[NodeProcess]]:
+def nodes(root: Path, count: int, extra: tuple[str, ...] = ()) -> Iterator[list[NodeProcess]]:
     started: list[NodeProcess] = []
     try:
         init_node(root / "n1", None)
-        first = NodeProcess(root / "n1", "127.0.0.1:0", [])
+        first = NodeProcess(root / "n1", "127.0.0.1:0", [], extra)
         started.append(first)
         invite = invite_of(first.data_dir)
         for i in range(2, count + 1):
@@ -206,6 +209,42 @@ def timed_get(get_node: NodeProcess, cap: str, src: Path) -> float:
     return get_rate
 
 
+def timed_grpc_put_get(node: NodeProcess, src: Path) -> tuple[float, float]:
+    """MiB/s of a put and a get (to a file, fsynced, as the HTTP client does) over gRPC."""
+    import grpc
+
+    from shoal.store.files import AtomicFile
+    from shoal.v1 import storage_pb2 as pb
+    from shoal.v1 import storage_pb2_grpc as pb_grpc
+
+    info = json.loads((node.data_dir / "api.json").read_text())
+    auth = (("authorization", f"Bearer {info['token']}"),)
+    size = src.stat().st_size
+
+    def requests() -> Iterator[pb.PutRequest]:
+        yield pb.PutRequest(header=pb.PutHeader(name=src.name))
+        with src.open("rb") as f:
+            while chunk := f.read(MiB):
+                yield pb.PutRequest(chunk=chunk)
+
+    out = src.with_name("out.bin")
+    with grpc.insecure_channel(info["grpc"]) as channel:
+        stub = pb_grpc.StorageStub(channel)
+        start = time.perf_counter()
+        cap = stub.Put(requests(), metadata=auth).cap
+        put_rate = size / MiB / (time.perf_counter() - start)
+        start = time.perf_counter()
+        atomic = AtomicFile(out)
+        for reply in stub.Get(pb.GetRequest(ref=cap), metadata=auth):
+            atomic.write(reply.chunk)
+        atomic.commit()
+        get_rate = size / MiB / (time.perf_counter() - start)
+    if not same_file(src, out):
+        raise SystemExit("bench: the file read back over gRPC differs from the one stored")
+    out.unlink()
+    return put_rate, get_rate
+
+
 def same_file(a: Path, b: Path) -> bool:
     def digest(p: Path) -> bytes:
         h = hashlib.sha256()
@@ -234,6 +273,15 @@ async def in_process(root: Path, src: Path, size: int) -> tuple[float, float, fl
     return put_rate, stream_rate, file_rate
 
 
+def grpc_rows(root: Path, src: Path, row: Callable[[str, float, str], None]) -> None:
+    """The gRPC API's put and get, on a node of its own (a node that holds the file already
+    would only check that its blocks are there)."""
+    with nodes(root / "grpc", 1, ("--grpc", ":0")) as (single,):
+        put, get = timed_grpc_put_get(single, src)
+        row("single node, gRPC API: put", put, "grpc_put")
+        row("single node, gRPC API: get (to file, fsync)", get, "grpc_get")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="file size in MiB (default 256)")
@@ -242,6 +290,9 @@ def main() -> None:
     )
     parser.add_argument("--dir", type=Path, default=None, help="where to put data (default: tmp)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument(
+        "--grpc-only", action="store_true", help="only the gRPC API figures (one node)"
+    )
     args = parser.parse_args()
     base = args.dir or Path(tempfile.gettempdir())
     root = Path(tempfile.mkdtemp(prefix="shoal-bench-", dir=base))
@@ -250,18 +301,24 @@ def main() -> None:
         src = root / "bench.bin"
         make_file(src, args.size * MiB)
         limit = limit_crypto(src)
-        one_file, many_files = limit_disk(root, args.size * MiB)
-        figures.update(limit=limit, disk_one_file=one_file, disk_many_files=many_files)
+        figures["limit"] = limit
         print(f"file: {args.size} MiB of random bytes, 1 MiB chunks; {os.cpu_count()} cores")
         print(f"limit  SHA-256 + AES-256-GCM, one thread        {limit:8.0f} MiB/s  (= 100%)")
-        print(f"disk   one file written + fsync                 {one_file:8.0f} MiB/s")
-        print(f"disk   1 MiB blocks stored as Shoal does, 8 threads {many_files:8.0f} MiB/s")
-        print("       (write, fsync, rename, dir fsync; three nodes here share this one disk)")
 
         def row(label: str, rate: float, key: str) -> None:
             figures[key] = rate
             print(f"{label:48s} {rate:8.0f} MiB/s  {rate / limit:6.0%}")
 
+        if args.grpc_only:
+            grpc_rows(root, src, row)
+            if args.json:
+                print(json.dumps(figures, indent=2))
+            return
+        one_file, many_files = limit_disk(root, args.size * MiB)
+        figures.update(disk_one_file=one_file, disk_many_files=many_files)
+        print(f"disk   one file written + fsync                 {one_file:8.0f} MiB/s")
+        print(f"disk   1 MiB blocks stored as Shoal does, 8 threads {many_files:8.0f} MiB/s")
+        print("       (write, fsync, rename, dir fsync; three nodes here share this one disk)")
         put, stream, to_file = asyncio.run(in_process(root, src, args.size * MiB))
         row("single node, Python API: put", put, "api_put")
         row("single node, Python API: get (stream)", stream, "api_get_stream")
@@ -271,6 +328,7 @@ def main() -> None:
             row("single node, HTTP API (CLI path): put", put, "single_put")
             row("single node, HTTP API (CLI path): get", get, "single_get")
             figures["single_rss"] = single.peak_rss_mib()
+        grpc_rows(root, src, row)
         with nodes(root / "three", 3) as trio:
             put, get = timed_put_get(trio[2], trio[0], src)
             row("three nodes, R=3, HTTP API: put", put, "three_put")
