@@ -350,8 +350,14 @@ async def test_invalid_arguments(api: Api) -> None:
     async def chunk_first() -> AsyncIterator[pb.PutRequest]:
         yield pb.PutRequest(chunk=b"bytes before the header")
 
+    async def two_headers() -> AsyncIterator[pb.PutRequest]:
+        yield pb.PutRequest(header=pb.PutHeader(name="two.bin"))
+        yield pb.PutRequest(chunk=data_of(CHUNK + 1))
+        yield pb.PutRequest(header=pb.PutHeader(name="two.bin"))
+
     calls: list[Awaitable[object]] = [
         api.stub.Put(chunk_first(), metadata=api.auth),
+        api.stub.Put(two_headers(), metadata=api.auth),
         api.put("x", b"x", header=pb.PutHeader(name="x", erasure=pb.Erasure(required=3, total=5))),
         api.put("x", b"x", header=pb.PutHeader(name="x", replicas=256)),
         api.put("x", b"x", header=pb.PutHeader(name="x", media_type="not a media type")),

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from shoal.api.grpc.service import ERROR_CODE_KEY, StorageService, one_line, status_code_for
@@ -176,7 +176,7 @@ class GrpcServer:
         self.address = ""
         self.service = StorageService(node)
         self._server: grpc.aio.Server | None = None
-        self._health = HealthServicer()
+        self._health = health_aio.HealthServicer()
 
     async def start(self) -> None:
         """Listen, serve, and publish the address in ``api.json``.

@@ -191,10 +191,12 @@ class StorageService(pb_grpc.StorageServicer):
 
             async def chunks() -> AsyncIterator[bytes]:
                 async for request in requests:
-                    if request.WhichOneof("part") != "chunk":
+                    part = request.WhichOneof("part")
+                    if part != "chunk":
                         raise ConfigError(
-                            f"a Put has one header, its first message: a second one came "
-                            f"after the bytes of {printable(name)!r}"
+                            f"a Put has one header, its first message, then only chunks: "
+                            f"{'a second header' if part else 'an empty message'} came after "
+                            f"the header of {printable(name)!r}"
                         )
                     if request.chunk:
                         yield request.chunk
