@@ -197,8 +197,10 @@ def test_read_api_info_malformed(tmp_path: Path, content: str) -> None:
 
 def test_read_api_info_ok(tmp_path: Path) -> None:
     info = {"url": "http://127.0.0.1:1", "token": "t", "pid": 5, "node_id": "n"}
-    (tmp_path / API_FILE_NAME).write_text(json.dumps({**info, "grpc": "later fields are ignored"}))
+    (tmp_path / API_FILE_NAME).write_text(json.dumps({**info, "later": "fields are ignored"}))
     assert read_api_info(tmp_path) == ApiInfo(**info)  # type: ignore[arg-type]
+    (tmp_path / API_FILE_NAME).write_text(json.dumps({**info, "grpc": "127.0.0.1:2"}))
+    assert read_api_info(tmp_path) == ApiInfo(**info, grpc="127.0.0.1:2")  # type: ignore[arg-type]
 
 
 def test_api_info_written_by_the_node_reads_back_and_is_private(tmp_path: Path) -> None:
