@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 import click
 
 from shoal import defaults
-from shoal.api.grpc import parse_grpc_address
 from shoal.cli.demo import run_demo
 from shoal.cli.files import output_path
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
@@ -271,6 +270,9 @@ def run(
     for address in advertise:
         parse_address(address)
     if grpc_address is not None:
+        # Imported here: grpcio is loaded only by the nodes that serve it, not by every command.
+        from shoal.api.grpc import parse_grpc_address
+
         parse_grpc_address(grpc_address)
     configure_logging(logging.DEBUG if verbose else logging.INFO)
     refuse_if_running(data_dir)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from shoal.api.grpc import serve_grpc
 from shoal.api.http import serve_api
 from shoal.client.http import Client
 from shoal.errors import ConfigError, ShoalError
@@ -140,6 +139,8 @@ async def _serve_grpc(
     if address is None:
         yield None
         return
+    from shoal.api.grpc import serve_grpc  # grpcio is loaded only when it is served
+
     async with serve_grpc(node, address, token=token, data_dir=data_dir) as server:
         yield server.address
 
