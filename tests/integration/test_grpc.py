@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -45,7 +46,7 @@ from shoal.v1 import storage_pb2_grpc as pb_grpc
 from tests.e2e.rogue import RoguePeer
 from tests.integration.conftest import FAST
 from tests.integration.test_content_trees import tower, write_blocks
-from tests.integration.test_failures import break_disk, repair_disk
+from tests.integration.test_failures import repair_disk
 from tests.unit.content.forge import cap_of
 
 MiB = 1 << 20
@@ -399,10 +400,11 @@ async def test_a_missed_quorum_is_unavailable_and_stores_no_name(serve: Serve) -
 
 
 def break_disk_of(api: Api) -> Path:
-    class Root:  # break_disk wants a cluster's root and a node's name
-        root = Path(api.node.data_dir).parent
-
-    return break_disk(Root, Path(api.node.data_dir).name)  # type: ignore[arg-type]
+    """Break the node's disk for real: its temp directory becomes a plain file."""
+    tmp = Path(api.node.data_dir) / "blocks" / "tmp"
+    shutil.rmtree(tmp)
+    tmp.write_bytes(b"not a directory")
+    return tmp
 
 
 async def test_a_full_store_is_resource_exhausted_and_stores_no_name(serve: Serve) -> None:
