@@ -1,6 +1,6 @@
 """The gRPC API (``shoal.v1.Storage``) over a real node, through a real ``grpcio`` client on a
-real port: round trips, ranged gets, every error status, the token, a cancelled put, reflection
-and health.
+real port: round trips, ranged gets, the other calls, every error status, the token, reflection
+and health (streaming under pressure: test_grpc_streaming.py).
 
 Each error test compares the call's status message with the message of the error the Python
 API raises for the same mistake: the gRPC adapter adds nothing and hides nothing.
@@ -8,13 +8,10 @@ API raises for the same mistake: the gRPC adapter adds nothing and hides nothing
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import secrets
 import shutil
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 
 import grpc
@@ -23,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from shoal import Node
-from shoal.api.grpc import GrpcServer, serve_grpc
+from shoal.api.grpc import serve_grpc
 from shoal.api.grpc.service import ERROR_CODE_KEY, MAX_GET_MESSAGE
 from shoal.api.http import serve_api
 from shoal.client.api_info import API_FILE_NAME
@@ -34,146 +31,36 @@ from shoal.errors import (
     NotFound,
     OutOfRange,
     QuorumNotMet,
-    ShoalError,
     StorageFull,
 )
-from shoal.node.datadir import load_data_dir
-from shoal.node.network import Invite
-from shoal.node.runtime import RuntimeOptions
-from shoal.transport import TransportLimits
 from shoal.v1 import storage_pb2 as pb
-from shoal.v1 import storage_pb2_grpc as pb_grpc
-from tests.e2e.rogue import RoguePeer
 from tests.integration.conftest import FAST
+from tests.integration.grpc_api import (
+    CHUNK,
+    MAX_WAIT,
+    Api,
+    Metadata,
+    MiB,
+    Serve,
+    assert_status,
+    assert_still_works,
+    data_of,
+    serving,
+)
 from tests.integration.test_content_trees import tower, write_blocks
 from tests.integration.test_failures import repair_disk
 from tests.unit.content.forge import cap_of
 
-MiB = 1 << 20
-CHUNK = MiB  # the node's chunk size (the default)
-WAIT = 30.0  # bound on waiting for a condition (only bounds a failure)
-Metadata = tuple[tuple[str, str], ...]
-
-
-@dataclasses.dataclass
-class Api:
-    """A running node, its gRPC server, and a client channel to it."""
-
-    node: Node
-    server: GrpcServer
-    stub: pb_grpc.StorageStub
-    channel: grpc.aio.Channel
-    auth: Metadata
-
-    async def put(
-        self,
-        name: str,
-        data: bytes,
-        *,
-        piece: int = 100_000,
-        header: pb.PutHeader | None = None,
-        metadata: Metadata | None = None,
-    ) -> pb.PutReply:
-        """Put ``data`` in pieces of ``piece`` bytes (not the chunk size on purpose)."""
-        return await self.stub.Put(
-            requests(header or pb.PutHeader(name=name), data, piece),
-            metadata=self.auth if metadata is None else metadata,
-        )
-
-    async def get(
-        self, ref: str, offset: int = 0, length: int = 0, metadata: Metadata | None = None
-    ) -> bytes:
-        call = self.stub.Get(
-            pb.GetRequest(ref=ref, offset=offset, length=length),
-            metadata=self.auth if metadata is None else metadata,
-        )
-        return b"".join([reply.chunk async for reply in call])
-
-
-async def requests(header: pb.PutHeader, data: bytes, piece: int) -> AsyncIterator[pb.PutRequest]:
-    yield pb.PutRequest(header=header)
-    for start in range(0, len(data), piece):
-        yield pb.PutRequest(chunk=data[start : start + piece])
-
-
-@dataclasses.dataclass
-class Serve:
-    """Starts nodes with their gRPC API; each is stopped when the test ends."""
-
-    root: Path
-    stack: list[Callable[[], Awaitable[None]]]
-    network: Invite = dataclasses.field(default_factory=lambda: Invite(secrets.token_bytes(32), ()))
-
-    async def __call__(
-        self, name: str = "node", options: RuntimeOptions = FAST, **start: object
-    ) -> Api:
-        data_dir = self.root / name
-        node_cm = Node.start(
-            data_dir, listen="127.0.0.1:0", options=options, join=self.network, **start
-        )  # type: ignore[arg-type]
-        node = await node_cm.__aenter__()
-        self.stack.append(lambda: node_cm.__aexit__(None, None, None))
-        api_cm = serve_api(node, data_dir)
-        api = await api_cm.__aenter__()
-        self.stack.append(lambda: api_cm.__aexit__(None, None, None))
-        grpc_cm = serve_grpc(node, ":0", token=api.token, data_dir=data_dir)
-        server = await grpc_cm.__aenter__()
-        self.stack.append(lambda: grpc_cm.__aexit__(None, None, None))
-        channel = grpc.aio.insecure_channel(server.address)
-        self.stack.append(lambda: channel.close(None))
-        return Api(
-            node,
-            server,
-            pb_grpc.StorageStub(channel),
-            channel,
-            (("authorization", f"Bearer {api.token}"),),
-        )
-
 
 @pytest.fixture
 async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
-    serving = Serve(tmp_path, [])
-    try:
-        yield serving
-    finally:
-        for close in reversed(serving.stack):
-            await close()
+    async with serving(tmp_path) as serve:
+        yield serve
 
 
 @pytest.fixture
 async def api(serve: Serve) -> Api:
     return await serve()
-
-
-def data_of(size: int) -> bytes:
-    # Distinct per size, cheap to make: every chunk differs (no dedup hides a lost chunk).
-    import random
-
-    return random.Random(size).randbytes(size)
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def assert_still_works(api: Api) -> None:
-    """The node and its gRPC API still store and get after a failure."""
-    data = data_of(1234)
-    reply = await api.put("after-failure.bin", data)
-    assert await api.get(reply.cap) == data
-
-
-def assert_status(
-    info: pytest.ExceptionInfo[grpc.aio.AioRpcError], code: grpc.StatusCode, error: ShoalError
-) -> None:
-    """The call failed with ``code`` and exactly the message and code of ``error``."""
-    assert info.value.code() == code, info.value.details()
-    assert info.value.details() == " ".join(str(error).split())  # the CLI's error line
-    assert (ERROR_CODE_KEY, error.code) in tuple(info.value.trailing_metadata() or ())
 
 
 # -- round trips -----------------------------------------------------------------------------
@@ -206,7 +93,7 @@ async def test_put_and_get_round_trip(api: Api, size: int) -> None:
 async def test_put_options_media_type_and_replicas(serve: Serve) -> None:
     api = await serve("a")
     other = await serve("b", peers=[api.node.listen_address])
-    await other.node.wait_for_peers(1, timeout=WAIT)
+    await other.node.wait_for_peers(1, timeout=MAX_WAIT)
     data = data_of(2 * CHUNK + 7)
     header = pb.PutHeader(name="photo", media_type="image/png", replicas=2)
     reply = await other.put("photo", data, header=header)
@@ -252,7 +139,7 @@ async def test_ranged_gets(api: Api) -> None:
 async def test_stat_list_delete_peers_status(serve: Serve) -> None:
     api = await serve("a")
     other = await serve("b", peers=[api.node.listen_address])
-    await api.node.wait_for_peers(1, timeout=WAIT)
+    await api.node.wait_for_peers(1, timeout=MAX_WAIT)
     one = await api.put("docs/one.txt", b"one")
     two = await api.put("docs/two.txt", b"two!")
     await api.put("zz.bin", b"z")
@@ -474,120 +361,6 @@ async def test_a_missing_or_wrong_token_is_unauthenticated_for_every_call(
 
 async def collect(call: AsyncIterator[object]) -> list[object]:
     return [reply async for reply in call]
-
-
-# -- cancellation ----------------------------------------------------------------------------
-
-
-async def test_a_put_cancelled_mid_stream_stores_no_name_and_leaves_no_temp_file(
-    api: Api,
-) -> None:
-    sent = 0
-    more = asyncio.Event()
-
-    async def endless() -> AsyncIterator[pb.PutRequest]:
-        nonlocal sent
-        yield pb.PutRequest(header=pb.PutHeader(name="cancelled.bin"))
-        for i in range(10_000):
-            await more.wait()
-            piece = data_of(256 * 1024 + i)
-            sent += len(piece)
-            yield pb.PutRequest(chunk=piece)
-
-    more.set()
-    call = api.stub.Put(endless(), metadata=api.auth)
-
-    async def blocks_stored() -> bool:
-        return (await api.node.status()).blocks >= 4
-
-    await wait_until(blocks_stored, "the node to store some blocks of the put")
-    assert api.server.service.calls_in_flight == 1
-    assert call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
-
-    async def handler_done() -> bool:
-        return api.server.service.calls_in_flight == 0
-
-    await wait_until(handler_done, "the cancelled put to end on the node")
-    assert sent < 10_000 * 256 * 1024  # it was cut off mid-stream
-    assert await api.node.list_files() == []
-    # A block write already in the I/O pool finishes (renamed into place, whole) or is
-    # removed; no partial file stays.
-    tmp = Path(api.node.data_dir) / "blocks" / "tmp"
-
-    async def no_temp_file() -> bool:
-        return not any(tmp.iterdir())
-
-    await wait_until(no_temp_file, "the block writes in flight to finish")
-    # The same name stores fine afterwards, with the complete file.
-    data = data_of(2 * CHUNK + 1)
-    reply = await api.put("cancelled.bin", data)
-    assert await api.get("cancelled.bin") == data
-    assert [(f.name, f.cap) for f in await api.node.list_files()] == [("cancelled.bin", reply.cap)]
-
-
-async def test_a_put_held_up_by_a_holder_holds_the_client_back(serve: Serve) -> None:
-    # A holder that never answers: an insider peer that completes the handshake, then reads
-    # nothing. With patient timeouts the node's put window fills with blocks waiting for it,
-    # and from then on gRPC's flow control must stop the client: the node reads no further.
-    patient = dataclasses.replace(
-        FAST,
-        ping_interval=600.0,
-        ping_timeout=600.0,
-        request_timeout=600.0,
-        limits=TransportLimits(stall_timeout=600.0, stall_ping_timeout=600.0),
-    )
-    api = await serve(options=patient, replicas=2)
-    network = load_data_dir(api.node.data_dir).network
-    rogue = await asyncio.to_thread(RoguePeer, api.node.listen_address, network)
-    try:
-        await api.node.wait_for_peers(1, timeout=WAIT)
-        sent = 0
-        base = data_of(CHUNK)
-
-        async def big_file() -> AsyncIterator[pb.PutRequest]:
-            nonlocal sent
-            yield pb.PutRequest(header=pb.PutHeader(name="held.bin"))
-            for i in range(256):  # 256 MiB, each chunk its own block
-                sent += CHUNK
-                yield pb.PutRequest(chunk=i.to_bytes(8, "big") + base[8:])
-
-        call = api.stub.Put(big_file(), metadata=api.auth)
-        seen: list[int] = []
-
-        async def client_held_back() -> bool:
-            seen.append(sent)
-            del seen[:-21]  # the last second, at 0.05 s a poll
-            return len(seen) == 21 and seen[0] == seen[-1]
-
-        await wait_until(client_held_back, "the client to be held back")
-        assert 0 < sent < 64 * MiB, f"the node took {sent / MiB:.0f} MiB it could not store"
-        call.cancel()
-
-        async def handler_done() -> bool:
-            return api.server.service.calls_in_flight == 0
-
-        await wait_until(handler_done, "the cancelled put to end on the node")
-        assert await api.node.list_files() == []
-    finally:
-        rogue.close()
-
-
-async def test_a_get_cancelled_mid_stream_ends_on_the_node(api: Api) -> None:
-    data = data_of(30 * CHUNK)
-    await api.put("big.bin", data)
-    call = api.stub.Get(pb.GetRequest(ref="big.bin"), metadata=api.auth)
-    first = await call.read()
-    assert isinstance(first, pb.GetReply)
-    assert first.chunk == data[: len(first.chunk)]
-    call.cancel()
-
-    async def handler_done() -> bool:
-        return api.server.service.calls_in_flight == 0
-
-    await wait_until(handler_done, "the cancelled get to end on the node")
-    assert await api.get("big.bin", offset=len(data) - 5) == data[-5:]
 
 
 # -- reflection and health -------------------------------------------------------------------
