@@ -81,9 +81,13 @@ def test_run_with_grpc_serves_it_and_the_docs_example_runs(
     assert [(f["name"], f["cap"]) for f in node.files()] == [("photo.jpg", lines[1])]
 
 
-def test_a_bad_or_taken_grpc_address_is_one_error_line_and_leaves_nothing(
+def test_grpc_is_off_by_default_and_a_bad_or_taken_address_is_one_error_line(
     shoal_net: ShoalNet, tmp_path: Path
 ) -> None:
+    plain = shoal_net.start("plain")  # no --grpc: no gRPC API
+    assert "grpc" not in json.loads((plain.data_dir / "api.json").read_text())
+    assert "gRPC" not in plain.log_files()[0].read_text()
+
     bad = run_shoal("run", "--data-dir", str(tmp_path / "bad"), "--grpc", "no-port")
     assert bad.code != 0
     assert len(bad.error_lines) == 1, bad.describe()
@@ -149,6 +153,16 @@ def test_grpc_put_and_a_stalled_get_keep_node_memory_bounded(shoal_net: ShoalNet
         )
         for part in replies:  # and the rest still comes, in order, once it reads again
             got.update(part.chunk)
-    assert got.hexdigest() == sent.hexdigest()
-    peak = node.memory().peak
-    assert peak < RSS_BOUND, f"the node peaked at {peak / MiB:.0f} MiB"
+        assert got.hexdigest() == sent.hexdigest()
+        peak = node.memory().peak
+        assert peak < RSS_BOUND, f"the node peaked at {peak / MiB:.0f} MiB"
+
+        # A client that holds a Get open without reading does not keep the node from
+        # stopping: SIGTERM gives calls in flight a second, then cancels them.
+        held = stub.Get(pb.GetRequest(ref="big.bin"), metadata=auth, timeout=300)
+        next(held)
+        assert node.terminate() == 0
+        with pytest.raises(grpc.RpcError):
+            for _ in held:
+                pass
+    assert not (node.data_dir / "api.json").exists()
