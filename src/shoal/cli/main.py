@@ -235,6 +235,13 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     help="Change any transport limit (repeatable), e.g. --limit max_pending=32; the names "
     "and defaults are in docs/decisions/0004-transport-limits.md.",
 )
+@click.option(
+    "--no-mdns",
+    "no_mdns",
+    is_flag=True,
+    help="Do not look for nodes on the local network with mDNS, nor announce this one (also "
+    "config.toml's node.mdns = false; a node listening on 127.0.0.1 never uses mDNS).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
     data_dir: Path,
@@ -246,9 +253,14 @@ def run(
     reserved_space: str | None,
     max_connections: int | None,
     limit_settings: tuple[str, ...],
+    no_mdns: bool,
     verbose: bool,
 ) -> None:
-    """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM."""
+    """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM.
+
+    On a LAN address (or 0.0.0.0) the node finds the other nodes of its network on the local
+    network by mDNS, with no --peer needed.
+    """
     limits: dict[str, object] = {}
     for setting in limit_settings:
         name, sep, value = setting.partition("=")
@@ -272,6 +284,7 @@ def run(
             None if reserved_space is None else parse_size(reserved_space, what="--reserved-space")
         ),
         limits=limits,
+        mdns=not no_mdns,
     )
     asyncio.run(run_node(data_dir, settings))
 

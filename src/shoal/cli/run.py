@@ -21,6 +21,7 @@ from shoal.api.http import serve_api
 from shoal.client.http import Client
 from shoal.errors import ConfigError, ShoalError
 from shoal.node.datadir import is_initialized
+from shoal.node.runtime import RuntimeOptions
 from shoal.node.service import Node, init_data_dir
 
 __all__ = ["configure_logging", "refuse_if_running", "run_node", "wait_for_stop_signal"]
@@ -82,6 +83,8 @@ class NodeSettings:
     max_storage: int | None = None
     reserved_space: int | None = None
     limits: Mapping[str, object] = field(default_factory=dict)
+    #: False: no mDNS (``--no-mdns``); True: as config.toml says (on by default).
+    mdns: bool = True
 
 
 async def run_node(data_dir: Path, settings: NodeSettings) -> None:
@@ -104,6 +107,7 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
                 max_storage=settings.max_storage,
                 reserved_space=settings.reserved_space,
                 limits=settings.limits,
+                options=RuntimeOptions(mdns=settings.mdns),
             ) as node,
             serve_api(node, data_dir) as api,
         ):
