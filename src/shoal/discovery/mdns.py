@@ -158,6 +158,7 @@ class MdnsDiscovery:
         self._bucket = TokenBucket(learn_rate, learn_burst, clock=clock)
         self._limit_log = LimitLog(log, clock=clock)
         self._tasks = TaskSet("mDNS")
+        self._task_prefix = f"mDNS {short_id(node_id)}"
         self._transport: MdnsTransport | None = None
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
@@ -165,7 +166,6 @@ class MdnsDiscovery:
         self._own_name = instance_name(node_id)
         self._announced = asyncio.Event()
         self._stopped = asyncio.Event()
-        self.seen: set[bytes] = set()  # every node of our network found by mDNS since start
 
     @classmethod
     def for_node(
@@ -201,7 +201,13 @@ class MdnsDiscovery:
         return {node_id: name for name, node_id in self._found.items()}
 
     @property
+    def queued(self) -> int:
+        """Service names waiting to be resolved."""
+        return len(self._queued)
+
+    @property
     def limit_hits(self) -> dict[str, int]:
+        """How often each limit (``mdns_queue``, ``mdns_rate``, ``mdns_peers``) was hit."""
         return dict(self._limit_log.counts)
 
     async def wait_announced(self, timeout: float) -> None:
@@ -216,7 +222,7 @@ class MdnsDiscovery:
         if not self.plan.enabled:
             log.info("mDNS is off: %s", self.plan.off_reason)
             return
-        self._tasks.spawn(self._run(), name="mDNS")
+        self._tasks.spawn(self._run(), name=self._task_prefix)
 
     async def aclose(self) -> None:
         """Stop: cancel the tasks, then withdraw the announcement and close the sockets."""
@@ -239,7 +245,7 @@ class MdnsDiscovery:
             log.warning("mDNS is off: %s", exc)
             return
         for i in range(self._workers):
-            self._tasks.spawn(self._work(), name=f"mDNS resolve {i}")
+            self._tasks.spawn(self._work(), name=f"{self._task_prefix} resolve {i}")
         record = announcement_record(self._node_id, self._network, plan.addresses)
         try:
             await transport.announce(record)
@@ -313,10 +319,10 @@ class MdnsDiscovery:
                 self._max_peers,
             )
             return
+        newly = self._found.get(name) != found.node_id
         self._found[name] = found.node_id
         self._learner.learn(found.node_id, found.addresses, source=PeerSource.MDNS)
-        if found.node_id not in self.seen:
-            self.seen.add(found.node_id)
+        if newly:  # once per appearance, not at every refresh of its records
             log.info(
                 "mDNS: found node %s on the local network at %s",
                 short_id(found.node_id),
