@@ -84,6 +84,9 @@ def test_nodes_listening_on_every_interface_advertise_their_interface_address(
     b.run("init", "--data-dir", str(b.data_dir), "--join", invite).ok()
     b.start(listen="0.0.0.0:0", args=NO_MDNS)
 
+    # --no-mdns: neither looks for the other on the LAN.
+    for node in (a, b):
+        assert "mDNS is off: turned off" in node.stderr_text()
     # b dialed a (the invite's address); a knows b only from what b advertised in its HELLO.
     net.wait_states(a, {b: "up"})
     net.wait_states(b, {a: "up"})
