@@ -1,11 +1,14 @@
 """The mDNS sockets, through the ``zeroconf`` library: the one module that imports it.
 
-zeroconf runs on the node's own event loop (it attaches to the running loop). Its exceptions
-become ``TransportError`` here, at the boundary.
+zeroconf runs on the node's own event loop (it attaches to the running loop), through its async
+API only: nothing here blocks the loop. Its exceptions become ``TransportError`` here, at the
+boundary. Its log lines about network errors (an interface taken down: "Network is
+unreachable") keep their message but lose the traceback, which says nothing to a user.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from zeroconf import Error as ZeroconfError
@@ -17,6 +20,19 @@ from shoal.discovery.mdns import ChangeCallback
 from shoal.errors import TransportError
 
 __all__ = ["ZeroconfTransport"]
+
+
+class _NetworkErrorsWithoutTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], OSError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_ZEROCONF_LOG = logging.getLogger("zeroconf")
+if not any(isinstance(f, _NetworkErrorsWithoutTraceback) for f in _ZEROCONF_LOG.filters):
+    _ZEROCONF_LOG.addFilter(_NetworkErrorsWithoutTraceback())
 
 
 class ZeroconfTransport:
