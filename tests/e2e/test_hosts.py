@@ -178,6 +178,11 @@ def test_nodes_on_a_lan_find_each_other_by_mdns_and_share_files(
     assert fetched > 0, "no host lacked a block: nothing crossed the bridge"
     assert stranger.block_ids() == set()
 
+    # A clean stop with mDNS running: goodbye sent, sockets closed, exit code 0.
+    for node in members:
+        assert node.terminate() == 0, node.stderr_text()
+        assert "Traceback" not in node.stderr_text()
+
 
 def test_a_host_cut_off_and_brought_back_heals_without_a_restart(
     hosts: HostsNet,
