@@ -76,12 +76,16 @@ def hosts(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[HostsNet]:
 
 
 def start_members(net: HostsNet, count: int) -> list[NamespacedNode]:
-    """``count`` members of one closed network, one per host, started with no ``--peer``."""
+    """``count`` members of one closed network, one per host, started with no ``--peer``.
+
+    The second listens on every interface (``0.0.0.0``: mDNS then runs on the interfaces it
+    advertises, here its one veth), the others on their host's address.
+    """
     members = [net.host_node(i, f"m{i + 1}") for i in range(count)]
     for member in members[1:]:
         shutil.copyfile(members[0].data_dir / "network.key", member.data_dir / "network.key")
-    for member in members:
-        member.launch(listen=f"{member.namespace.address}:0")
+    for i, member in enumerate(members):
+        member.launch(listen="0.0.0.0:0" if i == 1 else f"{member.namespace.address}:0")
     for member in members:
         member.wait_ready()
     return members
@@ -153,7 +157,11 @@ def test_nodes_on_a_lan_find_each_other_by_mdns_and_share_files(
         others = [m for m in members if m is not member]
         # Nothing but mDNS could have named a peer: every member found some by it.
         assert found_by_mdns(member, others), member.stderr_text()
-        assert {p["node_id"] for p in member.peers()} == {m.node_id for m in others}
+        peers = {p["node_id"]: p["address"] for p in member.peers()}
+        assert peers == {m.node_id: m.reachable_at for m in others}
+        # Each announced its own interface address only (never 127.0.0.1 nor 0.0.0.0).
+        announcing = f"mDNS: announcing this node at {member.reachable_at} on the local network"
+        assert announcing in member.stderr_text()
 
     # The stranger saw every member's announcement, ignored it, and nobody connected to it.
     def stranger_saw_all() -> tuple[bool, str]:
