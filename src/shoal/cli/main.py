@@ -243,6 +243,13 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     help="Also serve the gRPC API (shoal.v1.Storage, docs/grpc.md) there; :PORT or PORT alone "
     "means 127.0.0.1, port 0 a free port. Its address goes into api.json as grpc.",
 )
+@click.option(
+    "--no-mdns",
+    "no_mdns",
+    is_flag=True,
+    help="Do not look for nodes on the local network with mDNS, nor announce this one (also "
+    "config.toml's node.mdns = false; a node listening on 127.0.0.1 never uses mDNS).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
     data_dir: Path,
@@ -255,9 +262,14 @@ def run(
     max_connections: int | None,
     limit_settings: tuple[str, ...],
     grpc_address: str | None,
+    no_mdns: bool,
     verbose: bool,
 ) -> None:
-    """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM."""
+    """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM.
+
+    On a LAN address (or 0.0.0.0) the node finds the other nodes of its network on the local
+    network by mDNS, with no --peer needed.
+    """
     limits: dict[str, object] = {}
     for setting in limit_settings:
         name, sep, value = setting.partition("=")
@@ -287,6 +299,7 @@ def run(
         ),
         limits=limits,
         grpc=grpc_address,
+        mdns=not no_mdns,
     )
     asyncio.run(run_node(data_dir, settings))
 

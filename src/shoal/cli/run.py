@@ -21,6 +21,7 @@ from shoal.api.http import serve_api
 from shoal.client.http import Client
 from shoal.errors import ConfigError, ShoalError
 from shoal.node.datadir import is_initialized
+from shoal.node.runtime import RuntimeOptions
 from shoal.node.service import Node, init_data_dir
 
 __all__ = ["configure_logging", "refuse_if_running", "run_node", "wait_for_stop_signal"]
@@ -83,6 +84,8 @@ class NodeSettings:
     reserved_space: int | None = None
     limits: Mapping[str, object] = field(default_factory=dict)
     grpc: str | None = None  # HOST:PORT of the gRPC API; None: no gRPC API
+    #: False: no mDNS (``--no-mdns``); True: as config.toml says (on by default).
+    mdns: bool = True
 
 
 async def run_node(data_dir: Path, settings: NodeSettings) -> None:
@@ -105,6 +108,7 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
                 max_storage=settings.max_storage,
                 reserved_space=settings.reserved_space,
                 limits=settings.limits,
+                options=RuntimeOptions(mdns=settings.mdns),
             ) as node,
             serve_api(node, data_dir) as api,
             _serve_grpc(node, settings.grpc, api.token, data_dir) as grpc_address,

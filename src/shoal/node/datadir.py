@@ -58,6 +58,8 @@ class NodeConfig:
     #: Addresses peers should use to reach this node (``node.advertise``); empty: the listen
     #: address, or the host's interface addresses when listening on a wildcard address.
     advertise: list[str] = field(default_factory=list)
+    #: Find nodes on the local network and announce this one (``node.mdns``).
+    mdns: bool = True
     #: Transport limits changed from their defaults (the ``[limits]`` table; names as in
     #: ``shoal.transport.TransportLimits``).
     limits: dict[str, int | float] = field(default_factory=dict)
@@ -78,6 +80,8 @@ class NodeConfig:
             text += f"reserved_space = {_size_toml(self.reserved_space)}\n"
         if self.advertise:
             text += f"advertise = [{', '.join(json.dumps(a) for a in self.advertise)}]\n"
+        if not self.mdns:
+            text += "mdns = false\n"
         if self.limits:
             text += "\n[limits]\n" + "".join(f"{k} = {v!r}\n" for k, v in self.limits.items())
         return text
@@ -103,6 +107,9 @@ class NodeConfig:
         advertise = node.get("advertise", [])
         if not isinstance(advertise, list) or not all(isinstance(a, str) for a in advertise):
             raise ConfigError(f"{source}: node.advertise must be a list of HOST:PORT strings")
+        mdns = node.get("mdns", True)
+        if not isinstance(mdns, bool):
+            raise ConfigError(f"{source}: node.mdns must be true or false")
         limits = data.get("limits", {})
         if not isinstance(limits, dict):
             raise ConfigError(f"{source}: [limits] must be a table")
@@ -115,6 +122,7 @@ class NodeConfig:
             max_storage=_size_setting(node, "max_storage", source),
             reserved_space=_size_setting(node, "reserved_space", source),
             advertise=list(advertise),
+            mdns=mdns,
             limits={name: getattr(checked, name) for name in limits},
         )
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from shoal import defaults
 from shoal.clock import SYSTEM_CLOCK, Clock
+from shoal.discovery import MdnsDiscovery
 from shoal.errors import (
     RemoteProtocolError,
     ShoalError,
@@ -81,6 +82,9 @@ class RuntimeOptions:
     clock: Clock = SYSTEM_CLOCK
     #: The network; None means real TCP + TLS (``shoal.transport.memory`` in tests).
     backend: NetworkBackend | None = None
+    #: Find nodes on the local network (mDNS) and announce this one; only on the interfaces
+    #: the node listens on (none on loopback). Off if config.toml says ``node.mdns = false``.
+    mdns: bool = True
 
 
 class NodeRuntime:
@@ -134,6 +138,7 @@ class NodeRuntime:
             advertise=options.advertise,
         )
         self.routing: Routing = FullMeshRouting(self.manager)
+        self.mdns: MdnsDiscovery | None = None
         self.started_at = options.clock.time()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -149,6 +154,14 @@ class NodeRuntime:
             await self.manager.start()
             for address in self.options.peers:
                 self.manager.add_bootstrap(address)
+            self.mdns = MdnsDiscovery.for_node(
+                self.manager,
+                network=self.options.network or defaults.OPEN_NETWORK,
+                enabled=self.options.mdns and self.data.config.mdns,
+                real_network=self.options.backend is None,
+                clock=self.options.clock,
+            )
+            self.mdns.start()
             remembered = await self.io(self.catalog.peers)
         except BaseException:
             await self.aclose()
@@ -166,6 +179,8 @@ class NodeRuntime:
         self.manager.add_own_address(address)
 
     async def aclose(self) -> None:
+        if self.mdns is not None:
+            await self.mdns.aclose()
         await self.manager.aclose()
         await self._close_resources()
 

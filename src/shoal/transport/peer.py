@@ -202,6 +202,9 @@ class PeerConnection:
         self._stall_timeout = stall_timeout
         self._stall_ping_timeout = stall_ping_timeout
         self._last_byte = self._loop.time()
+        # Wall time minus loop time, read once: ``last_seen`` then changes only when a byte
+        # arrives (two clocks read anew on each call never gave the same value twice).
+        self._wall_offset = time.time() - self._last_byte
         self._quiet_since = self._last_byte  # start of the current stretch without bytes
         self._reader_blocked = False
         self._requests_pending = asyncio.Event()
@@ -231,7 +234,7 @@ class PeerConnection:
     @property
     def last_seen(self) -> float:
         """Wall-clock time (``time.time()``) when the last byte arrived from the peer."""
-        return time.time() - (self._loop.time() - self._last_byte)
+        return self._wall_offset + self._last_byte
 
     def describe(self) -> str:
         """The peer as error messages and logs name it: short ID and address."""
