@@ -62,7 +62,6 @@ SSE_WRITE_TIMEOUT: Final = 10.0  # a client that takes no bytes for this long is
 MAX_KEEP_BODY: Final = 64 * 1024
 
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
-_SESSION_KEY: Final = "shoal.ui.session"
 
 # Everything the page needs comes from this package: no CDN, no download at run time.
 _STATIC_TYPES: Final = {
@@ -191,10 +190,7 @@ def ui_request_allowed(request: web.Request) -> bool:
     port = _check_host(request)
     if _is_public(request):
         return True
-    session_id = request.cookies.get(session_cookie_name(port))
-    if not session_id:
-        return False
-    session = request.app[_AUTH_KEY].session(session_id)
+    session = _cookie_session(request, port)
     if session is None:
         return False
     if request.method not in _SAFE_METHODS:
@@ -210,8 +206,15 @@ def ui_request_allowed(request: web.Request) -> bool:
                 f"missing or wrong {CSRF_HEADER} header: the web UI sends it with every change; "
                 "reload the page"
             )
-    request[_SESSION_KEY] = session
     return True
+
+
+def _cookie_session(request: web.Request, port: int | None) -> Session | None:
+    """The live session named by the request's cookie for this port, if any."""
+    if port is None:
+        return None
+    session_id = request.cookies.get(session_cookie_name(port))
+    return request.app[_AUTH_KEY].session(session_id) if session_id else None
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -267,7 +270,7 @@ async def _login(request: web.Request) -> web.Response:
             body=_LOGIN_FAILED_PAGE.encode(),
             headers=_page_headers("text/html; charset=utf-8"),
         )
-    response = web.HTTPSeeOther("/ui/", headers=_SECURITY_HEADERS)
+    response = web.Response(status=303, headers={**_SECURITY_HEADERS, "Location": "/ui/"})
     response.set_cookie(
         session_cookie_name(port), session.id, httponly=True, samesite="Strict", path="/"
     )
@@ -276,7 +279,7 @@ async def _login(request: web.Request) -> web.Response:
 
 async def _new_login_token(request: web.Request) -> web.Response:
     # Only a bearer-token holder (the `shoal ui` command) may mint a sign-in link.
-    if _SESSION_KEY in request:
+    if _cookie_session(request, _local_port(request)) is not None:
         raise Forbidden("a sign-in link is made with the API token (`shoal ui`), not a session")
     token = request.app[_AUTH_KEY].new_login_token()
     return web.json_response(
@@ -285,8 +288,9 @@ async def _new_login_token(request: web.Request) -> web.Response:
 
 
 def _session_of(request: web.Request) -> Session:
-    session = request.get(_SESSION_KEY)
-    if not isinstance(session, Session):
+    # The auth check let this request in; only a session (not the API token) has a page.
+    session = _cookie_session(request, _local_port(request))
+    if session is None:
         raise Unauthenticated("not signed in to the web UI: run `shoal ui` for a sign-in link")
     return session
 

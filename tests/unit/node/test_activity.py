@@ -51,9 +51,14 @@ def test_track_records_done_and_failed_in_plain_words() -> None:
 
 def test_a_cancelled_transfer_is_cancelled_not_failed() -> None:
     feed = ActivityFeed()
-    with pytest.raises(asyncio.CancelledError), feed.track(TransferKind.UPLOAD, "x") as t:
-        feed.progress(t, 3)
-        raise asyncio.CancelledError
+
+    def cancelled_midway() -> None:
+        with feed.track(TransferKind.UPLOAD, "x") as t:
+            feed.progress(t, 3)
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        cancelled_midway()
     (entry,) = feed.snapshot()["finished"]
     assert entry["state"] == TransferState.CANCELLED.value
     assert entry["done"] == 3
