@@ -153,6 +153,7 @@ function showPage() {
     else link.removeAttribute("aria-current");
   }
   document.title = `Shoal · ${page[0].toUpperCase()}${page.slice(1)}`;
+  $("toast").hidden = true;
   clearInterval(state.networkTimer);
   if (page === "network") {
     refreshNetwork();
@@ -163,6 +164,8 @@ function showPage() {
 
 function showSignIn() {
   state.csrf = null;
+  document.body.classList.add("signed-out");
+  $("sign-out").hidden = true;
   for (const name of PAGES) $(`page-${name}`).hidden = true;
   $("page-signin").hidden = false;
   $("live").classList.remove("on");
@@ -343,6 +346,7 @@ function uploadElement(upload) {
     el("div", { class: "name", title: upload.name, text: upload.name }), cancel,
     el("div", { class: "bar", role: "progressbar", "aria-label": `Upload of ${upload.name}` }, upload.bar),
     upload.figures);
+  upload.el = box;
   upload.barBox = box.querySelector(".bar");
   renderUpload(upload);
   return box;
@@ -374,6 +378,7 @@ function renderUpload(upload) {
   }
   upload.figures.textContent = text;
   upload.cancel.textContent = upload.status === "done" || upload.status === "failed" ? "Dismiss" : "Cancel";
+  renderUploadsSummary();
 }
 
 // Bytes per second over the last few seconds (a moving window, so it follows changes).
@@ -443,6 +448,20 @@ function finishUpload(upload, status, error) {
 function dismissUpload(upload) {
   upload.el.remove();
   state.uploads = state.uploads.filter((u) => u !== upload);
+  renderUploadsSummary();
+}
+
+function renderUploadsSummary() {
+  const finished = state.uploads.filter((u) => u.status === "done" || u.status === "failed");
+  const going = state.uploads.length - finished.length;
+  const left = state.uploads
+    .filter((u) => u.status === "waiting" || u.status === "sending")
+    .reduce((sum, u) => sum + (u.total - u.loaded), 0);
+  $("uploads-head").hidden = state.uploads.length < 2;
+  $("uploads-summary").textContent = going
+    ? `${going} upload${going === 1 ? "" : "s"} going · ${formatSize(left)} to go`
+    : `${finished.length} uploads finished`;
+  $("clear-uploads").hidden = finished.length === 0;
 }
 
 let filesRefresh = null;
@@ -478,6 +497,11 @@ async function droppedItems(dataTransfer) {
 }
 
 function setUpDropzone() {
+  $("clear-uploads").addEventListener("click", () => {
+    for (const upload of [...state.uploads]) {
+      if (upload.status === "done" || upload.status === "failed") dismissUpload(upload);
+    }
+  });
   const zone = $("dropzone");
   let depth = 0;
   zone.addEventListener("dragenter", (e) => { e.preventDefault(); depth += 1; zone.classList.add("over"); });
@@ -612,7 +636,7 @@ function renderNetwork(info) {
 // This node in the middle, its peers on a circle; a line for each open connection.
 function renderMap(node, peers) {
   const width = 480;
-  const height = 300;
+  const height = peers.length <= 2 ? 200 : 300;
   const cx = width / 2;
   const cy = height / 2;
   const radius = peers.length > 1 ? 110 : 95;
@@ -620,7 +644,9 @@ function renderMap(node, peers) {
   const links = svg("g");
   const nodes = svg("g");
   peers.forEach((peer, index) => {
-    const angle = -Math.PI / 2 + (2 * Math.PI * index) / Math.max(peers.length, 1);
+    // One or two peers sit beside this node; more go round it from the top.
+    const start = peers.length <= 2 ? 0 : -Math.PI / 2;
+    const angle = start + (2 * Math.PI * index) / Math.max(peers.length, 1);
     const x = cx + radius * Math.cos(angle) * 1.45;
     const y = cy + radius * Math.sin(angle);
     if (peer.state === "up") links.append(svg("line", { class: "link", x1: cx, y1: cy, x2: x, y2: y }));
@@ -728,6 +754,12 @@ async function start() {
     showSignIn();
     return;
   }
+  document.body.classList.remove("signed-out");
+  $("sign-out").hidden = false;
+  $("sign-out").addEventListener("click", async () => {
+    try { await api("POST", "/ui/api/logout"); } catch (_) { /* signed out either way */ }
+    showSignIn();
+  });
   $("node-chip").textContent = shortId(state.nodeId);
   $("node-chip").title = `This node: ${state.nodeId}`;
   connectEvents();
