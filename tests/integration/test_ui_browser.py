@@ -142,7 +142,8 @@ async def test_files_network_and_activity_in_a_browser(browser: Browser, tmp_pat
         await page.evaluate(
             """() => {
                 const transfer = new DataTransfer();
-                transfer.items.add(new File(["dropped bytes"], "dropped.txt", {type: "text/plain"}));
+                const file = new File(["dropped bytes"], "dropped.txt", {type: "text/plain"});
+                transfer.items.add(file);
                 const zone = document.getElementById("dropzone");
                 zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true}));
             }"""
@@ -169,7 +170,12 @@ async def test_files_network_and_activity_in_a_browser(browser: Browser, tmp_pat
         await page.locator("#crumbs a", has_text="My files").click()
 
         stored = await catalog(api)
-        assert set(stored) == {"holiday video.bin", "dropped.txt", "photos/cat.txt", "photos/2024/dog.txt"}
+        assert set(stored) == {
+            "holiday video.bin",
+            "dropped.txt",
+            "photos/cat.txt",
+            "photos/2024/dog.txt",
+        }
         assert stored["photos/2024/dog.txt"]["size"] == 5000
 
         # -- download: the bytes that come back are the bytes that went up.
@@ -179,7 +185,9 @@ async def test_files_network_and_activity_in_a_browser(browser: Browser, tmp_pat
         assert download.suggested_filename == "holiday video.bin"
         saved = tmp_path / "downloaded.bin"
         await download.save_as(saved)
-        assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(big.read_bytes()).digest()
+        assert (
+            hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(big.read_bytes()).digest()
+        )
 
         # -- copy the read cap.
         await listed.get_by_role("button", name="Copy cap").click()
@@ -237,7 +245,9 @@ async def test_files_network_and_activity_in_a_browser(browser: Browser, tmp_pat
         async with first.get("photos/cat.txt") as reader:
             assert await reader.read() == b"meow\n"
         await expect(
-            page.locator("#finished .transfer.done", has_text="Get").filter(has_text="photos/cat.txt")
+            page.locator("#finished .transfer.done", has_text="Get").filter(
+                has_text="photos/cat.txt"
+            )
         ).to_be_visible()
         await shots.take(page, "activity-wide")
         await page.set_viewport_size(NARROW)
@@ -266,6 +276,11 @@ async def test_a_used_sign_in_link_and_no_session_show_how_to_sign_in(
         await expect(intruder.locator("#page-signin")).to_be_visible()
         await expect(intruder.locator("#page-files")).to_be_hidden()
         await shots.take(intruder, "signin-needed")
-        # The first browser's session is unaffected.
+        # The first browser's session is unaffected, until it signs out.
         await page.reload()
         await expect(page.locator("#page-files")).to_be_visible()
+        await page.get_by_role("button", name="Sign out").click()
+        await expect(page.locator("#page-signin")).to_be_visible()
+        await page.reload()
+        await expect(page.locator("#page-signin")).to_be_visible()
+        await expect(page.locator("#page-files")).to_be_hidden()
