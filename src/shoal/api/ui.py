@@ -298,7 +298,20 @@ def _session_of(request: web.Request) -> Session:
 async def _session(request: web.Request) -> web.Response:
     session = _session_of(request)
     node = request.app[_UI_NODE_KEY]
-    return web.json_response({"csrf": session.csrf, "node_id": node.node_id})
+    return web.json_response(
+        {"csrf": session.csrf, "node_id": node.node_id, "folders": _stores_folders(request.app)}
+    )
+
+
+def _stores_folders(app: web.Application) -> bool:
+    """Whether this API stores folders whole (``PUT /v1/folders/{name}``): the page then
+    uploads a folder as one; otherwise file by file, with its relative paths as names."""
+    return any(
+        route.method == "PUT"
+        and route.resource is not None
+        and route.resource.canonical == "/v1/folders/{name}"
+        for route in app.router.routes()
+    )
 
 
 async def _logout(request: web.Request) -> web.Response:

@@ -10,7 +10,10 @@ const state = {
   csrf: null,
   nodeId: null,
   files: [],
-  folder: "",            // the folder being browsed: "" or "a/b/"
+  folder: "",            // the folder of names being browsed: "" or "a/b/"
+  opened: [],            // a folder stored whole being browsed: [{label, ref}], outermost first
+  listing: null,         // its listing (GET /v1/folders/...)
+  folders: false,        // whether this node stores folders whole (PUT /v1/folders/...)
   uploads: [],           // {id, file, name, loaded, total, status, error, samples, el}
   running: new Map(),    // activity: id -> transfer
   finished: [],
@@ -179,6 +182,7 @@ function showSignIn() {
 async function refreshFiles() {
   try {
     state.files = await api("GET", "/v1/files");
+    if (state.opened.length) await loadOpenedFolder();
     renderFiles();
   } catch (error) {
     if (error.status !== 401) showBanner(`Could not list the files: ${error.message}`);
@@ -187,53 +191,62 @@ async function refreshFiles() {
 
 const ICON_FILE = "M6 3h8l4 4v14H6z M14 3v4h4";
 const ICON_FOLDER = "M3 6h6l2 2h10v11H3z";
+const FOLDER_MEDIA_TYPE = "inode/directory";  // a folder stored whole (PUT /v1/folders/...)
 
 function icon(path) {
   return svg("svg", { viewBox: "0 0 24 24", "aria-hidden": "true" }, svg("path", { d: path }));
 }
 
+function isFolderObject(entry) { return entry.media_type === FOLDER_MEDIA_TYPE; }
+
+// Two kinds of folders: names with "/" in the catalog (files uploaded one by one) are grouped
+// here, in the page; a folder stored whole is one catalog entry, opened with GET /v1/folders/.
 function renderFiles() {
+  renderCrumbs();
+  if (state.opened.length) return renderOpenedFolder();
   const prefix = state.folder;
-  const folders = new Map();  // name -> {size, count}
-  const files = [];
+  const groups = new Map();  // name -> {size, count, created}
+  const rows = [];
   for (const entry of state.files) {
     if (!entry.name.startsWith(prefix)) continue;
     const rest = entry.name.slice(prefix.length);
     const slash = rest.indexOf("/");
     if (slash > 0 && slash < rest.length - 1) {
       const name = rest.slice(0, slash);
-      const folder = folders.get(name) || { size: 0, count: 0, created: 0 };
-      folder.size += entry.size;
-      folder.count += 1;
-      folder.created = Math.max(folder.created, entry.created);
-      folders.set(name, folder);
+      const group = groups.get(name) || { size: 0, count: 0, created: 0 };
+      group.size += entry.size;
+      group.count += 1;
+      group.created = Math.max(group.created, entry.created);
+      groups.set(name, group);
     } else {
-      files.push({ ...entry, shown: rest });
+      rows.push({ ...entry, shown: rest });
     }
   }
-  if (prefix && folders.size === 0 && files.length === 0 && state.files.length > 0) {
+  if (prefix && groups.size === 0 && rows.length === 0 && state.files.length > 0) {
     state.folder = "";  // the folder is gone (its files were removed)
     return renderFiles();
   }
-  renderCrumbs();
   const body = $("files-body");
   body.replaceChildren();
-  for (const [name, folder] of [...folders.entries()].sort()) {
+  for (const [name, group] of [...groups.entries()].sort()) {
     const open = () => { state.folder = `${prefix}${name}/`; renderFiles(); };
-    body.append(el("tr", { class: "folder-row" },
+    body.append(el("tr", { class: "folder-row", "data-folder": `${prefix}${name}/` },
       el("td", {}, el("span", { class: "file-name folder" }, icon(ICON_FOLDER),
         el("a", { href: "#files", onclick: (e) => { e.preventDefault(); open(); }, text: `${name}/` }))),
-      el("td", { class: "num", text: formatSize(folder.size) }),
-      el("td", { class: "when", text: `${folder.count} file${folder.count === 1 ? "" : "s"}` }),
+      el("td", { class: "num", text: formatSize(group.size) }),
+      el("td", { class: "when", text: `${group.count} file${group.count === 1 ? "" : "s"}` }),
       el("td", { class: "actions" },
         el("button", { class: "button small", type: "button", onclick: open, text: "Open" })),
     ));
   }
-  for (const entry of files) body.append(fileRow(entry));
+  for (const entry of rows) body.append(isFolderObject(entry) ? folderObjectRow(entry) : fileRow(entry));
   const total = state.files.reduce((sum, f) => sum + f.size, 0);
   $("files-summary").textContent = state.files.length
-    ? `${state.files.length} file${state.files.length === 1 ? "" : "s"}, ${formatSize(total)}` : "";
-  const empty = folders.size === 0 && files.length === 0;
+    ? `${state.files.length} item${state.files.length === 1 ? "" : "s"}, ${formatSize(total)}` : "";
+  showFilesTable(groups.size === 0 && rows.length === 0);
+}
+
+function showFilesTable(empty) {
   $("files-empty").hidden = !empty;
   $("files-table").hidden = empty;
 }
@@ -244,23 +257,33 @@ function renderCrumbs() {
   const parts = state.folder.split("/").filter(Boolean);
   const go = (index) => (event) => {
     event.preventDefault();
+    state.opened = [];
     state.folder = index < 0 ? "" : `${parts.slice(0, index + 1).join("/")}/`;
     renderFiles();
   };
-  crumbs.append(parts.length
+  const opened = state.opened;
+  const last = parts.length + opened.length - 1;
+  crumbs.append(last >= 0
     ? el("a", { href: "#files", onclick: go(-1), text: "My files" })
     : el("span", { text: "My files" }));
   parts.forEach((part, index) => {
     crumbs.append(el("span", { class: "sep", text: "/" }));
-    crumbs.append(index === parts.length - 1
+    crumbs.append(index === last
       ? el("span", { text: part })
       : el("a", { href: "#files", onclick: go(index), text: part }));
   });
+  opened.forEach((level, index) => {
+    crumbs.append(el("span", { class: "sep", text: "/" }));
+    const here = parts.length + index === last;
+    crumbs.append(here ? el("span", { text: level.label }) : el("a", {
+      href: "#files", text: level.label,
+      onclick: async (e) => { e.preventDefault(); state.opened = opened.slice(0, index + 1); await openFolderLevel(); },
+    }));
+  });
 }
 
-function fileRow(entry) {
+function removeButton(entry) {
   const href = `/v1/files/${encodeName(entry.name)}`;
-  const download = entry.name.split("/").pop();
   const remove = el("button", { class: "button small danger", type: "button", text: "Remove" });
   remove.addEventListener("click", async () => {
     if (!remove.classList.contains("confirm")) {
@@ -279,6 +302,19 @@ function fileRow(entry) {
       showBanner(`Could not remove ${entry.name}: ${error.message}`);
     }
   });
+  return remove;
+}
+
+function copyButton(entry) {
+  return el("button", {
+    class: "button small", type: "button", title: "Copy the read cap: whoever has it can read it",
+    onclick: () => copyCap(entry), text: "Copy cap",
+  });
+}
+
+function fileRow(entry) {
+  const href = `/v1/files/${encodeName(entry.name)}`;
+  const download = entry.name.split("/").pop();
   return el("tr", { "data-name": entry.name },
     el("td", {}, el("span", { class: "file-name" }, icon(ICON_FILE),
       el("a", { href, download, title: `Download ${entry.name}`, text: entry.shown }))),
@@ -286,12 +322,84 @@ function fileRow(entry) {
     el("td", { class: "when", title: entry.media_type, text: formatDate(entry.created) }),
     el("td", { class: "actions" },
       el("a", { class: "button small", href, download, text: "Download" }),
-      el("button", {
-        class: "button small", type: "button", title: "Copy the read cap: whoever has it can read the file",
-        onclick: () => copyCap(entry), text: "Copy cap",
-      }),
-      remove),
+      copyButton(entry),
+      removeButton(entry)),
   );
+}
+
+function folderObjectRow(entry) {
+  const open = async () => {
+    state.opened = [{ label: entry.shown, ref: entry.name }];
+    await openFolderLevel();
+  };
+  const archive = `/v1/folders/${encodeName(entry.name)}/archive`;
+  return el("tr", { "data-name": entry.name, class: "folder-row" },
+    el("td", {}, el("span", { class: "file-name folder" }, icon(ICON_FOLDER),
+      el("a", { href: "#files", onclick: (e) => { e.preventDefault(); open(); }, text: `${entry.shown}/` }))),
+    el("td", { class: "num", text: formatSize(entry.size) }),
+    el("td", { class: "when", text: formatDate(entry.created) }),
+    el("td", { class: "actions" },
+      el("button", { class: "button small", type: "button", onclick: open, text: "Open" }),
+      el("a", { class: "button small", href: archive, download: `${entry.shown.split("/").pop()}.tar`, text: "Download .tar" }),
+      copyButton(entry),
+      removeButton(entry)),
+  );
+}
+
+// A folder stored whole: its listing comes from the node, level by level (by name, then cap).
+async function openFolderLevel() {
+  try {
+    await loadOpenedFolder();
+    renderFiles();
+  } catch (error) {
+    state.opened = [];
+    renderFiles();
+    showBanner(`Could not open the folder: ${error.message}`);
+  }
+}
+
+async function loadOpenedFolder() {
+  const level = state.opened[state.opened.length - 1];
+  const ref = level.ref.startsWith("shoal:") ? encodeURIComponent(level.ref) : encodeName(level.ref);
+  state.listing = await api("GET", `/v1/folders/${ref}`);
+}
+
+function renderOpenedFolder() {
+  const listing = state.listing;
+  const body = $("files-body");
+  body.replaceChildren();
+  const entries = [...listing.entries].sort((a, b) =>
+    (a.type === "dir" ? 0 : 1) - (b.type === "dir" ? 0 : 1) || a.name.localeCompare(b.name));
+  for (const entry of entries) {
+    if (entry.type === "dir") {
+      const open = async () => {
+        state.opened = [...state.opened, { label: entry.name, ref: entry.cap }];
+        await openFolderLevel();
+      };
+      body.append(el("tr", { class: "folder-row", "data-entry": entry.name },
+        el("td", {}, el("span", { class: "file-name folder" }, icon(ICON_FOLDER),
+          el("a", { href: "#files", onclick: (e) => { e.preventDefault(); open(); }, text: `${entry.name}/` }))),
+        el("td", { class: "num", text: formatSize(entry.size) }),
+        el("td", { class: "when", text: formatDate(entry.mtime) }),
+        el("td", { class: "actions" },
+          el("button", { class: "button small", type: "button", onclick: open, text: "Open" }),
+          copyButton(entry)),
+      ));
+    } else {
+      const href = `/v1/caps/${encodeURIComponent(entry.cap)}?name=${encodeURIComponent(entry.name)}`;
+      body.append(el("tr", { "data-entry": entry.name },
+        el("td", {}, el("span", { class: "file-name" }, icon(ICON_FILE),
+          el("a", { href, download: entry.name, text: entry.name }))),
+        el("td", { class: "num", text: formatSize(entry.size) }),
+        el("td", { class: "when", text: formatDate(entry.mtime) }),
+        el("td", { class: "actions" },
+          el("a", { class: "button small", href, download: entry.name, text: "Download" }),
+          copyButton(entry)),
+      ));
+    }
+  }
+  $("files-summary").textContent = `${entries.length} entr${entries.length === 1 ? "y" : "ies"}, ${formatSize(listing.size)}`;
+  showFilesTable(entries.length === 0);
 }
 
 async function copyCap(entry) {
@@ -313,17 +421,43 @@ async function copyCap(entry) {
 
 let uploadIds = 0;
 
+// What to upload: files ({file, name}) and folders ({folder, files: [{file, path}], dirs}).
+// A folder is stored whole where the node can (PUT /v1/folders/...), else file by file with
+// its relative paths as names.
 function queueUploads(items) {
-  for (const { file, name } of items) {
-    const upload = {
-      id: ++uploadIds, file, name: state.folder + name, loaded: 0, total: file.size,
-      status: "waiting", error: null, samples: [], started: 0,
-    };
+  for (const item of items) {
+    if (item.folder !== undefined && !state.folders) {
+      queueUploads(item.files.map(({ file, path }) => ({ file, name: `${item.folder}/${path}` })));
+      continue;
+    }
+    const upload = item.folder !== undefined
+      ? { kind: "folder", files: item.files, dirs: item.dirs || [], name: state.folder + item.folder,
+          total: item.files.reduce((sum, f) => sum + f.file.size, 0) }
+      : { kind: "file", file: item.file, name: state.folder + item.name, total: item.file.size };
+    Object.assign(upload, { id: ++uploadIds, loaded: 0, status: "waiting", error: null, samples: [], started: 0 });
     upload.el = uploadElement(upload);
     $("uploads").prepend(upload.el);
     state.uploads.push(upload);
   }
   pumpUploads();
+}
+
+// Several picked or dropped paths ("photos/2024/a.jpg") become one folder item per top folder.
+function groupByFolder(pairs) {
+  const out = [];
+  const folders = new Map();
+  for (const { file, path } of pairs) {
+    const slash = path.indexOf("/");
+    if (slash <= 0) { out.push({ file, name: path }); continue; }
+    const root = path.slice(0, slash);
+    if (!folders.has(root)) {
+      const item = { folder: root, files: [], dirs: [] };
+      folders.set(root, item);
+      out.push(item);
+    }
+    folders.get(root).files.push({ file, path: path.slice(slash + 1) });
+  }
+  return out;
 }
 
 function pumpUploads() {
@@ -343,7 +477,7 @@ function uploadElement(upload) {
   upload.bar = el("span");
   upload.figures = el("div", { class: "figures" });
   const box = el("div", { class: "upload", "data-name": upload.name },
-    el("div", { class: "name", title: upload.name, text: upload.name }), cancel,
+    el("div", { class: "name", title: upload.name, text: upload.kind === "folder" ? `${upload.name}/` : upload.name }), cancel,
     el("div", { class: "bar", role: "progressbar", "aria-label": `Upload of ${upload.name}` }, upload.bar),
     upload.figures);
   upload.el = box;
@@ -371,7 +505,8 @@ function renderUpload(upload) {
     text = `${formatSize(upload.total)} sent · placing the last blocks on the network…`;
   } else if (upload.status === "done") {
     const seconds = (upload.ended - upload.started) / 1000;
-    text = `Stored · ${formatSize(upload.total)}` + (seconds > 0.05 ? ` in ${formatDuration(seconds)}` : "");
+    const count = upload.kind === "folder" ? ` (${upload.files.length} file${upload.files.length === 1 ? "" : "s"})` : "";
+    text = `Stored · ${formatSize(upload.total)}${count}` + (seconds > 0.05 ? ` in ${formatDuration(seconds)}` : "");
     if (upload.warning) text += ` · ${upload.warning}`;
   } else {
     text = `Failed: ${upload.error}`;
@@ -396,10 +531,23 @@ function startUpload(upload) {
   upload.samples = [[upload.started, 0]];
   const xhr = new XMLHttpRequest();
   upload.xhr = xhr;
-  // The File is the body: the browser streams it from disk and never reads it whole.
-  xhr.open("PUT", `/v1/files/${encodeName(upload.name)}`);
+  // The File is the body: the browser streams it from disk and never reads it whole (a
+  // FormData of Files too: each part is read from disk as it is sent).
+  let body;
+  if (upload.kind === "folder") {
+    xhr.open("PUT", `/v1/folders/${encodeName(upload.name)}`);
+    body = new FormData();
+    for (const dir of upload.dirs) body.append("dir", dir);
+    for (const { file, path } of upload.files) {
+      if (file.lastModified) body.append("mtime", String(file.lastModified / 1000));
+      body.append("file", file, path);
+    }
+  } else {
+    xhr.open("PUT", `/v1/files/${encodeName(upload.name)}`);
+    if (upload.file.type) xhr.setRequestHeader("Content-Type", upload.file.type);
+    body = upload.file;
+  }
   xhr.setRequestHeader(CSRF_HEADER, state.csrf || "");
-  if (upload.file.type) xhr.setRequestHeader("Content-Type", upload.file.type);
   xhr.upload.addEventListener("progress", (event) => {
     const now = performance.now();
     upload.loaded = event.loaded;
@@ -429,7 +577,7 @@ function startUpload(upload) {
   });
   xhr.addEventListener("error", () => finishUpload(upload, "failed", "the connection to the node was lost"));
   xhr.addEventListener("abort", () => finishUpload(upload, "failed", "cancelled"));
-  xhr.send(upload.file);
+  xhr.send(body);
   renderUpload(upload);
 }
 
@@ -478,21 +626,32 @@ async function droppedItems(dataTransfer) {
     if (entry) entries.push(entry);
   }
   if (!entries.length) return [...dataTransfer.files].map((file) => ({ file, name: file.name }));
-  const out = [];
-  async function walk(entry, path) {
-    if (entry.isFile) {
-      const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
-      out.push({ file, name: path + entry.name });
-    } else if (entry.isDirectory) {
-      const reader = entry.createReader();
-      for (;;) {
-        const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
-        if (!batch.length) break;
-        for (const child of batch) await walk(child, `${path}${entry.name}/`);
+  const fileOf = (entry) => new Promise((resolve, reject) => entry.file(resolve, reject));
+  async function walk(directory, path, folder) {
+    const reader = directory.createReader();
+    for (;;) {
+      const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+      if (!batch.length) break;
+      for (const child of batch) {
+        if (child.isFile) {
+          folder.files.push({ file: await fileOf(child), path: path + child.name });
+        } else if (child.isDirectory) {
+          folder.dirs.push(path + child.name);  // so that an empty one is kept too
+          await walk(child, `${path}${child.name}/`, folder);
+        }
       }
     }
   }
-  for (const entry of entries) await walk(entry, "");
+  const out = [];
+  for (const entry of entries) {
+    if (entry.isFile) {
+      out.push({ file: await fileOf(entry), name: entry.name });
+    } else if (entry.isDirectory) {
+      const folder = { folder: entry.name, files: [], dirs: [] };
+      await walk(entry, "", folder);
+      out.push(folder);
+    }
+  }
   return out;
 }
 
@@ -525,7 +684,7 @@ function setUpDropzone() {
     e.target.value = "";
   });
   $("pick-folder").addEventListener("change", (e) => {
-    queueUploads([...e.target.files].map((file) => ({ file, name: file.webkitRelativePath || file.name })));
+    queueUploads(groupByFolder([...e.target.files].map((file) => ({ file, path: file.webkitRelativePath || file.name }))));
     e.target.value = "";
   });
 }
@@ -749,6 +908,7 @@ async function start() {
     const session = await api("GET", "/ui/api/session");
     state.csrf = session.csrf;
     state.nodeId = session.node_id;
+    state.folders = Boolean(session.folders);
   } catch (error) {
     if (error.status !== 401) showBanner(`Could not reach the node: ${error.message}`);
     showSignIn();
