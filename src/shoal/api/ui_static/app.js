@@ -247,6 +247,8 @@ function renderFiles() {
 }
 
 function showFilesTable(empty) {
+  // A stored folder's entries carry their files' modification times, not when they were stored.
+  $("files-when").textContent = state.opened.length ? "Modified" : "Stored";
   $("files-empty").hidden = !empty;
   $("files-table").hidden = empty;
 }
@@ -550,9 +552,13 @@ function startUpload(upload) {
   xhr.setRequestHeader(CSRF_HEADER, state.csrf || "");
   xhr.upload.addEventListener("progress", (event) => {
     const now = performance.now();
-    upload.loaded = event.loaded;
-    if (event.lengthComputable) upload.total = event.total;
-    upload.samples.push([now, event.loaded]);
+    // A folder's body is multipart: count its bytes in proportion, so that the figures are
+    // the files' bytes.
+    const scale = upload.kind === "folder" && event.lengthComputable && event.total
+      ? upload.total / event.total : 1;
+    upload.loaded = Math.min(upload.total, Math.round(event.loaded * scale));
+    if (event.lengthComputable && upload.kind === "file") upload.total = event.total;
+    upload.samples.push([now, upload.loaded]);
     while (upload.samples.length > 2 && now - upload.samples[0][0] > 3000) upload.samples.shift();
     renderUpload(upload);
   });
