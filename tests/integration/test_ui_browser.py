@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -57,6 +58,11 @@ class Shots:
     async def take(self, page: Page, name: str) -> None:
         path = self.root / f"{name}.png"
         await page.evaluate("window.scrollTo(0, 0)")
+        # Nothing sticks out sideways, whatever the width (a narrow window scrolls down only).
+        overflow = await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{name}: the page is {overflow} px wider than the window"
         await page.screenshot(path=str(path), full_page=True)
         shutil.copyfile(path, SHOTS_COPY / path.name)
 
@@ -164,6 +170,14 @@ async def test_files_network_and_activity_in_a_browser(browser: Browser, tmp_pat
             folder_row = page.locator('tr.folder-row[data-name="photos"]')
             await expect(folder_row).to_be_visible()
             await shots.take(page, "files-wide")
+            async with page.expect_download() as download_info:
+                await folder_row.get_by_role("link", name="Download .tar").click()
+            archive = tmp_path / "photos.tar"
+            await (await download_info.value).save_as(archive)
+            with tarfile.open(archive) as tar:
+                cat = tar.extractfile("photos/cat.txt")
+                assert cat is not None
+                assert cat.read() == b"meow\n"
             await folder_row.get_by_role("button", name="Open").click()
             await expect(page.locator("#crumbs")).to_have_text("My files/photos")
             await expect(page.locator('tr[data-entry="cat.txt"]')).to_be_visible()

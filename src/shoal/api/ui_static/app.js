@@ -239,6 +239,7 @@ function renderFiles() {
         el("button", { class: "button small", type: "button", onclick: open, text: "Open" })),
     ));
   }
+  rows.sort((a, b) => Number(isFolderObject(b)) - Number(isFolderObject(a)));  // folders first
   for (const entry of rows) body.append(isFolderObject(entry) ? folderObjectRow(entry) : fileRow(entry));
   const total = state.files.reduce((sum, f) => sum + f.size, 0);
   $("files-summary").textContent = state.files.length
