@@ -116,6 +116,9 @@ async def test_files_network_and_activity_in_a_browser(browser: Browser, tmp_pat
 
         # -- upload by picking a file, on a slowed-down link so that the bar is seen moving
         # (bytes, speed, time left), then reaching done.
+        watcher = await page.context.new_page()  # the activity page, beside the files page
+        await watcher.goto(f"{api.url}/ui/#activity")
+        await expect(watcher.locator("#live")).to_have_class("live on")
         cdp = await page.context.new_cdp_session(page)
         await cdp.send("Network.enable")
         await cdp.send(
@@ -124,7 +127,7 @@ async def test_files_network_and_activity_in_a_browser(browser: Browser, tmp_pat
                 "offline": False,
                 "latency": 0,
                 "downloadThroughput": -1,
-                "uploadThroughput": 4 * 1024 * 1024,
+                "uploadThroughput": 3 * 1024 * 1024,
             },
         )
         await page.locator("#pick-files").set_input_files(str(big))
@@ -132,6 +135,11 @@ async def test_files_network_and_activity_in_a_browser(browser: Browser, tmp_pat
         await expect(row.locator(".figures")).to_contain_text(" to go · ")
         await expect(row.locator(".figures")).to_contain_text("/s · ")
         await shots.take(page, "files-uploading-wide")
+        # The node reports the same upload live, with the bytes it still expects.
+        running = watcher.locator("#running .transfer", has_text="holiday video.bin")
+        await expect(running).to_contain_text(" to go")
+        await shots.take(watcher, "activity-running-wide")
+        await watcher.close()
         await expect(row).to_have_attribute("data-status", "done")
         await expect(row.locator(".figures")).to_contain_text("Stored · 12 MiB")
         bar = row.locator(".bar")

@@ -392,17 +392,18 @@ class Node:
             entry = await self._catalog_entry(name_or_cap)
             cap = ReadCap.parse(entry.cap)
             name, media_type = entry.name, entry.media_type
-        stream = await open_file(self._rt, cap)
-        try:
-            shown = name if name is not None else encode_id(cap.cid)  # never the cap: a secret
-            with self.activity.track(TransferKind.DOWNLOAD, shown, stream.size) as transfer:
+        shown = name if name is not None else encode_id(cap.cid)  # never the cap: a secret
+        with self.activity.track(TransferKind.DOWNLOAD, shown) as transfer:
+            stream = await open_file(self._rt, cap)
+            transfer.size = stream.size
+            try:
 
                 def count(nbytes: int) -> None:
                     self.activity.progress(transfer, nbytes)
 
                 yield FileReader(stream, name=name, media_type=media_type, on_chunk=count)
-        finally:
-            await stream.aclose()
+            finally:
+                await stream.aclose()
 
     async def get_to_file(
         self, name_or_cap: str, path: str | os.PathLike[str], *, progress: Progress | None = None
