@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 from collections.abc import AsyncIterator
@@ -137,7 +138,9 @@ async def test_files_network_and_activity_in_a_browser(browser: Browser, tmp_pat
         await shots.take(page, "files-uploading-wide")
         # The node reports the same upload live, with the bytes it still expects.
         running = watcher.locator("#running .transfer", has_text="holiday video.bin")
-        await expect(running).to_contain_text(" to go")
+        await expect(running.locator(".detail")).to_have_text(
+            re.compile(r"^[1-9][0-9.]* (KiB|MiB) of 12 MiB · [0-9.]+ (KiB|MiB) to go")
+        )
         await shots.take(watcher, "activity-running-wide")
         await watcher.close()
         await expect(row).to_have_attribute("data-status", "done")

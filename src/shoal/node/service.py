@@ -26,7 +26,7 @@ from shoal.content.manifest import MAX_CHILDREN, MAX_CHUNK_SIZE, MAX_REPLICAS
 from shoal.errors import ConfigError, InvalidCapability, NotFound, StorageError
 from shoal.ids import encode_id
 from shoal.names import check_media_type, check_name
-from shoal.node.activity import ActivityFeed, TransferKind
+from shoal.node.activity import ActivityFeed, Transfer, TransferKind
 from shoal.node.datadir import NodeConfig
 from shoal.node.datadir import init_data_dir as _init_data_dir
 from shoal.node.get import FileStream, open_file, walk_block_ids
@@ -305,23 +305,27 @@ class Node:
             expected_size = memoryview(data).nbytes
         try:
             with self.activity.track(TransferKind.UPLOAD, name, expected_size) as transfer:
-
-                def count(nbytes: int) -> None:
-                    self.activity.progress(transfer, nbytes)
-                    if progress is not None:
-                        progress(nbytes)
-
+                chunks = self._counted(self._chunks(source), transfer)
                 return await store_file(
                     self._rt,
                     name,
-                    self._chunks(source),
+                    chunks,
                     media_type=media_type,
                     mtime=mtime,
-                    progress=count,
+                    progress=progress,
                 )
         finally:
             if close is not None:
                 close.close()
+
+    async def _counted(
+        self, chunks: AsyncIterator[bytes | memoryview], transfer: Transfer
+    ) -> AsyncIterator[bytes | memoryview]:
+        """``chunks``, each counted in :attr:`activity` as the put takes it (bytes received,
+        which run ahead of ``progress``: that counts bytes placed on their holders)."""
+        async for chunk in chunks:
+            self.activity.progress(transfer, len(chunk))
+            yield chunk
 
     async def _chunks(self, source: Any) -> AsyncIterator[bytes | memoryview]:
         size = self._rt.options.chunk_size

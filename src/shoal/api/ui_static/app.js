@@ -840,6 +840,8 @@ function transferItem(transfer) {
     detail = size !== null
       ? `${formatSize(transfer.done)} of ${formatSize(size)} · ${formatSize(Math.max(0, size - transfer.done))} to go`
       : `${formatSize(transfer.done)} so far`;
+    const seconds = Date.now() / 1000 - transfer.started;
+    if (transfer.done > 0 && seconds > 0.5) detail += ` · ${formatSize(transfer.done / seconds)}/s`;
   } else if (transfer.state === "done") {
     const seconds = transfer.finished - transfer.started;
     detail = `Done · ${formatSize(size)}` + (seconds > 0.05 ? ` in ${formatDuration(seconds)}` : "");
