@@ -149,6 +149,12 @@ async def test_a_change_without_the_csrf_token_is_refused_and_changes_nothing(
     )
     assert keep.status_code == 201, keep.text
     assert keep.json()["size"] == 5
+    for bad in (b"[" * 50_000, b"not json", b'{"cap": 1, "name": "x"}', b"{}" + b" " * 70_000):
+        refused = await browser.http.post(
+            "/ui/api/keep", content=bad, headers={CSRF_HEADER: browser.csrf}
+        )
+        assert refused.status_code == 400, bad[:20]
+        assert refused.json()["error"]["code"] == "config"
     gone = await browser.http.delete("/v1/files/a.txt", headers={CSRF_HEADER: browser.csrf})
     assert gone.status_code == 200
     names = [f["name"] for f in (await browser.http.get("/v1/files")).json()]

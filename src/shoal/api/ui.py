@@ -345,11 +345,13 @@ async def _activity(request: web.Request) -> web.Response:
 
 async def _keep(request: web.Request) -> web.Response:
     _session_of(request)
-    if request.content_length is not None and request.content_length > MAX_KEEP_BODY:
-        raise ConfigError('the request body is too large: send {"cap": ..., "name": ...}')
+    if request.content_length is None or request.content_length > MAX_KEEP_BODY:
+        raise ConfigError(
+            'send a JSON body {"cap": ..., "name": ...} of at most 64 KiB, with Content-Length'
+        )
     try:
-        body = json.loads(await request.content.read(MAX_KEEP_BODY + 1))
-    except ValueError:
+        body = json.loads(await request.read())  # at most MAX_KEEP_BODY (checked above)
+    except (ValueError, RecursionError):  # RecursionError: a deeply nested body
         raise ConfigError('send a JSON body {"cap": "shoal:r:...", "name": "..."}') from None
     cap = body.get("cap") if isinstance(body, dict) else None
     name = body.get("name") if isinstance(body, dict) else None
