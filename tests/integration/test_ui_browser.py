@@ -64,7 +64,7 @@ class Shots:
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{name}: the page is {overflow} px wider than the window"
-        await page.screenshot(path=str(path), full_page=True)
+        await page.screenshot(path=str(path), full_page=True, animations="disabled")
         shutil.copyfile(path, SHOTS_COPY / path.name)
 
 
@@ -267,6 +267,9 @@ async def test_files_network_and_activity_in_a_browser(browser: Browser, tmp_pat
         await page.set_viewport_size(NARROW)
         await shots.take(page, "files-narrow")
         await page.set_viewport_size(WIDE)
+        await page.emulate_media(color_scheme="dark")  # the system's dark setting is followed
+        await shots.take(page, "files-dark-wide")
+        await page.emulate_media(color_scheme="light")
 
         # -- network: the peer, its state, address and how it was learnt; the map.
         await page.get_by_role("link", name="Network").click()
