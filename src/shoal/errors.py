@@ -5,6 +5,7 @@ The tree::
     ShoalError                     code            HTTP  gRPC
     ├── ConfigError                config          400   INVALID_ARGUMENT
     ├── Unauthenticated            unauthenticated 401   UNAUTHENTICATED
+    │   └── Forbidden              forbidden       403   PERMISSION_DENIED
     ├── ProtocolError              protocol-error  502   INTERNAL
     │   ├── LocalProtocolError         we tried to send something invalid (a bug)
     │   └── RemoteProtocolError        the peer sent something invalid
@@ -42,6 +43,7 @@ __all__ = [
     "Busy",
     "ConfigError",
     "CorruptBlock",
+    "Forbidden",
     "HandshakeError",
     "IntegrityError",
     "InvalidCapability",
@@ -90,6 +92,15 @@ class Unauthenticated(ShoalError):
     code = "unauthenticated"
     http_status = 401
     grpc_status = "UNAUTHENTICATED"
+
+
+class Forbidden(Unauthenticated):
+    """A local request that may not be made this way: a wrong ``Host`` (DNS rebinding), or a
+    web UI request that changes something without its CSRF token."""
+
+    code = "forbidden"
+    http_status = 403
+    grpc_status = "PERMISSION_DENIED"
 
 
 class ProtocolError(ShoalError):

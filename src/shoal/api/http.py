@@ -31,6 +31,7 @@ from urllib.parse import quote
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from shoal.api.ui import install_ui, ui_request_allowed
 from shoal.client.api_info import API_FILE_NAME, ApiInfo, remove_api_info, write_api_info
 from shoal.client.http import check_read_cap
 from shoal.content.caps import looks_like_cap, parse_cap
@@ -145,7 +146,7 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Refuse any request without the right bearer token (constant-time comparison)."""
     expected = f"Bearer {request.app[_TOKEN_KEY]}".encode()
     given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-    if not hmac.compare_digest(given, expected):
+    if not hmac.compare_digest(given, expected) and not ui_request_allowed(request):
         return _error_response(
             Unauthenticated(
                 "missing or wrong API token: send 'Authorization: Bearer <token>' with the token "
@@ -198,7 +199,9 @@ async def _put_file(request: web.Request) -> web.Response:
             raise _UploadInterrupted(f"upload of {name!r} was interrupted: {exc}") from exc
 
     try:
-        result = await node.store_with_result(name, body(), media_type=media_type)
+        result = await node.store_with_result(
+            name, body(), media_type=media_type, expected_size=request.content_length
+        )
     except _UploadInterrupted as exc:
         # The client went away (e.g. Ctrl-C on `shoal put`): nothing was cataloged and
         # nobody reads this answer, so it is not worth an error with a traceback.
@@ -303,6 +306,7 @@ def make_app(node: Node, token: str) -> web.Application:
     app.router.add_get("/v1/files/{name}", _get_file)
     app.router.add_delete("/v1/files/{name}", _remove_file)
     app.router.add_get("/v1/caps/{cap}", _get_cap)
+    install_ui(app, node)  # the web UI: a browser session instead of the token (api/ui.py)
     return app
 
 

@@ -5,7 +5,8 @@ its invite (the secret and node 1's address), as ``shoal init --join`` does; nod
 bootstraps from both. Once the third sees both peers up, it stores ``picture_1.png`` (a PNG
 generated here), deletes its own copy of the blocks, gets the file back from the network and
 checks it is byte for byte the same. Then the network keeps running until Ctrl-C (or exits at
-once with ``--once``).
+once with ``--once``); node 1 serves the local HTTP API and web UI, and the demo's last line
+before it waits is a sign-in link to that UI (``shoal ui``'s).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from typing import Final
 
 import click
 
+from shoal.api.http import serve_api
 from shoal.cli.output import format_age, format_size, format_table
 from shoal.cli.run import wait_for_stop_signal
+from shoal.cli.ui import login_link
 from shoal.content import ReadCap
 from shoal.errors import AddressInUse, IntegrityError, PeerUnavailable
 from shoal.ids import encode_id
@@ -93,10 +96,13 @@ def _print_peers(node: Node) -> None:
     click.echo(format_table(["NODE", "ADDRESS", "STATE", "LAST SEEN"], rows))
 
 
-async def _keep_running(node: Node) -> None:
-    """Print the peer list now and whenever it changes, until Ctrl-C / SIGTERM."""
+async def _keep_running(node: Node, ui_url: str) -> None:
+    """Print the peer list and the UI link, then the peer list whenever it changes, until
+    Ctrl-C / SIGTERM."""
     stop = asyncio.create_task(wait_for_stop_signal())
-    last: list[tuple[str, str]] = []
+    last = sorted((p.node_id, p.state.value) for p in node.peers())
+    _print_peers(node)
+    _step(f"web UI of node 1 (this sign-in link works once): {ui_url}")
     try:
         while not stop.done():
             current = sorted((p.node_id, p.state.value) for p in node.peers())
@@ -129,6 +135,7 @@ async def _run_demo(*, once: bool, ephemeral_ports: bool, data_root: Path | None
             first = await stack.enter_async_context(
                 Node.start(dirs[0], listen=f"127.0.0.1:{ports[0]}")
             )
+            await stack.enter_async_context(serve_api(first, dirs[0]))
             _step(f"node 1 {first.node_id[:12]} listening on {first.listen_address}")
             invite = first.invite()
             _step(f"node 1 made a closed network; its invite: {invite[:24]}... (a secret)")
@@ -175,6 +182,9 @@ async def _run_demo(*, once: bool, ephemeral_ports: bool, data_root: Path | None
             if once:
                 _step("done")
                 return
+            await first.keep(cap, FILE_NAME)
+            _step(f"node 1 keeps {FILE_NAME} in its catalog by its read cap (see its web UI)")
             _step("network running; press Ctrl-C to stop")
-            await _keep_running(third)
+            ui_url = await asyncio.to_thread(login_link, dirs[0])
+            await _keep_running(third, ui_url)
             _step("stopping")

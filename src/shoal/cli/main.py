@@ -25,6 +25,7 @@ from shoal.cli.demo import run_demo
 from shoal.cli.files import output_path
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
 from shoal.cli.run import NodeSettings, configure_logging, refuse_if_running, run_node
+from shoal.cli.ui import ui as ui_command
 from shoal.client.http import Client, check_read_cap
 from shoal.content.caps import looks_like_cap
 from shoal.errors import ConfigError, NotFound, ShoalError, StorageError
@@ -517,6 +518,9 @@ def demo(once: bool, ephemeral_ports: bool, data_root: Path | None, verbose: boo
     # Three nodes in one process log a lot; the demo's own steps go to stdout.
     configure_logging(logging.INFO if verbose else logging.WARNING)
     asyncio.run(run_demo(once=once, ephemeral_ports=ephemeral_ports, data_root=data_root))
+
+
+cli.add_command(ui_command)
 
 
 def main() -> None:

@@ -26,13 +26,21 @@ from shoal.content.manifest import MAX_CHILDREN, MAX_CHUNK_SIZE, MAX_REPLICAS
 from shoal.errors import ConfigError, InvalidCapability, NotFound, StorageError
 from shoal.ids import encode_id
 from shoal.names import check_media_type, check_name
+from shoal.node.activity import ActivityFeed, Transfer, TransferKind
 from shoal.node.datadir import NodeConfig
 from shoal.node.datadir import init_data_dir as _init_data_dir
 from shoal.node.get import FileStream, open_file, walk_block_ids
 from shoal.node.network import Invite, parse_invite
 from shoal.node.put import store_file
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
-from shoal.node.types import FileEntry, NodeStatus, PeerState, PeerStatus, StoreResult
+from shoal.node.types import (
+    FileEntry,
+    NodeStatus,
+    PeerState,
+    PeerStatus,
+    StorageStatus,
+    StoreResult,
+)
 from shoal.store import AtomicFile, CatalogEntry
 from shoal.transport.limits import limits_with
 
@@ -73,9 +81,15 @@ class FileReader:
     """
 
     def __init__(
-        self, stream: FileStream, *, name: str | None = None, media_type: str | None = None
+        self,
+        stream: FileStream,
+        *,
+        name: str | None = None,
+        media_type: str | None = None,
+        on_chunk: Progress | None = None,
     ) -> None:
         self._stream = stream
+        self._on_chunk = on_chunk
         self._buffer = bytearray()
         self.name = name
         self.size = stream.size
@@ -87,7 +101,7 @@ class FileReader:
     async def read(self, n: int = -1) -> bytes:
         """Read up to ``n`` bytes; ``-1`` reads to the end (bounded only by the file size)."""
         while n < 0 or len(self._buffer) < n:
-            chunk = await self._stream.next_chunk()
+            chunk = await self._next_chunk()
             if chunk is None:
                 break
             self._buffer += chunk
@@ -104,8 +118,14 @@ class FileReader:
             data = bytes(self._buffer)
             self._buffer.clear()
             yield data
-        while (chunk := await self._stream.next_chunk()) is not None:
+        while (chunk := await self._next_chunk()) is not None:
             yield chunk
+
+    async def _next_chunk(self) -> bytes | None:
+        chunk = await self._stream.next_chunk()
+        if chunk is not None and self._on_chunk is not None:
+            self._on_chunk(len(chunk))
+        return chunk
 
 
 def _file_entry(entry: CatalogEntry) -> FileEntry:
@@ -136,6 +156,8 @@ class Node:
         self._rt = runtime
         self.node_id = encode_id(runtime.node_id)
         self.data_dir = runtime.data.path
+        #: Transfers in progress and the last finished ones, with a live feed (the web UI's).
+        self.activity = ActivityFeed()
 
     @property
     def listen_address(self) -> str:
@@ -260,12 +282,15 @@ class Node:
         mtime: float | None = None,
         progress: Progress | None = None,
         replicas: int | None = None,
+        expected_size: int | None = None,
     ) -> StoreResult:
         """Like ``store`` but returns the full ``StoreResult`` (size, blocks, replicas).
 
         ``mtime`` (Unix seconds) is kept in the catalog; for a path it defaults to the file's.
         ``replicas`` (1 to 255) overrides the node's setting for this file (it is part of the
         file's cap).
+        ``expected_size`` (e.g. an HTTP ``Content-Length``) only lets :attr:`activity` show
+        the bytes to go; the stored size is what ``data`` holds.
         """
         name = check_name(name)
         media_type = _media_type(name, media_type)
@@ -278,24 +303,38 @@ class Node:
             try:
                 opened = await self._rt.io(_open_binary, path)
                 source = close = opened
+                stat = await self._rt.io(os.fstat, opened.fileno())
                 if mtime is None:
-                    mtime = (await self._rt.io(os.fstat, opened.fileno())).st_mtime
+                    mtime = stat.st_mtime
+                expected_size = stat.st_size
             except OSError as exc:
                 raise NotFound(f"cannot read {path}: {exc.strerror}") from exc
+        elif isinstance(data, bytes | bytearray | memoryview):
+            expected_size = memoryview(data).nbytes
         try:
-            chunks = self._chunks(source)
-            return await store_file(
-                self._rt,
-                name,
-                chunks,
-                media_type=media_type,
-                mtime=mtime,
-                progress=progress,
-                replicas=replicas,
-            )
+            with self.activity.track(TransferKind.UPLOAD, name, expected_size) as transfer:
+                chunks = self._counted(self._chunks(source), transfer)
+                return await store_file(
+                    self._rt,
+                    name,
+                    chunks,
+                    media_type=media_type,
+                    mtime=mtime,
+                    progress=progress,
+                    replicas=replicas,
+                )
         finally:
             if close is not None:
                 close.close()
+
+    async def _counted(
+        self, chunks: AsyncIterator[bytes | memoryview], transfer: Transfer
+    ) -> AsyncIterator[bytes | memoryview]:
+        """``chunks``, each counted in :attr:`activity` as the put takes it (bytes received,
+        which run ahead of ``progress``: that counts bytes placed on their holders)."""
+        async for chunk in chunks:
+            self.activity.progress(transfer, len(chunk))
+            yield chunk
 
     async def _chunks(self, source: Any) -> AsyncIterator[bytes | memoryview]:
         size = self._rt.options.chunk_size
@@ -380,11 +419,19 @@ class Node:
             entry = await self._catalog_entry(name_or_cap)
             cap = ReadCap.parse(entry.cap)
             name, media_type = entry.name, entry.media_type
-        stream = await open_file(self._rt, cap, offset=offset, length=length)
-        try:
-            yield FileReader(stream, name=name, media_type=media_type)
-        finally:
-            await stream.aclose()
+        shown = name if name is not None else encode_id(cap.cid)  # never the cap: a secret
+        with self.activity.track(TransferKind.DOWNLOAD, shown) as transfer:
+            stream = await open_file(self._rt, cap, offset=offset, length=length)
+            # A ranged get's transfer is its range.
+            transfer.size = (stream.size if stream.end is None else stream.end) - stream.start
+            try:
+
+                def count(nbytes: int) -> None:
+                    self.activity.progress(transfer, nbytes)
+
+                yield FileReader(stream, name=name, media_type=media_type, on_chunk=count)
+            finally:
+                await stream.aclose()
 
     async def get_to_file(
         self, name_or_cap: str, path: str | os.PathLike[str], *, progress: Progress | None = None
@@ -427,6 +474,35 @@ class Node:
         entry = await self._rt.io(self._rt.catalog.remove_file, name)
         if entry is None:
             raise NotFound(f"no file named {name!r} in this node's catalog")
+        return _file_entry(entry)
+
+    async def keep(self, cap: str, name: str) -> FileEntry:
+        """Put a file someone shared (its read cap) in this node's catalog as ``name``.
+
+        The file's root is fetched first (which proves the cap reaches a file and gives its
+        size); then the name maps to the cap and pins it, as for a file stored here. An
+        existing ``name`` is replaced.
+
+        Raises:
+            InvalidCapability: ``cap`` is not a read cap.
+            ConfigError: ``name`` is not a valid name.
+            NotFound: the file's root block is on no reachable node.
+        """
+        name = check_name(name)
+        read_cap = await self.resolve(cap)
+        stream = await open_file(self._rt, read_cap)
+        try:
+            size = stream.size
+        finally:
+            await stream.aclose()
+        entry = CatalogEntry(
+            name=name,
+            cap=str(read_cap),
+            size=size,
+            media_type=_media_type(name, None),
+            created=time.time(),
+        )
+        await self._rt.io(self._rt.catalog.put_file, entry)
         return _file_entry(entry)
 
     async def drop_local_copy(self, name_or_cap: str) -> int:
@@ -497,9 +573,20 @@ class Node:
                     address=address,
                     state=PeerState.UP if conn is not None else PeerState.DOWN,
                     last_seen=record.last_seen,
+                    source=record.source.shown,
                 )
             )
         return sorted(result, key=lambda p: p.node_id)
+
+    async def storage(self) -> StorageStatus:
+        """How much this node's block store holds, and how much more it may take."""
+        blocks = self._rt.blocks
+        count, used = await self._rt.io(blocks.usage)
+        free = await self._rt.io(blocks.free_bytes)
+        room = max(0, free - blocks.reserve_bytes)
+        if blocks.max_bytes is not None:
+            room = min(room, max(0, blocks.max_bytes - used))
+        return StorageStatus(blocks=count, used=used, free=room, max_storage=blocks.max_bytes)
 
     async def wait_for_peers(self, count: int, timeout: float = 30.0) -> None:
         """Wait until at least ``count`` peers are up; ``PeerUnavailable`` on timeout."""

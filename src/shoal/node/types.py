@@ -42,6 +42,7 @@ class PeerStatus:
     address: str | None
     state: PeerState
     last_seen: float | None
+    source: str | None = None  # how it was first learnt, as `shoal peers` names it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,32 @@ class PeerStatus:
             "address": self.address,
             "state": self.state.value,
             "last_seen": self.last_seen,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStatus:
+    """What this node's block store holds and may still take.
+
+    Attributes:
+        blocks: Blocks kept.
+        used: Their bytes.
+        free: Bytes more it may take (free disk less the reserve, within ``max_storage``).
+        max_storage: Its limit in bytes, or None (no limit but the disk and the reserve).
+    """
+
+    blocks: int
+    used: int
+    free: int
+    max_storage: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "blocks": self.blocks,
+            "used": self.used,
+            "free": self.free,
+            "max_storage": self.max_storage,
         }
 
 
