@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from shoal.content import BlockWalk, DataRef, FileWalk, NeedManifest, ReadCap
+from shoal.content.manifest import KIND_FILE
 from shoal.errors import IntegrityError
 from shoal.ids import short_id
 from shoal.node.blocks import fetch_block
@@ -96,9 +97,12 @@ class FileStream:
         await self.leaves.aclose()
 
 
-async def open_file(rt: NodeRuntime, cap: ReadCap) -> FileStream:
-    """Fetch and open the root manifest of ``cap``; return a stream over its chunks."""
-    walk = FileWalk(cap)
+async def open_file(rt: NodeRuntime, cap: ReadCap, *, kind: str = KIND_FILE) -> FileStream:
+    """Fetch and open the root manifest of ``cap``; return a stream over its chunks.
+
+    ``kind`` is the object kind the root must be (``"dir"`` reads a directory's listing).
+    """
+    walk = FileWalk(cap, kind=kind)
     root = walk.next()
     assert isinstance(root, NeedManifest)  # a walk starts with its root
     walk.feed(await fetch_block(rt, root.block_id, root.open))

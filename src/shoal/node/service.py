@@ -22,15 +22,29 @@ from typing import IO, Any
 
 from shoal import defaults
 from shoal.content import Chunker, ReadCap, looks_like_cap, parse_cap
+from shoal.content.directory import DirEntry, EnterDir, FolderWalk, LeaveDir, PutFile
 from shoal.content.manifest import MAX_CHILDREN, MAX_CHUNK_SIZE, MAX_REPLICAS
 from shoal.errors import ConfigError, InvalidCapability, NotFound, StorageError
 from shoal.ids import encode_id
 from shoal.names import check_media_type, check_name
 from shoal.node.datadir import NodeConfig
 from shoal.node.datadir import init_data_dir as _init_data_dir
+from shoal.node.folders import (
+    FOLDER_MEDIA_TYPE,
+    FolderBuilder,
+    FolderItem,
+    FolderResult,
+    RestoreResult,
+    folder_steps,
+    put_items,
+    put_scanned,
+    read_listing,
+    restore_folder,
+    scan_folder,
+)
 from shoal.node.get import FileStream, open_file, walk_block_ids
 from shoal.node.network import Invite, parse_invite
-from shoal.node.put import store_file
+from shoal.node.put import PlacedObject, catalog_object, store_file
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
 from shoal.node.types import FileEntry, NodeStatus, PeerState, PeerStatus, StoreResult
 from shoal.store import AtomicFile, CatalogEntry
@@ -390,6 +404,105 @@ class Node:
                     raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
                 raise
         return written
+
+    # -- folders -------------------------------------------------------------------------------
+
+    async def store_folder(
+        self,
+        name: str,
+        source: str | os.PathLike[str] | AsyncIterable[FolderItem],
+        *,
+        progress: Progress | None = None,
+    ) -> FolderResult:
+        """Store a folder as directory objects under ``name``; return what was stored.
+
+        ``source`` is a local folder (symbolic links and special files are skipped and listed
+        in ``FolderResult.skipped``; every name and limit is checked before anything is
+        stored), or an async iterable of :class:`~shoal.node.folders.FolderItem` (the HTTP
+        API's upload; paths are checked as they come). The same tree gives the same cap. A
+        failed put catalogs nothing.
+
+        Raises:
+            ConfigError: A name cannot be stored, a path repeats, or a limit is passed.
+            QuorumNotMet: A block could be placed nowhere.
+        """
+        name = check_name(name)
+        rt = self._rt
+        now_ns = time.time_ns()
+        skipped: list[str] = []
+        if isinstance(source, str | os.PathLike):
+            scanned, skipped = await rt.io(scan_folder, Path(source))
+            root_info = await rt.io(os.stat, Path(source))
+            builder = FolderBuilder(rt, default_mtime_ns=root_info.st_mtime_ns, default_mode=0o755)
+            await put_scanned(rt, builder, scanned, self._chunks, progress=progress)
+            mtime = root_info.st_mtime
+        else:
+            builder = FolderBuilder(rt, default_mtime_ns=now_ns, default_mode=0o755)
+            await put_items(
+                rt, builder, aiter(source), self._chunks, now_ns=now_ns, progress=progress
+            )
+            mtime = None
+        cap, size = await builder.finish()
+        placed = PlacedObject(cap, size, builder.blocks, builder.copies, rt.options.replicas)
+        result = await catalog_object(rt, name, placed, media_type=FOLDER_MEDIA_TYPE, mtime=mtime)
+        return FolderResult(
+            name=name,
+            cap=result.cap,
+            size=size,
+            files=builder.files,
+            directories=builder.directories,
+            blocks=result.blocks,
+            replicas=result.replicas,
+            replicas_wanted=result.replicas_wanted,
+            skipped=skipped,
+        )
+
+    async def list_folder(self, name_or_cap: str) -> list[DirEntry]:
+        """The entries of a folder (by catalog name or read cap), sorted by name.
+
+        Raises:
+            IntegrityError: The cap names a file, not a folder (or its listing is damaged).
+        """
+        cap = await self.resolve(name_or_cap)
+        return list(await read_listing(self._rt, cap))
+
+    def walk_folder(self, name_or_cap: str) -> AsyncIterator[EnterDir | PutFile | LeaveDir]:
+        """Every directory and file of a folder, depth first in listing order.
+
+        Yields ``EnterDir`` (path, entry), ``PutFile`` (path, entry: read it with
+        ``node.get(str(entry.cap))``) and ``LeaveDir``; paths are tuples of checked names.
+        """
+
+        async def steps() -> AsyncIterator[EnterDir | PutFile | LeaveDir]:
+            cap = await self.resolve(name_or_cap)
+            async for step in folder_steps(self._rt, FolderWalk(cap)):
+                yield step
+
+        return steps()
+
+    async def get_folder(
+        self,
+        name_or_cap: str,
+        out: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        progress: Progress | None = None,
+    ) -> RestoreResult:
+        """Restore a folder as the folder ``out``, with its files' and folders' times and modes.
+
+        Everything is written into a staging folder next to ``out`` (each file atomically)
+        that is renamed to ``out`` when complete: a failure leaves nothing at ``out``.
+
+        Raises:
+            ConfigError: ``out`` exists and ``overwrite`` is False.
+            IntegrityError: The cap names a file, or the tree breaks a limit or lies.
+        """
+        cap = await self.resolve(name_or_cap)
+
+        async def write_file(file_cap: ReadCap, target: Path) -> None:
+            await self.get_to_file(str(file_cap), target, progress=progress)
+
+        return await restore_folder(self._rt, cap, Path(out), write_file, overwrite=overwrite)
 
     async def list_files(self) -> list[FileEntry]:
         """Every name in this node's catalog, sorted."""
