@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import mimetypes
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,9 @@ from urllib.parse import quote
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from shoal.api.folders import add_folder_routes
+from shoal.api.keys import NODE_KEY
+from shoal.api.ranges import Unsatisfiable, etag_matches, parse_range, strong_etag
 from shoal.client.api_info import API_FILE_NAME, ApiInfo, remove_api_info, write_api_info
 from shoal.client.http import check_read_cap
 from shoal.content.caps import looks_like_cap, parse_cap
@@ -44,7 +48,7 @@ from shoal.errors import (
 )
 from shoal.ids import encode_id
 from shoal.names import check_media_type, check_name
-from shoal.node.service import Node
+from shoal.node.service import DEFAULT_MEDIA_TYPE, Node
 
 __all__ = ["ApiServer", "error_status", "serve_api"]
 
@@ -56,7 +60,7 @@ PIECE_SIZE: Final = 1024 * 1024
 # file bodies are streamed from ``request.content``, which ``client_max_size`` does not limit.
 CLIENT_MAX_SIZE: Final = 1024 * 1024
 
-_NODE_KEY: Final = web.AppKey("node", Node)
+_NODE_KEY: Final = NODE_KEY
 _TOKEN_KEY: Final = web.AppKey("token", str)
 
 
@@ -227,28 +231,56 @@ async def _get_file(request: web.Request) -> web.StreamResponse:
 async def _get_cap(request: web.Request) -> web.StreamResponse:
     cap = request.match_info["cap"]
     check_read_cap(cap)
-    # A file reached by its cap has no name of its own: like `shoal get CAP`, it is its CID.
-    return await _stream_file(request, cap, file_name=encode_id(parse_cap(cap).cid))
+    # A file reached by its cap has no name of its own: like `shoal get CAP`, it is its CID,
+    # unless the caller names it (?name=, e.g. from a folder listing).
+    given = request.query.get("name")
+    file_name = check_name(given, what="name") if given is not None else None
+    return await _stream_file(
+        request, cap, file_name=file_name or encode_id(parse_cap(cap).cid), guess=file_name
+    )
 
 
 async def _stream_file(
-    request: web.Request, name_or_cap: str, *, file_name: str
+    request: web.Request, name_or_cap: str, *, file_name: str, guess: str | None = None
 ) -> web.StreamResponse:
-    """Stream a file; an error before the first byte is a JSON error, after it an abort."""
+    """Stream a file, or the one byte range asked; an error before the first byte is a JSON
+    error, after it an abort. ``guess``: a name to guess the media type from (by cap)."""
     node = request.app[_NODE_KEY]
+    cap = await node.resolve(name_or_cap)
+    etag = strong_etag(encode_id(cap.cid))
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-cache"}
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        # The CID is the bytes: nothing to fetch to know they did not change.
+        return web.Response(status=304, headers=headers)
     async with node.get(name_or_cap) as reader:
+        media_type = reader.media_type
+        if guess is not None and media_type == DEFAULT_MEDIA_TYPE:
+            media_type = mimetypes.guess_type(guess, strict=False)[0] or DEFAULT_MEDIA_TYPE
+        headers["Content-Type"] = media_type
+        headers["Content-Disposition"] = _content_disposition(file_name)
+        status, length = 200, reader.size
+        asked = request.headers.get("Range")
+        if asked is not None and request.headers.get("If-Range", etag) == etag:
+            try:
+                span = parse_range(asked, reader.size)
+            except Unsatisfiable as exc:
+                error = _error_response(ConfigError(str(exc)), status=416)
+                error.headers["Content-Range"] = f"bytes */{reader.size}"
+                return error
+            if span is not None:
+                reader.limit(*span)
+                status, length = 206, span[1] - span[0]
+                headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{reader.size}"
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = length
+        if request.method == "HEAD":
+            await response.prepare(request)
+            return response
         chunks = aiter(reader)
         # Fetch the first chunk before sending headers, so that a failure to get the first
         # blocks still gets a proper error status instead of a truncated 200.
         first = await anext(chunks, b"")
-        response = web.StreamResponse(
-            status=200,
-            headers={
-                "Content-Type": reader.media_type or "application/octet-stream",
-                "Content-Disposition": _content_disposition(file_name),
-            },
-        )
-        response.content_length = reader.size
         try:
             await response.prepare(request)
             if first:
@@ -303,6 +335,7 @@ def make_app(node: Node, token: str) -> web.Application:
     app.router.add_get("/v1/files/{name}", _get_file)
     app.router.add_delete("/v1/files/{name}", _remove_file)
     app.router.add_get("/v1/caps/{cap}", _get_cap)
+    add_folder_routes(app)
     return app
 
 

@@ -56,7 +56,8 @@ async def walk_block_ids(rt: NodeRuntime, cid: bytes) -> AsyncGenerator[bytes, N
 class FileStream:
     """Chunks of one file, fetched ahead in parallel and handed out in order.
 
-    Owns its fetch tasks: ``aclose()`` cancels and awaits them.
+    Owns its fetch tasks: ``aclose()`` cancels and awaits them. :meth:`limit` (before the first
+    chunk) restricts it to a byte range: data blocks wholly outside the range are not fetched.
     """
 
     rt: NodeRuntime
@@ -67,7 +68,24 @@ class FileStream:
     def __post_init__(self) -> None:
         self._window = OrderedWindow[bytes](self.rt.options.window)
         self._exhausted = False
+        self._started = False
+        self.start = 0
+        self.end = self.size
         self.delivered = 0
+
+    def limit(self, start: int, end: int) -> None:
+        """Hand out only bytes ``start`` (inclusive) to ``end`` (exclusive) of the file."""
+        if self._started:
+            raise ValueError("limit() must come before the first chunk")
+        if not 0 <= start <= end <= self.size:
+            raise ValueError("the range must lie within the file")
+        self.start, self.end = start, end
+
+    async def _fetch(self, ref: DataRef) -> bytes:
+        chunk = await fetch_chunk(self.rt, ref)
+        low = max(0, self.start - ref.offset)
+        high = min(len(chunk), self.end - ref.offset)
+        return chunk if (low, high) == (0, len(chunk)) else chunk[low:high]
 
     async def _fill(self) -> None:
         while not self._exhausted and not self._window.full:
@@ -76,13 +94,19 @@ class FileStream:
             except StopAsyncIteration:
                 self._exhausted = True
                 return
-            self._window.start(fetch_chunk(self.rt, ref))
+            if ref.offset >= self.end:
+                self._exhausted = True
+                return
+            if ref.offset + ref.plaintext_size <= self.start:
+                continue  # before the range: never fetched
+            self._window.start(self._fetch(ref))
 
     async def next_chunk(self) -> bytes | None:
-        """The next chunk of plaintext, or None at the end of the file."""
+        """The next chunk of plaintext, or None at the end of the file (or of the range)."""
+        self._started = True
         await self._fill()
         if not self._window:
-            if self.delivered != self.size:  # the walk's arithmetic makes this unreachable
+            if self.delivered != self.end - self.start:  # the walk's arithmetic: unreachable
                 raise IntegrityError(
                     f"file {short_id(self.cid)}: its root promises {self.size} bytes, "
                     f"its blocks hold {self.delivered}"

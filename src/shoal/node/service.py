@@ -11,11 +11,19 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import mimetypes
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -43,6 +51,7 @@ from shoal.node.folders import (
     scan_folder,
 )
 from shoal.node.get import FileStream, open_file, walk_block_ids
+from shoal.node.metrics import NodeGauges, NodeMetrics
 from shoal.node.network import Invite, parse_invite
 from shoal.node.put import PlacedObject, catalog_object, store_file
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
@@ -94,6 +103,16 @@ class FileReader:
         self.size = stream.size
         self.media_type = media_type or DEFAULT_MEDIA_TYPE
         self.cid = encode_id(stream.cid)
+
+    def limit(self, start: int, end: int) -> None:
+        """Read only bytes ``start`` (inclusive) to ``end`` (exclusive); call before reading.
+
+        Data blocks wholly outside the range are never fetched (HTTP ``Range`` requests).
+
+        Raises:
+            ValueError: The range is not within the file, or reading has begun.
+        """
+        self._stream.limit(start, end)
 
     async def read(self, n: int = -1) -> bytes:
         """Read up to ``n`` bytes; ``-1`` reads to the end (bounded only by the file size)."""
@@ -147,6 +166,35 @@ class Node:
         self._rt = runtime
         self.node_id = encode_id(runtime.node_id)
         self.data_dir = runtime.data.path
+        self.metrics = NodeMetrics(self._gauges)
+        """This node's Prometheus metrics (its own registry); ``metrics.exposition()``."""
+
+    def _gauges(self) -> NodeGauges:
+        manager = self._rt.manager
+        records = manager.records()
+        up = sum(1 for r in records if r.up)
+        blocks, size = self._rt.blocks.usage()
+        return NodeGauges(
+            peers_up=up,
+            peers_down=len(records) - up,
+            connections_open=manager.open_connections(),
+            connections_pending=manager.pending(),
+            connections_accepted=manager.stats.accepted,
+            connections_rejected=manager.stats.rejected,
+            dials=manager.stats.dials,
+            blocks_stored=blocks,
+            bytes_stored=size,
+        )
+
+    @contextlib.contextmanager
+    def _timed_put(self) -> Iterator[None]:
+        started = time.monotonic()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self.metrics.record_put(time.monotonic() - started, ok=ok)
 
     @property
     def listen_address(self) -> str:
@@ -290,14 +338,17 @@ class Node:
                 raise NotFound(f"cannot read {path}: {exc.strerror}") from exc
         try:
             chunks = self._chunks(source)
-            return await store_file(
-                self._rt,
-                name,
-                chunks,
-                media_type=media_type,
-                mtime=mtime,
-                progress=progress,
-            )
+            with self._timed_put():
+                result = await store_file(
+                    self._rt,
+                    name,
+                    chunks,
+                    media_type=media_type,
+                    mtime=mtime,
+                    progress=progress,
+                )
+            self.metrics.bytes_in.inc(result.size)
+            return result
         finally:
             if close is not None:
                 close.close()
@@ -371,11 +422,18 @@ class Node:
             entry = await self._catalog_entry(name_or_cap)
             cap = ReadCap.parse(entry.cap)
             name, media_type = entry.name, entry.media_type
-        stream = await open_file(self._rt, cap)
+        started = time.monotonic()
+        ok = False
+        stream: FileStream | None = None
         try:
+            stream = await open_file(self._rt, cap)
             yield FileReader(stream, name=name, media_type=media_type)
+            ok = True
         finally:
-            await stream.aclose()
+            if stream is not None:
+                self.metrics.bytes_out.inc(stream.delivered)
+                await stream.aclose()
+            self.metrics.record_get(time.monotonic() - started, ok=ok)
 
     async def get_to_file(
         self, name_or_cap: str, path: str | os.PathLike[str], *, progress: Progress | None = None
@@ -427,6 +485,17 @@ class Node:
             QuorumNotMet: A block could be placed nowhere.
         """
         name = check_name(name)
+        with self._timed_put():
+            result = await self._store_folder(name, source, progress)
+        self.metrics.bytes_in.inc(result.size)
+        return result
+
+    async def _store_folder(
+        self,
+        name: str,
+        source: str | os.PathLike[str] | AsyncIterable[FolderItem],
+        progress: Progress | None,
+    ) -> FolderResult:
         rt = self._rt
         now_ns = time.time_ns()
         skipped: list[str] = []
