@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import importlib.metadata
 import logging
 import mimetypes
 import os
@@ -32,8 +33,10 @@ from urllib.parse import quote
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from shoal.api.docs_page import DOCS_HTML
 from shoal.api.folders import add_folder_routes
 from shoal.api.keys import NODE_KEY
+from shoal.api.openapi import openapi_document
 from shoal.api.ranges import Unsatisfiable, etag_matches, parse_range, strong_etag
 from shoal.client.api_info import API_FILE_NAME, ApiInfo, remove_api_info, write_api_info
 from shoal.client.http import check_read_cap
@@ -48,7 +51,9 @@ from shoal.errors import (
 )
 from shoal.ids import encode_id
 from shoal.names import check_media_type, check_name
+from shoal.node.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from shoal.node.service import DEFAULT_MEDIA_TYPE, Node
+from shoal.transport.manager import parse_address
 
 __all__ = ["ApiServer", "error_status", "serve_api"]
 
@@ -144,9 +149,15 @@ async def _count_middleware(request: web.Request, handler: Handler) -> web.Strea
         counter.active -= 1
 
 
+PUBLIC_PATHS: Final = frozenset({"/openapi.json", "/docs"})
+"""Read-only pages that hold no secret and need no token (a browser cannot send one)."""
+
+
 @web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse any request without the right bearer token (constant-time comparison)."""
+    if request.path in PUBLIC_PATHS and request.method in ("GET", "HEAD"):
+        return await handler(request)
     expected = f"Bearer {request.app[_TOKEN_KEY]}".encode()
     given = request.headers.get("Authorization", "").encode("utf-8", "replace")
     if not hmac.compare_digest(given, expected):
@@ -301,6 +312,34 @@ async def _stream_file(
         return response
 
 
+async def _invite(request: web.Request) -> web.Response:
+    addresses = request.query.getall("address", [])
+    for address in addresses:
+        parse_address(address)
+    invite = request.app[_NODE_KEY].invite(addresses)
+    return web.json_response({"invite": invite})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[_NODE_KEY].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(shoal_version()))
+
+
+async def _docs(request: web.Request) -> web.Response:
+    return web.Response(
+        text=DOCS_HTML,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; "
+            "script-src 'unsafe-inline'"
+        },
+    )
+
+
 async def _remove_file(request: web.Request) -> web.Response:
     entry = await request.app[_NODE_KEY].remove(request.match_info["name"])
     return web.json_response(entry.to_json())
@@ -319,6 +358,14 @@ def _loggable(name_or_cap: str) -> str:
     return name_or_cap.rsplit(":", 1)[0] + ":..." if looks_like_cap(name_or_cap) else name_or_cap
 
 
+def shoal_version() -> str:
+    """The installed Shoal's version (for the OpenAPI document)."""
+    try:
+        return importlib.metadata.version("shoal")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def make_app(node: Node, token: str) -> web.Application:
     """Build the aiohttp application serving ``node`` (no socket, no ``api.json``)."""
     app = web.Application(
@@ -335,7 +382,11 @@ def make_app(node: Node, token: str) -> web.Application:
     app.router.add_get("/v1/files/{name}", _get_file)
     app.router.add_delete("/v1/files/{name}", _remove_file)
     app.router.add_get("/v1/caps/{cap}", _get_cap)
+    app.router.add_get("/v1/invite", _invite)
     add_folder_routes(app)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/openapi.json", _openapi)
+    app.router.add_get("/docs", _docs)
     return app
 
 
