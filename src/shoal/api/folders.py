@@ -22,10 +22,10 @@ from __future__ import annotations
 import logging
 import tarfile
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Final, cast
 from urllib.parse import quote
 
-from aiohttp import BodyPartReader, ClientPayloadError, web
+from aiohttp import BodyPartReader, ClientPayloadError, MultipartReader, StreamReader, web
 
 from shoal.api.keys import NODE_KEY
 from shoal.content.caps import looks_like_cap
@@ -98,9 +98,49 @@ async def _file_body(part: BodyPartReader, size: int) -> AsyncIterator[bytes]:
         raise _UploadInterrupted(f"the folder upload was interrupted: {exc}") from exc
 
 
+class _Pushback:
+    """``request.content`` with a pushback buffer of its own.
+
+    aiohttp's multipart reader hands bytes it read too far back with ``unread_data``, which
+    aiohttp itself deprecates (a warning on every such call, an error under this project's
+    tests). This adapter gives the reader the few methods it uses, and keeps what is handed
+    back here instead.
+    """
+
+    def __init__(self, stream: StreamReader) -> None:
+        self._stream = stream
+        self._head = b""
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self._head:
+            return await self._stream.read(n)
+        if n < 0 or n >= len(self._head):
+            data, self._head = self._head, b""
+        else:
+            data, self._head = self._head[:n], self._head[n:]
+        return data
+
+    async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        if not self._head:
+            return await self._stream.readline(max_line_length=max_line_length)
+        end = self._head.find(b"\n")
+        if end >= 0:
+            line, self._head = self._head[: end + 1], self._head[end + 1 :]
+            return line
+        rest, self._head = self._head, b""
+        return rest + await self._stream.readline(max_line_length=max_line_length)
+
+    def at_eof(self) -> bool:
+        return not self._head and self._stream.at_eof()
+
+    def unread_data(self, data: bytes) -> None:
+        self._head = bytes(data) + self._head
+
+
 async def _items(request: web.Request, piece: int) -> AsyncIterator[FolderItem]:
     try:
-        reader = await request.multipart()
+        content = cast(StreamReader, _Pushback(request.content))
+        reader = MultipartReader(request.headers, content)
         mtime: int | None = None
         mode: int | None = None
         while (part := await reader.next()) is not None:
