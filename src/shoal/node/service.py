@@ -416,16 +416,16 @@ class Node:
     async def _get(self, name_or_cap: str) -> AsyncIterator[FileReader]:
         name: str | None = None
         media_type: str | None = None
-        if looks_like_cap(name_or_cap):
-            cap = await self.resolve(name_or_cap)
-        else:
-            entry = await self._catalog_entry(name_or_cap)
-            cap = ReadCap.parse(entry.cap)
-            name, media_type = entry.name, entry.media_type
         started = time.monotonic()
         ok = False
         stream: FileStream | None = None
         try:
+            if looks_like_cap(name_or_cap):
+                cap = await self.resolve(name_or_cap)
+            else:
+                entry = await self._catalog_entry(name_or_cap)
+                cap = ReadCap.parse(entry.cap)
+                name, media_type = entry.name, entry.media_type
             stream = await open_file(self._rt, cap)
             yield FileReader(stream, name=name, media_type=media_type)
             ok = True
