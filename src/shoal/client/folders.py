@@ -31,7 +31,7 @@ from shoal.content.directory import (
     entry_name_problem,
 )
 from shoal.errors import IntegrityError, ShoalError, StorageError
-from shoal.node.folders import ScanItem, Staging
+from shoal.node.folder_disk import ScanItem, Staging
 
 __all__ = ["entries_from_json", "multipart_body", "restore"]
 

@@ -37,7 +37,7 @@ from shoal.errors import (
     error_class_for_code,
 )
 from shoal.names import check_name
-from shoal.node.folders import scan_folder
+from shoal.node.folder_disk import scan_folder
 from shoal.store.files import AtomicFile
 
 __all__ = [

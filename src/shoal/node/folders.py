@@ -21,11 +21,8 @@ blocking ``shoal.Client``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import shutil
-import stat
-import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +50,10 @@ from shoal.content.directory import (
 from shoal.content.manifest import KIND_DIRECTORY
 from shoal.errors import ConfigError, IntegrityError, StorageError
 from shoal.names import printable
+from shoal.node.folder_disk import ScanItem, Staging, scan_folder
 from shoal.node.get import open_file
-from shoal.node.put import PlacedObject, place_object
+from shoal.node.put import PlacedObject, catalog_object, place_object
 from shoal.node.runtime import NodeRuntime
-from shoal.store.files import fsync_dir
 
 __all__ = [
     "FOLDER_MEDIA_TYPE",
@@ -72,6 +69,7 @@ __all__ = [
     "read_listing",
     "restore_folder",
     "scan_folder",
+    "store_folder",
 ]
 
 FOLDER_MEDIA_TYPE = "inode/directory"
@@ -234,88 +232,6 @@ async def _pieces(data: bytes, rt: NodeRuntime) -> AsyncIterator[memoryview]:
         yield view[start : start + size]
 
 
-# -- scanning a local folder -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ScanItem:
-    """A file or directory found in a local folder (``parts`` relative to it)."""
-
-    parts: tuple[str, ...]
-    path: Path
-    is_dir: bool
-    size: int
-    mtime_ns: int
-    mode: int
-
-
-def scan_folder(root: Path) -> tuple[list[ScanItem], list[str]]:
-    """Every file and directory under ``root``, parents first, in sorted order; and what was
-    skipped (symbolic links and special files, as relative paths).
-
-    Symbolic links are never followed. Every limit is checked here, before anything is stored.
-
-    Raises:
-        NotFound-like ConfigError: ``root`` is not a directory.
-        ConfigError: A name cannot be stored (not UTF-8, control characters), the tree is
-            deeper than :data:`MAX_FOLDER_DEPTH`, or has too many entries.
-        StorageError: A directory cannot be read.
-    """
-    try:
-        if not stat.S_ISDIR(root.stat().st_mode):
-            raise ConfigError(f"{root} is not a folder")
-    except FileNotFoundError:
-        raise ConfigError(f"no such folder: {root}") from None
-    except OSError as exc:
-        raise StorageError(f"cannot read {root}: {exc.strerror or exc}") from exc
-    items: list[ScanItem] = []
-    skipped: list[str] = []
-    pending: list[tuple[tuple[str, ...], Path]] = [((), root)]
-    while pending:
-        parts, directory = pending.pop()
-        try:
-            with os.scandir(directory) as scan:
-                found = sorted(scan, key=lambda e: os.fsencode(e.name))
-        except OSError as exc:
-            raise StorageError(
-                f"cannot read folder {_shown(parts) or '.'}: {exc.strerror or exc}"
-            ) from exc
-        if len(found) > MAX_ENTRIES:
-            raise ConfigError(
-                f"folder {_shown(parts) or '.'} has {len(found)} entries; at most {MAX_ENTRIES} "
-                "are allowed in one directory"
-            )
-        subdirs = []
-        for dirent in found:
-            child = (*parts, dirent.name)
-            info = dirent.stat(follow_symlinks=False)
-            if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
-                skipped.append(_shown(child))
-                continue
-            problem = entry_name_problem(dirent.name)
-            if problem is not None:
-                raise ConfigError(f"cannot store {_shown(child)}: its name has {problem}")
-            is_dir = stat.S_ISDIR(info.st_mode)
-            if is_dir and len(child) >= MAX_FOLDER_DEPTH:
-                raise ConfigError(f"the folder is deeper than {MAX_FOLDER_DEPTH} levels")
-            items.append(
-                ScanItem(
-                    child,
-                    Path(dirent.path),
-                    is_dir,
-                    0 if is_dir else info.st_size,
-                    info.st_mtime_ns,
-                    stat.S_IMODE(info.st_mode) & MODE_MASK,
-                )
-            )
-            if len(items) > MAX_FOLDER_ENTRIES:
-                raise ConfigError(f"a folder may hold at most {MAX_FOLDER_ENTRIES} entries")
-            if is_dir:
-                subdirs.append((child, Path(dirent.path)))
-        pending.extend(reversed(subdirs))
-    return items, skipped
-
-
 # -- reading and restoring -------------------------------------------------------------------
 
 
@@ -348,88 +264,6 @@ async def folder_steps(
             walk.feed(step, await read_listing(rt, step.cap))
         else:
             yield step
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _make_writable(path: Path) -> None:
-    """Give the owner rwx on every directory under ``path``, so it can be removed."""
-    for directory, _dirs, _files in os.walk(path):
-        with contextlib.suppress(OSError):
-            os.chmod(directory, 0o700)
-
-
-class Staging:
-    """A restore's working folder next to the output, renamed into place when complete.
-
-    Blocking: async callers run its methods in a worker thread.
-    """
-
-    def __init__(self, out: Path, *, overwrite: bool) -> None:
-        """Make the staging folder; refuse an existing ``out`` unless ``overwrite``.
-
-        Raises:
-            ConfigError: ``out`` exists and ``overwrite`` is False.
-            StorageError: The staging folder cannot be made.
-        """
-        self.out = out
-        self.overwrite = overwrite
-        self._check_free()
-        parent = out.parent
-        try:
-            self.root = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp"))
-        except OSError as exc:
-            raise StorageError(f"cannot write into {parent}: {exc.strerror or exc}") from exc
-
-    def _check_free(self) -> None:
-        if not self.overwrite and os.path.lexists(self.out):
-            raise ConfigError(f"{self.out} already exists: use --force to replace it")
-
-    def path(self, parts: tuple[str, ...]) -> Path:
-        """Where ``parts`` goes inside the staging folder."""
-        return self.root.joinpath(*parts)
-
-    def make_dir(self, parts: tuple[str, ...]) -> None:
-        """Create directory ``parts`` (owner-only until :meth:`finish_dir`)."""
-        if parts:
-            os.mkdir(self.path(parts), 0o700)
-
-    def set_meta(self, parts: tuple[str, ...], entry: DirEntry | None) -> None:
-        """Give ``parts`` its entry's mode and time (the root: the umask's default mode)."""
-        target = self.path(parts)
-        if entry is None:
-            os.chmod(target, 0o777 & ~_umask())
-            return
-        os.chmod(target, entry.mode)
-        os.utime(target, ns=(entry.mtime_ns, entry.mtime_ns))
-
-    def commit(self) -> None:
-        """Rename the staging folder to the output (replacing an old one if allowed)."""
-        self._check_free()
-        trash: Path | None = None
-        if os.path.lexists(self.out):
-            trash = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.old."))
-            os.rename(self.out, trash / "old")
-        try:
-            os.rename(self.root, self.out)
-        except BaseException:
-            if trash is not None:
-                os.rename(trash / "old", self.out)
-                trash.rmdir()
-            raise
-        fsync_dir(self.out.parent)
-        if trash is not None:
-            _make_writable(trash)
-            shutil.rmtree(trash, ignore_errors=True)
-
-    def discard(self) -> None:
-        """Remove the staging folder and everything in it."""
-        _make_writable(self.root)
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 ProgressFn = Callable[[int], None]
@@ -553,3 +387,44 @@ async def restore_folder(
             raise StorageError(f"cannot write the folder {out}: {exc.strerror or exc}") from exc
         raise
     return RestoreResult(str(out), files, directories, size)
+
+
+async def store_folder(
+    rt: NodeRuntime,
+    name: str,
+    source: str | os.PathLike[str] | AsyncIterator[FolderItem],
+    chunks_of: Callable[[Any], AsyncIterator[Any]],
+    *,
+    progress: ProgressFn | None = None,
+) -> FolderResult:
+    """Store a local folder or a stream of items as directory objects and catalog the root.
+
+    ``chunks_of`` turns a binary file object or an async iterable of bytes into whole chunks
+    (the node's chunker).
+    """
+    now_ns = time.time_ns()
+    skipped: list[str] = []
+    if isinstance(source, str | os.PathLike):
+        scanned, skipped = await rt.io(scan_folder, Path(source))
+        root_info = await rt.io(os.stat, Path(source))
+        builder = FolderBuilder(rt, default_mtime_ns=root_info.st_mtime_ns, default_mode=0o755)
+        await put_scanned(rt, builder, scanned, chunks_of, progress=progress)
+        mtime: float | None = root_info.st_mtime
+    else:
+        builder = FolderBuilder(rt, default_mtime_ns=now_ns, default_mode=0o755)
+        await put_items(rt, builder, source, chunks_of, now_ns=now_ns, progress=progress)
+        mtime = None
+    cap, size = await builder.finish()
+    placed = PlacedObject(cap, size, builder.blocks, builder.copies, rt.options.replicas)
+    result = await catalog_object(rt, name, placed, media_type=FOLDER_MEDIA_TYPE, mtime=mtime)
+    return FolderResult(
+        name=name,
+        cap=result.cap,
+        size=size,
+        files=builder.files,
+        directories=builder.directories,
+        blocks=result.blocks,
+        replicas=result.replicas,
+        replicas_wanted=result.replicas_wanted,
+        skipped=skipped,
+    )

@@ -10,14 +10,20 @@ read there is O(1) and in memory: a scrape never touches the disk.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "NodeGauges", "NodeMetrics"]
+if TYPE_CHECKING:
+    from shoal.node.runtime import NodeRuntime
+
+__all__ = ["CONTENT_TYPE", "NodeGauges", "NodeMetrics", "runtime_gauges"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """Media type of the Prometheus text exposition format."""
@@ -39,6 +45,25 @@ class NodeGauges:
     dials: int
     blocks_stored: int
     bytes_stored: int
+
+
+def runtime_gauges(rt: NodeRuntime) -> NodeGauges:
+    """The state of a running node, from memory only (connections, peers, store usage)."""
+    manager = rt.manager
+    records = manager.records()
+    up = sum(1 for r in records if r.up)
+    blocks, size = rt.blocks.usage()
+    return NodeGauges(
+        peers_up=up,
+        peers_down=len(records) - up,
+        connections_open=manager.open_connections(),
+        connections_pending=manager.pending(),
+        connections_accepted=manager.stats.accepted,
+        connections_rejected=manager.stats.rejected,
+        dials=manager.stats.dials,
+        blocks_stored=blocks,
+        bytes_stored=size,
+    )
 
 
 class _StateCollector(Collector):
@@ -126,6 +151,17 @@ class NodeMetrics:
         """Count one put and its duration."""
         self.puts.labels("ok" if ok else "error").inc()
         self.put_seconds.observe(seconds)
+
+    @contextlib.contextmanager
+    def timed_put(self) -> Iterator[None]:
+        """Count the put done in the block (an error if it raises) and its duration."""
+        started = time.monotonic()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self.record_put(time.monotonic() - started, ok=ok)
 
     def record_get(self, seconds: float, *, ok: bool) -> None:
         """Count one get and its duration."""

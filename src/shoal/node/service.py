@@ -11,7 +11,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import mimetypes
 import os
@@ -20,7 +19,6 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
-    Iterator,
     Mapping,
     Sequence,
 )
@@ -38,22 +36,18 @@ from shoal.names import check_media_type, check_name
 from shoal.node.datadir import NodeConfig
 from shoal.node.datadir import init_data_dir as _init_data_dir
 from shoal.node.folders import (
-    FOLDER_MEDIA_TYPE,
-    FolderBuilder,
     FolderItem,
     FolderResult,
     RestoreResult,
     folder_steps,
-    put_items,
-    put_scanned,
     read_listing,
     restore_folder,
-    scan_folder,
+    store_folder,
 )
 from shoal.node.get import FileStream, open_file, walk_block_ids
-from shoal.node.metrics import NodeGauges, NodeMetrics
+from shoal.node.metrics import NodeMetrics, runtime_gauges
 from shoal.node.network import Invite, parse_invite
-from shoal.node.put import PlacedObject, catalog_object, store_file
+from shoal.node.put import store_file
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
 from shoal.node.types import FileEntry, NodeStatus, PeerState, PeerStatus, StoreResult
 from shoal.store import AtomicFile, CatalogEntry
@@ -166,35 +160,8 @@ class Node:
         self._rt = runtime
         self.node_id = encode_id(runtime.node_id)
         self.data_dir = runtime.data.path
-        self.metrics = NodeMetrics(self._gauges)
+        self.metrics = NodeMetrics(lambda: runtime_gauges(runtime))
         """This node's Prometheus metrics (its own registry); ``metrics.exposition()``."""
-
-    def _gauges(self) -> NodeGauges:
-        manager = self._rt.manager
-        records = manager.records()
-        up = sum(1 for r in records if r.up)
-        blocks, size = self._rt.blocks.usage()
-        return NodeGauges(
-            peers_up=up,
-            peers_down=len(records) - up,
-            connections_open=manager.open_connections(),
-            connections_pending=manager.pending(),
-            connections_accepted=manager.stats.accepted,
-            connections_rejected=manager.stats.rejected,
-            dials=manager.stats.dials,
-            blocks_stored=blocks,
-            bytes_stored=size,
-        )
-
-    @contextlib.contextmanager
-    def _timed_put(self) -> Iterator[None]:
-        started = time.monotonic()
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            self.metrics.record_put(time.monotonic() - started, ok=ok)
 
     @property
     def listen_address(self) -> str:
@@ -338,7 +305,7 @@ class Node:
                 raise NotFound(f"cannot read {path}: {exc.strerror}") from exc
         try:
             chunks = self._chunks(source)
-            with self._timed_put():
+            with self.metrics.timed_put():
                 result = await store_file(
                     self._rt,
                     name,
@@ -485,46 +452,13 @@ class Node:
             QuorumNotMet: A block could be placed nowhere.
         """
         name = check_name(name)
-        with self._timed_put():
-            result = await self._store_folder(name, source, progress)
+        with self.metrics.timed_put():
+            source_items = source if isinstance(source, str | os.PathLike) else aiter(source)
+            result = await store_folder(
+                self._rt, name, source_items, self._chunks, progress=progress
+            )
         self.metrics.bytes_in.inc(result.size)
         return result
-
-    async def _store_folder(
-        self,
-        name: str,
-        source: str | os.PathLike[str] | AsyncIterable[FolderItem],
-        progress: Progress | None,
-    ) -> FolderResult:
-        rt = self._rt
-        now_ns = time.time_ns()
-        skipped: list[str] = []
-        if isinstance(source, str | os.PathLike):
-            scanned, skipped = await rt.io(scan_folder, Path(source))
-            root_info = await rt.io(os.stat, Path(source))
-            builder = FolderBuilder(rt, default_mtime_ns=root_info.st_mtime_ns, default_mode=0o755)
-            await put_scanned(rt, builder, scanned, self._chunks, progress=progress)
-            mtime = root_info.st_mtime
-        else:
-            builder = FolderBuilder(rt, default_mtime_ns=now_ns, default_mode=0o755)
-            await put_items(
-                rt, builder, aiter(source), self._chunks, now_ns=now_ns, progress=progress
-            )
-            mtime = None
-        cap, size = await builder.finish()
-        placed = PlacedObject(cap, size, builder.blocks, builder.copies, rt.options.replicas)
-        result = await catalog_object(rt, name, placed, media_type=FOLDER_MEDIA_TYPE, mtime=mtime)
-        return FolderResult(
-            name=name,
-            cap=result.cap,
-            size=size,
-            files=builder.files,
-            directories=builder.directories,
-            blocks=result.blocks,
-            replicas=result.replicas,
-            replicas_wanted=result.replicas_wanted,
-            skipped=skipped,
-        )
 
     async def list_folder(self, name_or_cap: str) -> list[DirEntry]:
         """The entries of a folder (by catalog name or read cap), sorted by name.
