@@ -54,6 +54,7 @@ from shoal.node.folder_disk import ScanItem, Staging, scan_folder
 from shoal.node.get import open_file
 from shoal.node.put import PlacedObject, catalog_object, place_object
 from shoal.node.runtime import NodeRuntime
+from shoal.node.window import OrderedWindow
 
 __all__ = [
     "FOLDER_MEDIA_TYPE",
@@ -71,6 +72,9 @@ __all__ = [
     "scan_folder",
     "store_folder",
 ]
+
+FILE_WINDOW = 16
+"""Small files of a folder stored (or restored) at once."""
 
 FOLDER_MEDIA_TYPE = "inode/directory"
 """Media type of a folder's catalog entry (the shared MIME database's name for a directory)."""
@@ -318,20 +322,41 @@ async def put_scanned(
     *,
     progress: ProgressFn | None = None,
 ) -> None:
-    """Store the files of a scanned local folder into ``builder``."""
-    for item in scanned:
-        if item.is_dir:
-            builder.add_directory(item.parts, mtime_ns=item.mtime_ns, mode=item.mode)
-            continue
+    """Store the files of a scanned local folder into ``builder``.
+
+    Small files (one chunk at most) are stored up to :data:`FILE_WINDOW` at a time: each is
+    a round trip or two, which would otherwise dominate a folder of many small files. A
+    larger file is stored alone (its own pipeline already keeps a window of chunks busy).
+    """
+
+    async def place(item: ScanItem) -> tuple[ScanItem, PlacedObject]:
         try:
             opened = await rt.io(item.path.open, "rb")
         except OSError as exc:
             raise StorageError(f"cannot read {_shown(item.parts)}: {exc.strerror}") from exc
         try:
-            placed = await place_object(rt, chunks_of(opened), progress=progress)
+            return item, await place_object(rt, chunks_of(opened), progress=progress)
         finally:
             opened.close()
+
+    def add(done: tuple[ScanItem, PlacedObject]) -> None:
+        item, placed = done
         builder.add_file(item.parts, placed, mtime_ns=item.mtime_ns, mode=item.mode)
+
+    async with OrderedWindow[tuple[ScanItem, PlacedObject]](FILE_WINDOW) as window:
+        for item in scanned:
+            if item.is_dir:
+                builder.add_directory(item.parts, mtime_ns=item.mtime_ns, mode=item.mode)
+            elif item.size > rt.options.chunk_size:
+                while window:
+                    add(await window.next())
+                add(await place(item))
+            else:
+                if window.full:
+                    add(await window.next())
+                window.start(place(item))
+        while window:
+            add(await window.next())
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,19 +392,34 @@ async def restore_folder(
     walk = FolderWalk(cap)
     staging = await rt.io(Staging, out, overwrite=overwrite)
     files = directories = size = 0
+
+    async def put(step: PutFile) -> None:
+        await write_file(step.entry.cap, staging.path(step.path))
+        await rt.io(staging.set_meta, step.path, step.entry)
+
     try:
-        async for step in folder_steps(rt, walk):
-            if isinstance(step, EnterDir):
-                await rt.io(staging.make_dir, step.path)
-                directories += 1
-            elif isinstance(step, PutFile):
-                target = staging.path(step.path)
-                await write_file(step.entry.cap, target)
-                await rt.io(staging.set_meta, step.path, step.entry)
-                files += 1
-                size += step.entry.size
-            elif isinstance(step, LeaveDir):
-                await rt.io(staging.set_meta, step.path, step.entry)
+        # Small files of a directory are written up to FILE_WINDOW at a time; a directory
+        # gets its mode and time only once every file in it is written.
+        async with OrderedWindow[None](FILE_WINDOW) as window:
+            async for step in folder_steps(rt, walk):
+                if isinstance(step, EnterDir):
+                    await rt.io(staging.make_dir, step.path)
+                    directories += 1
+                elif isinstance(step, PutFile):
+                    files += 1
+                    size += step.entry.size
+                    if step.entry.size > rt.options.chunk_size:
+                        while window:
+                            await window.next()
+                        await put(step)
+                    else:
+                        if window.full:
+                            await window.next()
+                        window.start(put(step))
+                elif isinstance(step, LeaveDir):
+                    while window:
+                        await window.next()
+                    await rt.io(staging.set_meta, step.path, step.entry)
         await rt.io(staging.commit)
     except BaseException as exc:
         await asyncio.shield(rt.io(staging.discard))
