@@ -7,7 +7,7 @@ import asyncio
 import io
 import json
 import tarfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -255,3 +255,53 @@ async def test_an_upload_that_arrives_in_tiny_pieces(api: ApiServer) -> None:
         )
         assert answer.status_code == 201, answer.text
         assert answer.json()["size"] == sum(100 + i for i in range(5))
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+    assert predicate(), what
+
+
+async def test_an_upload_cut_short_catalogs_nothing(api: ApiServer) -> None:
+    body, content_type = multipart([("file", "a.txt", b"a" * 1000), ("file", "b.txt", b"b" * 1000)])
+    port = int(api.url.rsplit(":", 1)[1])
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"PUT /v1/folders/cut HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.token}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body[: len(body) // 2]
+    )
+    await writer.drain()
+    await wait_for(lambda: api.active_requests == 1, "the upload to start")
+    writer.close()
+    await writer.wait_closed()
+    await wait_for(lambda: api.active_requests == 0, "the upload to stop")
+    assert await api.node.list_files() == []
+    # Nothing broke: the same upload, whole, is stored.
+    async with http(api) as client:
+        answer = await client.put(
+            "/v1/folders/cut", content=body, headers={"Content-Type": content_type}
+        )
+        assert answer.status_code == 201
+
+
+async def test_a_cancelled_restore_leaves_nothing(api: ApiServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    cap = (await api.node.store_folder("f", src)).cap
+    out = tmp_path / "out"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    task: asyncio.Task[object] | None = None
+
+    def cancel_on_first_bytes(_: int) -> None:
+        assert task is not None
+        task.cancel()
+
+    task = asyncio.ensure_future(api.node.get_folder(cap, out, progress=cancel_on_first_bytes))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no staging
+    await api.node.get_folder(cap, out)  # and the node still restores it
+    assert tree_state(out) == tree_state(src)
