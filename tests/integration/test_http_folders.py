@@ -82,6 +82,7 @@ async def test_archive_is_a_tar_of_the_tree(api: ApiServer, tmp_path: Path) -> N
         answer = await client.get("/v1/folders/album/archive")
         assert answer.status_code == 200
         assert answer.headers["Content-Type"] == "application/x-tar"
+        assert 'filename="album.tar"' in answer.headers["Content-Disposition"]
         with tarfile.open(fileobj=io.BytesIO(answer.content)) as tar:
             members = {m.name: m for m in tar.getmembers()}
             assert members["album/a.txt"].mode == 0o600

@@ -218,7 +218,7 @@ async def _archive(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": "application/x-tar",
-            "Content-Disposition": f"attachment; filename*=UTF-8''{_quote(top)}.tar",
+            "Content-Disposition": _disposition(top + ".tar"),
             "ETag": f'"{encode_id(cap.cid)}"',
         }
     )
@@ -274,8 +274,12 @@ async def _write_step(
             await response.write(bytes(_BLOCK - reader.size % _BLOCK))
 
 
-def _quote(name: str) -> str:
-    return quote(name, safe="")
+def _disposition(name: str) -> str:
+    """RFC 6266: an ASCII fallback ``filename`` and the exact UTF-8 ``filename*``."""
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\/' else "_" for c in name
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def add_folder_routes(app: web.Application) -> None:
