@@ -306,3 +306,17 @@ async def test_a_cancelled_restore_leaves_nothing(api: ApiServer, tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no staging
     await api.node.get_folder(cap, out)  # and the node still restores it
     assert tree_state(out) == tree_state(src)
+
+
+async def test_a_malformed_part_header_is_a_400(api: ApiServer) -> None:
+    # Found by schemathesis: aiohttp's parser raised InvalidHeader, which became a 500.
+    body = b"--b0undary\r\n[]--b0undary--\r\n"
+    async with http(api) as client:
+        answer = await client.put(
+            "/v1/folders/x",
+            content=body,
+            headers={"Content-Type": "multipart/form-data; boundary=b0undary"},
+        )
+        assert answer.status_code == 400, answer.text
+        assert "malformed multipart body" in answer.json()["error"]["message"]
+        assert (await client.get("/v1/files")).json() == []

@@ -26,13 +26,14 @@ from typing import Final, cast
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, ClientPayloadError, MultipartReader, StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from shoal.api.keys import NODE_KEY
 from shoal.content.caps import looks_like_cap
 from shoal.content.directory import EnterDir, LeaveDir, PutFile
 from shoal.errors import ConfigError, TransportError
 from shoal.ids import encode_id
-from shoal.names import check_name, local_file_name
+from shoal.names import check_name, local_file_name, printable
 from shoal.node.folders import FolderItem
 from shoal.node.service import Node
 
@@ -165,8 +166,9 @@ async def _items(request: web.Request, piece: int) -> AsyncIterator[FolderItem]:
                 raise ConfigError(f"unknown part in a folder upload; expected one of {_PART_NAMES}")
     except (ClientPayloadError, ConnectionError) as exc:
         raise _UploadInterrupted(f"the folder upload was interrupted: {exc}") from exc
-    except ValueError as exc:  # aiohttp's multipart parser: a malformed body
-        raise ConfigError(f"malformed multipart body: {str(exc)[:200]}") from None
+    except (ValueError, HttpProcessingError) as exc:  # aiohttp's parser: a malformed body
+        detail = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+        raise ConfigError(f"malformed multipart body: {printable(detail[:200])}") from None
 
 
 async def _put_folder(request: web.Request) -> web.Response:
