@@ -15,6 +15,7 @@ from shoal.content.caps import ReadCap
 from shoal.content.directory import EntryKind
 from shoal.content.manifest import KIND_DIRECTORY
 from shoal.errors import ConfigError, IntegrityError, NotFound
+from shoal.node import folder_disk
 from shoal.node.folders import FOLDER_MEDIA_TYPE
 from shoal.node.put import place_object
 from tests.integration.conftest import Cluster
@@ -236,3 +237,36 @@ async def test_a_folder_put_on_one_node_is_restored_by_another(
         await n2.list_folder("f")  # names are per node; the cap works everywhere
     await n2.get_folder(cap, tmp_path / "out")
     assert tree_state(tmp_path / "out") == tree_state(src)
+
+
+async def test_a_name_that_is_not_utf8_stores_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    fd = os.open(os.fsencode(src / "sub") + b"/caf\xe9.txt", os.O_CREAT | os.O_WRONLY, 0o644)
+    os.close(fd)
+    async with Node.start(tmp_path / "n1", listen="127.0.0.1:0", replicas=1) as node:
+        with pytest.raises(ConfigError, match=r"cannot store sub/caf\\udce9.txt: .*not UTF-8"):
+            await node.store_folder("f", src)
+        assert await node.list_files() == []
+
+
+async def test_too_many_entries_store_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The limits are 65,536 per directory and 1,000,000 in all; smaller ones here, same code.
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(12):
+        (src / "d" / f"f{i}").write_bytes(b"x")
+    async with Node.start(tmp_path / "n1", listen="127.0.0.1:0", replicas=1) as node:
+        monkeypatch.setattr(folder_disk, "MAX_ENTRIES", 10)
+        with pytest.raises(ConfigError, match="has 12 entries; at most 10"):
+            await node.store_folder("f", src)
+        monkeypatch.setattr(folder_disk, "MAX_ENTRIES", 100)
+        monkeypatch.setattr(folder_disk, "MAX_FOLDER_ENTRIES", 10)
+        with pytest.raises(ConfigError, match="at most 10 entries"):
+            await node.store_folder("f", src)
+        assert await node.list_files() == []
+        assert (await node.status()).blocks == 0
+        monkeypatch.setattr(folder_disk, "MAX_FOLDER_ENTRIES", 100)
+        assert (await node.store_folder("f", src)).files == 12
