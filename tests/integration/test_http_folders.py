@@ -92,6 +92,11 @@ async def test_archive_is_a_tar_of_the_tree(api: ApiServer, tmp_path: Path) -> N
                 extracted = tar.extractfile(f"album/{relative}")
                 assert extracted is not None
                 assert extracted.read() == data
+        listing = await client.get("/v1/folders/album")
+        etag = listing.headers["ETag"]
+        assert etag == f'"{cap.split(":")[2]}"'
+        cached = await client.get("/v1/folders/album", headers={"If-None-Match": etag})
+        assert (cached.status_code, cached.content) == (304, b"")
         by_cap = await client.get(f"/v1/folders/{cap}/archive")
         assert by_cap.status_code == 200
         with tarfile.open(fileobj=io.BytesIO(by_cap.content)) as tar:

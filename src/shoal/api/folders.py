@@ -29,6 +29,7 @@ from aiohttp import BodyPartReader, ClientPayloadError, MultipartReader, StreamR
 from aiohttp.http_exceptions import HttpProcessingError
 
 from shoal.api.keys import NODE_KEY
+from shoal.api.ranges import etag_matches, strong_etag
 from shoal.content.caps import looks_like_cap
 from shoal.content.directory import EnterDir, LeaveDir, PutFile
 from shoal.errors import ConfigError, TransportError
@@ -188,6 +189,11 @@ async def _list_folder(request: web.Request) -> web.Response:
     ref = request.match_info["ref"]
     node = request.app[NODE_KEY]
     cap = await node.resolve(ref)
+    # A folder is immutable: its CID is a strong validator of its listing.
+    headers = {"ETag": strong_etag(encode_id(cap.cid)), "Cache-Control": "private, no-cache"}
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and etag_matches(if_none_match, headers["ETag"]):
+        return web.Response(status=304, headers=headers)
     entries = await node.list_folder(str(cap))
     return web.json_response(
         {
@@ -195,7 +201,8 @@ async def _list_folder(request: web.Request) -> web.Response:
             "cap": str(cap),
             "size": sum(e.size for e in entries),
             "entries": [e.to_json() for e in entries],
-        }
+        },
+        headers=headers,
     )
 
 
@@ -221,7 +228,7 @@ async def _archive(request: web.Request) -> web.StreamResponse:
         headers={
             "Content-Type": "application/x-tar",
             "Content-Disposition": _disposition(top + ".tar"),
-            "ETag": f'"{encode_id(cap.cid)}"',
+            "ETag": strong_etag(encode_id(cap.cid)),
         }
     )
     response.enable_chunked_encoding()

@@ -342,8 +342,10 @@ def _paths() -> dict[str, Any]:
             },
             "get": {
                 "summary": "List a folder",
+                "parameters": [_DOWNLOAD_HEADERS["If-None-Match"]],
                 "responses": {
-                    "200": _json(_ref("FolderListing"), "The folder's entries."),
+                    "200": _json(_ref("FolderListing"), "The folder's entries (ETag: its CID)."),
+                    "304": {"description": "If-None-Match names this folder's ETag."},
                     "default": _ERROR,
                 },
             },
