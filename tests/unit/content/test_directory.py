@@ -330,3 +330,49 @@ def test_a_directory_root_is_not_a_file_and_the_other_way_round() -> None:
     opened.feed(step.open(store[dir_cap.cid]))  # type: ignore[union-attr]
     assert opened.info is not None
     assert opened.info.size == len(listing)
+
+
+@st.composite
+def folder_graphs(draw: st.DrawFn) -> dict[bytes, list[DirEntry]]:
+    """Random directory graphs over caps 1..n: shared subtrees, self and ancestor links."""
+    count = draw(st.integers(1, 6))
+    listings: dict[bytes, list[DirEntry]] = {}
+    for n in range(1, count + 1):
+        names = draw(st.lists(st.sampled_from("abcdefgh"), unique=True, max_size=5))
+        entries = []
+        for name in names:
+            if draw(st.booleans()):
+                entries.append(entry(name, EntryKind.FILE, n=100))
+            else:
+                entries.append(entry(name, EntryKind.DIRECTORY, n=draw(st.integers(1, count))))
+        listings[cap(n).cid] = entries
+    return listings
+
+
+@given(folder_graphs(), st.integers(1, 8), st.integers(0, 60))
+def test_any_folder_graph_walks_within_its_bounds(
+    listings: dict[bytes, list[DirEntry]], max_depth: int, max_entries: int
+) -> None:
+    walk = FolderWalk(cap(1), max_depth=max_depth, max_entries=max_entries)
+    open_dirs: list[tuple[str, ...]] = []
+    created = 0
+    try:
+        while (step := walk.next()) is not None:
+            if isinstance(step, NeedListing):
+                walk.feed(step, listings[step.cap.cid])
+                continue
+            if isinstance(step, EnterDir):
+                assert step.path[:-1] == (open_dirs[-1] if open_dirs else ())
+                open_dirs.append(step.path)
+            elif isinstance(step, LeaveDir):
+                assert open_dirs.pop() == step.path
+            else:
+                assert isinstance(step, PutFile)
+                assert step.path[:-1] == open_dirs[-1]
+            created += 1
+            assert len(step.path) <= max_depth + isinstance(step, PutFile)
+    except IntegrityError:
+        return
+    assert not open_dirs  # every directory entered was left
+    assert walk.next() is None
+    assert created <= 2 * max_entries + 2
