@@ -9,6 +9,11 @@ decrypts, so no request holds a whole file in memory. ``ShoalError`` subclasses 
 errors ``{"error": {"type", "code", "message"}}`` with the status their class carries; see
 ``docs/http-api.md``.
 
+Downloads answer single ``Range`` requests (206/416), carry ``ETag`` = the CID and honour
+``If-None-Match`` (304), see :mod:`shoal.api.ranges`. Folder endpoints are in
+:mod:`shoal.api.folders`; ``/metrics`` serves the node's own Prometheus registry (token
+needed); ``/openapi.json`` (:mod:`shoal.api.openapi`) and ``/docs`` need no token.
+
 Checks come before work: the token, then the name (:func:`shoal.names.check_name`) and the
 ``Content-Type`` (:func:`shoal.names.check_media_type`) of a PUT, all before its body is read.
 A request whose client goes away is cancelled (``handler_cancellation``), so a get stops
