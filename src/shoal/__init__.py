@@ -5,6 +5,7 @@ The public API is what this module exports: ``Node`` (asyncio, runs a node in-pr
 """
 
 from shoal.client.http import Client
+from shoal.content.directory import DirEntry, EntryKind
 from shoal.errors import (
     AddressInUse,
     ConfigError,
@@ -20,6 +21,7 @@ from shoal.errors import (
     StorageError,
     TransportError,
 )
+from shoal.node.folders import FolderItem, FolderResult, RestoreResult
 from shoal.node.service import FileReader, Node
 from shoal.node.types import FileEntry, NodeStatus, PeerState, PeerStatus, StoreResult
 
@@ -29,8 +31,12 @@ __all__ = [
     "AddressInUse",
     "Client",
     "ConfigError",
+    "DirEntry",
+    "EntryKind",
     "FileEntry",
     "FileReader",
+    "FolderItem",
+    "FolderResult",
     "HandshakeError",
     "IntegrityError",
     "InvalidCapability",
@@ -43,6 +49,7 @@ __all__ = [
     "ProtocolError",
     "QuorumNotMet",
     "RequestTimeout",
+    "RestoreResult",
     "ShoalError",
     "StorageError",
     "StoreResult",

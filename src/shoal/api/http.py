@@ -9,6 +9,11 @@ decrypts, so no request holds a whole file in memory. ``ShoalError`` subclasses 
 errors ``{"error": {"type", "code", "message"}}`` with the status their class carries; see
 ``docs/http-api.md``.
 
+Downloads answer single ``Range`` requests (206/416), carry ``ETag`` = the CID and honour
+``If-None-Match`` (304), see :mod:`shoal.api.ranges`. Folder endpoints are in
+:mod:`shoal.api.folders`; ``/metrics`` serves the node's own Prometheus registry (token
+needed); ``/openapi.json`` (:mod:`shoal.api.openapi`) and ``/docs`` need no token.
+
 Checks come before work: the token, then the name (:func:`shoal.names.check_name`) and the
 ``Content-Type`` (:func:`shoal.names.check_media_type`) of a PUT, all before its body is read.
 A request whose client goes away is cancelled (``handler_cancellation``), so a get stops
@@ -20,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import importlib.metadata
 import logging
+import mimetypes
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +38,11 @@ from urllib.parse import quote
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from shoal.api.docs_page import DOCS_HTML
+from shoal.api.folders import add_folder_routes
+from shoal.api.keys import NODE_KEY
+from shoal.api.openapi import openapi_document
+from shoal.api.ranges import Unsatisfiable, etag_matches, parse_range, strong_etag
 from shoal.api.ui import install_ui, ui_request_allowed
 from shoal.client.api_info import API_FILE_NAME, ApiInfo, remove_api_info, write_api_info
 from shoal.client.http import check_read_cap
@@ -45,7 +57,9 @@ from shoal.errors import (
 )
 from shoal.ids import encode_id
 from shoal.names import check_media_type, check_name
-from shoal.node.service import Node
+from shoal.node.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from shoal.node.service import DEFAULT_MEDIA_TYPE, Node
+from shoal.transport.manager import parse_address
 
 __all__ = ["ApiServer", "error_status", "serve_api"]
 
@@ -57,7 +71,7 @@ PIECE_SIZE: Final = 1024 * 1024
 # file bodies are streamed from ``request.content``, which ``client_max_size`` does not limit.
 CLIENT_MAX_SIZE: Final = 1024 * 1024
 
-_NODE_KEY: Final = web.AppKey("node", Node)
+_NODE_KEY: Final = NODE_KEY
 _TOKEN_KEY: Final = web.AppKey("token", str)
 
 
@@ -141,9 +155,15 @@ async def _count_middleware(request: web.Request, handler: Handler) -> web.Strea
         counter.active -= 1
 
 
+PUBLIC_PATHS: Final = frozenset({"/openapi.json", "/docs"})
+"""Read-only pages that hold no secret and need no token (a browser cannot send one)."""
+
+
 @web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse any request without the right bearer token (constant-time comparison)."""
+    if request.path in PUBLIC_PATHS and request.method in ("GET", "HEAD"):
+        return await handler(request)
     expected = f"Bearer {request.app[_TOKEN_KEY]}".encode()
     given = request.headers.get("Authorization", "").encode("utf-8", "replace")
     if not hmac.compare_digest(given, expected) and not ui_request_allowed(request):
@@ -230,28 +250,56 @@ async def _get_file(request: web.Request) -> web.StreamResponse:
 async def _get_cap(request: web.Request) -> web.StreamResponse:
     cap = request.match_info["cap"]
     check_read_cap(cap)
-    # A file reached by its cap has no name of its own: like `shoal get CAP`, it is its CID.
-    return await _stream_file(request, cap, file_name=encode_id(parse_cap(cap).cid))
+    # A file reached by its cap has no name of its own: like `shoal get CAP`, it is its CID,
+    # unless the caller names it (?name=, e.g. from a folder listing).
+    given = request.query.get("name")
+    file_name = check_name(given, what="name") if given is not None else None
+    return await _stream_file(
+        request, cap, file_name=file_name or encode_id(parse_cap(cap).cid), guess=file_name
+    )
 
 
 async def _stream_file(
-    request: web.Request, name_or_cap: str, *, file_name: str
+    request: web.Request, name_or_cap: str, *, file_name: str, guess: str | None = None
 ) -> web.StreamResponse:
-    """Stream a file; an error before the first byte is a JSON error, after it an abort."""
+    """Stream a file, or the one byte range asked; an error before the first byte is a JSON
+    error, after it an abort. ``guess``: a name to guess the media type from (by cap)."""
     node = request.app[_NODE_KEY]
+    cap = await node.resolve(name_or_cap)
+    etag = strong_etag(encode_id(cap.cid))
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-cache"}
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        # The CID is the bytes: nothing to fetch to know they did not change.
+        return web.Response(status=304, headers=headers)
     async with node.get(name_or_cap) as reader:
+        media_type = reader.media_type
+        if guess is not None and media_type == DEFAULT_MEDIA_TYPE:
+            media_type = mimetypes.guess_type(guess, strict=False)[0] or DEFAULT_MEDIA_TYPE
+        headers["Content-Type"] = media_type
+        headers["Content-Disposition"] = _content_disposition(file_name)
+        status, length = 200, reader.size
+        asked = request.headers.get("Range")
+        if asked is not None and request.headers.get("If-Range", etag) == etag:
+            try:
+                span = parse_range(asked, reader.size)
+            except Unsatisfiable as exc:
+                error = _error_response(ConfigError(str(exc)), status=416)
+                error.headers["Content-Range"] = f"bytes */{reader.size}"
+                return error
+            if span is not None:
+                reader.limit(*span)
+                status, length = 206, span[1] - span[0]
+                headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{reader.size}"
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = length
+        if request.method == "HEAD":
+            await response.prepare(request)
+            return response
         chunks = aiter(reader)
         # Fetch the first chunk before sending headers, so that a failure to get the first
         # blocks still gets a proper error status instead of a truncated 200.
         first = await anext(chunks, b"")
-        response = web.StreamResponse(
-            status=200,
-            headers={
-                "Content-Type": reader.media_type or "application/octet-stream",
-                "Content-Disposition": _content_disposition(file_name),
-            },
-        )
-        response.content_length = reader.size
         try:
             await response.prepare(request)
             if first:
@@ -272,6 +320,34 @@ async def _stream_file(
         return response
 
 
+async def _invite(request: web.Request) -> web.Response:
+    addresses = request.query.getall("address", [])
+    for address in addresses:
+        parse_address(address)
+    invite = request.app[_NODE_KEY].invite(addresses)
+    return web.json_response({"invite": invite})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[_NODE_KEY].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(shoal_version()))
+
+
+async def _docs(request: web.Request) -> web.Response:
+    return web.Response(
+        text=DOCS_HTML,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; "
+            "script-src 'unsafe-inline'"
+        },
+    )
+
+
 async def _remove_file(request: web.Request) -> web.Response:
     entry = await request.app[_NODE_KEY].remove(request.match_info["name"])
     return web.json_response(entry.to_json())
@@ -288,6 +364,14 @@ def _content_disposition(name: str) -> str:
 def _loggable(name_or_cap: str) -> str:
     # A read cap is a secret: log only its CID part.
     return name_or_cap.rsplit(":", 1)[0] + ":..." if looks_like_cap(name_or_cap) else name_or_cap
+
+
+def shoal_version() -> str:
+    """The installed Shoal's version (for the OpenAPI document)."""
+    try:
+        return importlib.metadata.version("shoal")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def make_app(node: Node, token: str) -> web.Application:
@@ -307,6 +391,11 @@ def make_app(node: Node, token: str) -> web.Application:
     app.router.add_delete("/v1/files/{name}", _remove_file)
     app.router.add_get("/v1/caps/{cap}", _get_cap)
     install_ui(app, node)  # the web UI: a browser session instead of the token (api/ui.py)
+    app.router.add_get("/v1/invite", _invite)
+    add_folder_routes(app)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/openapi.json", _openapi)
+    app.router.add_get("/docs", _docs)
     return app
 
 

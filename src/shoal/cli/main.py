@@ -14,6 +14,7 @@ import logging
 import os
 import stat
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ import click
 
 from shoal import defaults
 from shoal.cli.demo import run_demo
-from shoal.cli.files import output_path
+from shoal.cli.files import default_file_name, output_path
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
 from shoal.cli.run import NodeSettings, configure_logging, refuse_if_running, run_node
 from shoal.cli.ui import ui as ui_command
@@ -86,6 +87,15 @@ def data_dir_option(*, required: bool = True) -> Callable[[F], F]:
 def json_option(f: F) -> F:
     """The ``--json`` flag: machine-readable output on stdout."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def _format_time(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return "-"
 
 
 def _print_json(value: Any) -> None:
@@ -316,13 +326,23 @@ def run(
     help="Name in the catalog (default: the file's name). Needed for '-' (standard input); "
     "only with one FILE.",
 )
-def put(data_dir: Path, files: tuple[str, ...], name: str | None) -> None:
+@click.option(
+    "-r",
+    "--recursive",
+    is_flag=True,
+    help="Store folders: each FILE is a folder, stored whole as one cap (symbolic links and "
+    "special files are skipped).",
+)
+def put(data_dir: Path, files: tuple[str, ...], name: str | None, recursive: bool) -> None:
     """Store each FILE ('-' for standard input) through the running node.
 
     Prints each file's read cap on stdout, one line per file stored, and "stored NAME (SIZE)"
     on stderr. When one of several files fails, its error is reported and the others are
-    still stored; the exit code is then 1.
+    still stored; the exit code is then 1. With -r, each FILE is a folder.
     """
+    if recursive:
+        _put_folders(data_dir, files, name)
+        return
     if name is not None:
         check_name(name, what="--name")
         if len(files) > 1:
@@ -381,6 +401,46 @@ def put(data_dir: Path, files: tuple[str, ...], name: str | None) -> None:
         raise click.exceptions.Exit(EXIT_ERROR)
 
 
+def _put_folders(data_dir: Path, folders: tuple[str, ...], name: str | None) -> None:
+    """``shoal put -r``: store each folder, print its cap."""
+    if name is not None:
+        check_name(name, what="--name")
+        if len(folders) > 1:
+            raise click.UsageError("--name names a single folder: give one FOLDER with it")
+    if "-" in folders:
+        raise click.UsageError("put -r stores folders; '-' (standard input) is a single file")
+    failures = 0
+    with Client.from_data_dir(data_dir) as client:
+        for folder in folders:
+            label = name if name is not None else Path(folder).resolve().name
+            try:
+                with transfer_progress(f"put {printable(label)}/") as bar:
+                    result = client.put_folder(Path(folder), name=name, progress=bar)
+            except ShoalError as exc:
+                if len(folders) == 1:
+                    raise
+                failures += 1
+                click.echo(f"error: {printable(folder)}: {_one_line(exc)}", err=True)
+                continue
+            click.echo(
+                f"stored folder {printable(result['name'])} ({result.get('files')} files, "
+                f"{format_size(result.get('size'))})",
+                err=True,
+            )
+            skipped = result.get("skipped") or []
+            if skipped:
+                shown = ", ".join(printable(str(s)) for s in skipped[:5])
+                more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+                click.echo(
+                    f"warning: skipped {len(skipped)} symbolic link(s) or special file(s): "
+                    f"{shown}{more}",
+                    err=True,
+                )
+            click.echo(result["cap"])
+    if failures:
+        raise click.exceptions.Exit(EXIT_ERROR)
+
+
 def _put_one(client: Client, file: str, name: str) -> dict[str, Any]:
     """Store one file (or standard input for ``-``) as ``name``, with a progress bar."""
     with transfer_progress(f"put {printable(name)}") as bar:
@@ -412,16 +472,38 @@ def _check_input_file(file: Path) -> None:
     help="Where to write: a file, a directory (DIR/ or an existing one), or '-' for stdout. "
     "Default: the last part of NAME, or the CID for a cap, in the current directory.",
 )
-@click.option("-f", "--force", is_flag=True, help="Replace an existing file.")
-def get(data_dir: Path, name_or_cap: str, output: str | None, force: bool) -> None:
+@click.option("-f", "--force", is_flag=True, help="Replace an existing file (or folder, with -r).")
+@click.option(
+    "-r",
+    "--recursive",
+    is_flag=True,
+    help="Get a folder: restore it as the folder OUTPUT, with its times and modes.",
+)
+def get(data_dir: Path, name_or_cap: str, output: str | None, force: bool, recursive: bool) -> None:
     """Get a file by name or read cap (shoal:r:...) and write it to a file or stdout.
 
-    An existing file is never replaced without --force; a failed get leaves no file.
+    An existing file is never replaced without --force; a failed get leaves no file. With -r,
+    a folder is restored as the folder OUTPUT (default: its name, or its CID for a cap).
     """
     is_cap = looks_like_cap(name_or_cap)
     if is_cap:
         check_read_cap(name_or_cap)  # a typo in a cap is reported even with no node running
     label = "get by cap" if is_cap else f"get {printable(name_or_cap)}"
+    if recursive:
+        if output == "-":
+            raise click.UsageError("get -r writes a folder: -o - (standard output) is for files")
+        folder = Path(output) if output is not None else Path(default_file_name(name_or_cap))
+        if not force and os.path.lexists(folder):
+            raise ConfigError(
+                f"{folder} already exists: use --force to replace it, or -o elsewhere"
+            )
+        with Client.from_data_dir(data_dir) as client, transfer_progress(label + "/") as bar:
+            result = client.get_folder(name_or_cap, folder, progress=bar, overwrite=force)
+        click.echo(
+            f"wrote folder {folder} ({result['files']} files, {format_size(result['size'])})",
+            err=True,
+        )
+        return
     if output == "-":
         with Client.from_data_dir(data_dir) as client, transfer_progress(label) as bar:
             stdout = sys.stdout.buffer
@@ -439,8 +521,29 @@ def get(data_dir: Path, name_or_cap: str, output: str | None, force: bool) -> No
 @cli.command(name="ls")
 @data_dir_option()
 @json_option
-def ls(data_dir: Path, as_json: bool) -> None:
-    """List the files in the node's catalog."""
+@click.argument("folder", metavar="[FOLDER]", required=False)
+def ls(data_dir: Path, as_json: bool, folder: str | None) -> None:
+    """List the files in the node's catalog, or the entries of FOLDER (a name or read cap)."""
+    if folder is not None:
+        if looks_like_cap(folder):
+            check_read_cap(folder)
+        with Client.from_data_dir(data_dir) as client:
+            listing = client.list_folder(folder)
+        if as_json:
+            _print_json(listing)
+            return
+        rows = [
+            [
+                "dir" if e["type"] == "dir" else "file",
+                format_size(e.get("size")),
+                _format_time(e.get("mtime")),
+                printable(str(e["name"])) + ("/" if e["type"] == "dir" else ""),
+                str(e["cap"]),
+            ]
+            for e in listing["entries"]
+        ]
+        click.echo(format_table(["TYPE", "SIZE", "MODIFIED", "NAME", "CAP"], rows))
+        return
     with Client.from_data_dir(data_dir) as client:
         files = client.list_files()
     if as_json:

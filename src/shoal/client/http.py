@@ -20,7 +20,10 @@ from urllib.parse import quote
 import httpx
 
 from shoal.client.api_info import API_FILE_NAME, read_api_info
+from shoal.client.folders import entries_from_json, multipart_body, new_boundary
+from shoal.client.folders import restore as restore_folder
 from shoal.content.caps import ReadCap, looks_like_cap, parse_cap
+from shoal.content.directory import DirEntry
 from shoal.errors import (
     ConfigError,
     InvalidCapability,
@@ -34,6 +37,7 @@ from shoal.errors import (
     error_class_for_code,
 )
 from shoal.names import check_name
+from shoal.node.folder_disk import scan_folder
 from shoal.store.files import AtomicFile
 
 __all__ = [
@@ -330,6 +334,82 @@ class Client:
                 )
             return received
 
+    # -- folders -----------------------------------------------------------------------------
+
+    def put_folder(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        progress: TransferProgress | None = None,
+    ) -> dict[str, Any]:
+        """Store a local folder through the node (``PUT /v1/folders/{name}``), streamed.
+
+        The folder is scanned first: names and limits are checked before anything is sent,
+        and symbolic links and special files are skipped (listed in the answer's ``skipped``).
+
+        Returns:
+            ``{"name", "cap", "size", "files", "directories", "blocks", "replicas",
+            "replicas_wanted", "skipped"}``.
+
+        Raises:
+            ConfigError: Not a folder, or a name or limit that cannot be stored.
+        """
+        root = Path(path)
+        folder_name = check_name(name if name is not None else root.resolve().name)
+        items, skipped = scan_folder(root)
+        boundary = new_boundary()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        body = multipart_body(items, boundary, progress)
+        url = "/v1/folders/" + _quote_name(folder_name)
+        with self._request("PUT", url, content=body, headers=headers) as resp:
+            resp.read()
+            result: dict[str, Any] = resp.json()
+        result["skipped"] = skipped
+        return result
+
+    def list_folder(self, name_or_cap: str) -> dict[str, Any]:
+        """One folder's entries: ``{"name", "cap", "size", "entries": [...]}``; each entry
+        ``{"name", "type" ("file" or "dir"), "size", "mtime", "mtime_ns", "mode", "cap"}``."""
+        result: dict[str, Any] = self._json("GET", _folder_path(name_or_cap))
+        return result
+
+    def get_folder(
+        self,
+        name_or_cap: str,
+        dest_path: str | os.PathLike[str],
+        progress: TransferProgress | None = None,
+        *,
+        overwrite: bool = False,
+    ) -> dict[str, Any]:
+        """Restore a folder as the folder ``dest_path``, with its files' times and modes.
+
+        Written into a staging folder renamed into place when complete: a failure leaves
+        nothing at ``dest_path``. An existing ``dest_path`` is only replaced if ``overwrite``.
+
+        Returns:
+            ``{"path", "files", "directories", "size"}``.
+        """
+        top = self.list_folder(name_or_cap)
+        cap = ReadCap.parse(str(top["cap"]))
+
+        def listing(of: ReadCap) -> list[DirEntry]:
+            raw = top if of == cap else self.list_folder(str(of))
+            return entries_from_json(raw.get("entries"))
+
+        def get_file(
+            of: ReadCap, target: Path, step: Callable[[int, int | None], None] | None
+        ) -> int:
+            return self.get(str(of), target, step, overwrite=False)
+
+        return restore_folder(
+            cap,
+            Path(dest_path),
+            listing=listing,
+            get_file=get_file,
+            overwrite=overwrite,
+            progress=progress,
+        )
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _json(self, method: str, url: str) -> Any:
@@ -370,6 +450,20 @@ class Client:
 
 def _exists_error(dest: Path) -> ConfigError:
     return ConfigError(f"{dest} already exists; it was not replaced")
+
+
+def _quote_name(name: str) -> str:
+    # Dots are escaped too, or "." and ".." would be taken as path segments and normalized.
+    return quote(name, safe="").replace(".", "%2E")
+
+
+def _folder_path(name_or_cap: str) -> str:
+    if looks_like_cap(name_or_cap):
+        check_read_cap(name_or_cap)
+        return "/v1/folders/" + quote(name_or_cap.strip(), safe=":")
+    if not name_or_cap:
+        raise ConfigError("a folder name must not be empty")
+    return "/v1/folders/" + _quote_name(name_or_cap)
 
 
 def _file_path(name: str) -> str:

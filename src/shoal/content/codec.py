@@ -59,6 +59,8 @@ def describe(first: int) -> str:
 _UINT_FORMS = {0xCC: (1, 0x80), 0xCD: (2, 0x100), 0xCE: (4, 0x10000), 0xCF: (8, 0x1_0000_0000)}
 _BIN_FORMS = {0xC4: (1, 0), 0xC5: (2, 0x100), 0xC6: (4, 0x10000)}
 _ARRAY_FORMS = {0xDC: (2, 16), 0xDD: (4, 0x10000)}
+# Signed forms: each holds values below the largest one a shorter form could (negative only).
+_INT_FORMS = {0xD0: (1, -32), 0xD1: (2, -0x80), 0xD2: (4, -0x8000), 0xD3: (8, -0x8000_0000)}
 _ID_ENTRY = 35  # 0x92, 0xc4 0x20, 32 bytes: the fixed part of one [id, uint] pair
 _KEY_ENTRY = 34  # 0xc4 0x20, 32 bytes
 
@@ -136,6 +138,56 @@ class Reader:
             raise Malformed(f"{what}: {value} at byte {start} is out of range {low}..{high}")
         self._pos = start + size
         return value
+
+    def int_(self, what: str, low: int, high: int) -> int:
+        """A signed integer in ``low..high`` (at most 64 bits), in its shortest form.
+
+        msgpack writes a value >= 0 as an unsigned integer and a negative one in the shortest
+        signed form that holds it (negative fixint, then int8/16/32/64); nothing else is read.
+        """
+        self._need(1, what)
+        start = self._pos
+        first = self._data[start]
+        if first <= 0x7F or first in _UINT_FORMS:
+            return self.uint(what, max(low, 0), high)
+        if first >= 0xE0:
+            value, size = first - 0x100, 1
+        elif first in _INT_FORMS:
+            width, largest = _INT_FORMS[first]
+            self._need(1 + width, what)
+            value = int.from_bytes(self._data[start + 1 : start + 1 + width], "big", signed=True)
+            size = 1 + width
+            if not value < largest:
+                raise Malformed(f"{what}: integer at byte {start} is not in its shortest form")
+        else:
+            raise self._fail(what, "an integer")
+        if not low <= value <= high:
+            raise Malformed(f"{what}: {value} at byte {start} is out of range {low}..{high}")
+        self._pos = start + size
+        return value
+
+    def text(self, what: str, high: int) -> bytes:
+        """A string of 1..``high`` (<= 255) bytes, fixstr or str8 as its length asks; raw bytes.
+
+        The caller decodes and checks the UTF-8 (and never echoes it).
+        """
+        self._need(1, what)
+        start = self._pos
+        first = self._data[start]
+        if 0xA0 <= first <= 0xBF:
+            size, header = first - 0xA0, 1
+        elif first == 0xD9:
+            self._need(2, what)
+            size, header = self._data[start + 1], 2
+            if size < 32:
+                raise Malformed(f"{what}: length at byte {start} is not in its shortest form")
+        else:
+            raise self._fail(what, f"a string of at most {high} bytes")
+        if not 1 <= size <= high:
+            raise Malformed(f"{what}: {size} bytes at byte {start}, expected 1..{high}")
+        self._need(header + size, what)
+        self._pos = start + header + size
+        return self._data[start + header : start + header + size]
 
     def short_str(self, what: str) -> str:
         """A short ASCII string (fixstr, <= 31 bytes), as the schema's names are."""

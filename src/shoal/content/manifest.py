@@ -92,7 +92,9 @@ KIND_FILE = "file"
 """Object kind of a file's root (the sealed ``"t"`` field)."""
 
 KIND_DIRECTORY = "dir"
-"""Reserved object kind of a directory's root; this version refuses it."""
+"""Object kind of a directory's root: its bytes are a listing (:mod:`shoal.content.directory`)."""
+
+_KIND_WORDS = {KIND_FILE: "a file", KIND_DIRECTORY: "a directory (a folder)"}
 
 # Map keys in their fixstr encoding; the encoder writes them in exactly this order.
 _K = {name: msgpack.packb(name) for name in ("v", "d", "z", "f", "r", "c", "s", "t", "k")}
@@ -343,21 +345,25 @@ class SealedPart:
         return self.keys[index * KEY_SIZE : (index + 1) * KEY_SIZE]
 
 
-def encode_sealed(keys: list[bytes], size: int | None) -> bytes:
-    """The sealed plaintext: ``{"t": "file", "z": size, "k": keys}`` at a root, else ``{"k"}``."""
-    sealed: dict[str, Any] = {} if size is None else {"t": KIND_FILE, "z": size}
+def encode_sealed(keys: list[bytes], size: int | None, kind: str = KIND_FILE) -> bytes:
+    """The sealed plaintext: ``{"t": kind, "z": size, "k": keys}`` at a root, else ``{"k"}``."""
+    if kind not in _KIND_WORDS:
+        raise ValueError("unknown object kind")
+    sealed: dict[str, Any] = {} if size is None else {"t": kind, "z": size}
     sealed["k"] = keys
     packed: bytes = msgpack.packb(sealed, use_bin_type=True)
     return packed
 
 
-def open_sealed(manifest: Manifest, key: bytes, *, root: bool) -> SealedPart:
+def open_sealed(manifest: Manifest, key: bytes, *, root: bool, kind: str = KIND_FILE) -> SealedPart:
     """Decrypt and parse a manifest's sealed part.
 
     Args:
         manifest: A decoded manifest.
         key: Its key (from the read cap at the root, from the parent below).
         root: Whether this is a file's root (whose sealed part holds the kind and size).
+        kind: The object kind the root must be: :data:`KIND_FILE` (a file's bytes) or
+            :data:`KIND_DIRECTORY` (a directory's listing).
 
     Returns:
         The keys (exactly one per child) and, at the root, the file size.
@@ -369,12 +375,12 @@ def open_sealed(manifest: Manifest, key: bytes, *, root: bool) -> SealedPart:
     """
     plaintext = decrypt(key, manifest.sealed)
     try:
-        return _decode_sealed(Reader(plaintext), manifest.child_count, root)
+        return _decode_sealed(Reader(plaintext), manifest.child_count, root, kind)
     except Malformed as exc:
         raise IntegrityError(f"malformed sealed part: {exc}") from None
 
 
-def _decode_sealed(reader: Reader, children: int, root: bool) -> SealedPart:
+def _decode_sealed(reader: Reader, children: int, root: bool, expected: str) -> SealedPart:
     what = "sealed part"
     fields = reader.map_header(what)
     size: int | None = None
@@ -385,10 +391,15 @@ def _decode_sealed(reader: Reader, children: int, root: bool) -> SealedPart:
             raise Malformed(f"{what}: {fields} fields, expected {_ROOT_FIELDS}")
         reader.key(_K["t"], "t", what)
         kind = reader.short_str("object kind")
-        if kind == KIND_DIRECTORY:
-            raise IntegrityError("this cap names a directory, which this Shoal cannot read")
-        if kind != KIND_FILE:
+        if kind not in _KIND_WORDS:
             raise IntegrityError("unsupported object kind; a newer Shoal may be needed")
+        if kind != expected:
+            # Only words from our own table are shown. "names a directory" is what a reader of
+            # a file sees for a folder's cap, and the other way round.
+            how = "get it with get -r or list it with ls" if kind == KIND_DIRECTORY else "get it"
+            raise IntegrityError(
+                f"this cap names {_KIND_WORDS[kind]}, not {_KIND_WORDS[expected]}: {how}"
+            )
         reader.key(_K["z"], "z", what)
         size = reader.uint("file size", 0, MAX_FILE_SIZE)
     elif fields != _INNER_FIELDS:

@@ -20,6 +20,7 @@ from shoal.content.caps import ReadCap
 from shoal.content.crypto import CHUNK_SIZE, KEY_SIZE, TAG_SIZE, encrypt
 from shoal.content.manifest import (
     DEFAULT_FANOUT,
+    KIND_FILE,
     MAX_CHILDREN,
     MAX_CHUNK_SIZE,
     MAX_DEPTH,
@@ -69,6 +70,7 @@ class ManifestBuilder:
         chunk_size: int = CHUNK_SIZE,
         fanout: int = DEFAULT_FANOUT,
         redundancy: Redundancy | None = None,
+        kind: str = KIND_FILE,
     ) -> None:
         """Create a builder.
 
@@ -77,6 +79,8 @@ class ManifestBuilder:
             chunk_size: Plaintext bytes of every chunk but the last, 1..:data:`MAX_CHUNK_SIZE`.
             fanout: Children per manifest, 2..:data:`MAX_CHILDREN`.
             redundancy: Recorded in every manifest; default: replicate, 3 copies.
+            kind: The object kind sealed in the root: ``"file"``, or ``"dir"`` for the
+                listing of a directory (:mod:`shoal.content.directory`).
         """
         if not isinstance(secret, bytes) or len(secret) != KEY_SIZE:
             raise ValueError(f"convergence secret must be {KEY_SIZE} bytes")
@@ -88,6 +92,7 @@ class ManifestBuilder:
         self._chunk_size = chunk_size
         self._fanout = fanout
         self._redundancy = redundancy if redundancy is not None else Redundancy()
+        self._kind = kind
         self._levels: list[_Node] = [_Node()]
         self._size = 0
         self._short_chunk_seen = False
@@ -171,7 +176,7 @@ class ManifestBuilder:
     ) -> tuple[ChildRef, bytes]:
         node = self._levels[level]
         self._levels[level] = _Node()
-        plaintext = encode_sealed(node.keys, size)
+        plaintext = encode_sealed(node.keys, size, self._kind)
         key = manifest_key(self._secret, plaintext)
         manifest = Manifest.build(
             level,

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from shoal.content.caps import ReadCap
 from shoal.content.crypto import TAG_SIZE, AuthenticationFailed, Buffer, open_chunk
 from shoal.content.manifest import (
+    KIND_FILE,
     MAX_FILE_SIZE,
     Manifest,
     SealedPart,
@@ -127,6 +128,7 @@ class _Expect:
     stored_size: int | None = None  # None at the root: nothing lists it
     size: int = 0  # keyed walks, below the root: the bytes it covers
     offset: int = 0  # keyed walks: the file offset of its first byte
+    kind: str = KIND_FILE  # at the root of a keyed walk: the object kind it must be
     must_be_full: bool = False  # keyless walks: a non-last child, or below one
     is_last: bool = False  # keyless walks: the last child of its parent
 
@@ -178,7 +180,7 @@ class NeedManifest:
             # The parent's claims are checked before any decryption: the first lie fails first.
             _check_fit(self.block_id, manifest, expect)
         try:
-            part = open_sealed(manifest, expect.key, root=expect.root)
+            part = open_sealed(manifest, expect.key, root=expect.root, kind=expect.kind)
         except AuthenticationFailed:
             if expect.root:
                 # The root is intact (its hash matched): the cap's key is not this file's key.
@@ -315,9 +317,17 @@ class FileWalk:
         root: The decoded root manifest, once fed.
     """
 
-    def __init__(self, cap: ReadCap, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
-        """Start a walk at ``cap``'s root; the first step is a :class:`NeedManifest` for it."""
-        self._pending: NeedManifest | None = NeedManifest(cap.cid, _Expect(root=True, key=cap.key))
+    def __init__(
+        self, cap: ReadCap, *, cache_size: int = DEFAULT_CACHE_SIZE, kind: str = KIND_FILE
+    ) -> None:
+        """Start a walk at ``cap``'s root; the first step is a :class:`NeedManifest` for it.
+
+        ``kind`` is the object kind the root must be: ``"file"``, or ``"dir"`` to read a
+        directory's listing (its bytes are walked exactly like a file's).
+        """
+        self._pending: NeedManifest | None = NeedManifest(
+            cap.cid, _Expect(root=True, key=cap.key, kind=kind)
+        )
         self._stack: list[_FileFrame] = []
         self._cache: OrderedDict[tuple[bytes, bytes], _Cached] = OrderedDict()
         self._cache_size = cache_size

@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from shoal.content import BlockWalk, DataRef, FileWalk, NeedManifest, ReadCap
+from shoal.content.manifest import KIND_FILE
 from shoal.errors import IntegrityError, OutOfRange
 from shoal.ids import short_id
 from shoal.node.blocks import fetch_block
@@ -85,6 +86,19 @@ class FileStream:
         self._whole = self.start == 0 and self._end == self.size
         # An empty range needs no block (a whole file is walked to its end all the same).
         self._exhausted = not self._whole and self.start >= self._end
+        self._started = False
+
+    def limit(self, start: int, end: int) -> None:
+        """Hand out only bytes ``start`` (inclusive) to ``end`` (exclusive) of the file.
+
+        Call before the first chunk; data blocks wholly outside the range are not fetched.
+        """
+        if self._started:
+            raise ValueError("limit() must come before the first chunk")
+        if not 0 <= start <= end <= self.size:
+            raise ValueError("the range must lie within the file")
+        self.start, self.end = start, end
+        self.__post_init__()
 
     async def _fill(self) -> None:
         while not self._exhausted and not self._window.full:
@@ -105,6 +119,7 @@ class FileStream:
 
     async def next_chunk(self) -> bytes | None:
         """The next chunk of plaintext, or None at the end of the file (or range)."""
+        self._started = True
         await self._fill()
         if not self._window:
             wanted = self._end - self.start
@@ -124,7 +139,12 @@ class FileStream:
 
 
 async def open_file(
-    rt: NodeRuntime, cap: ReadCap, *, offset: int = 0, length: int | None = None
+    rt: NodeRuntime,
+    cap: ReadCap,
+    *,
+    offset: int = 0,
+    length: int | None = None,
+    kind: str = KIND_FILE,
 ) -> FileStream:
     """Fetch and open the root manifest of ``cap``; return a stream over its chunks.
 
@@ -133,6 +153,7 @@ async def open_file(
         cap: The file to read.
         offset: The first byte to read: 0 to the file's size (at the size: nothing to read).
         length: How many bytes at most; None: to the end (a range past the end stops there).
+        kind: The object kind the root must be (``"dir"`` reads a directory's listing).
 
     Raises:
         OutOfRange: ``offset`` is past the end of the file.
@@ -140,7 +161,7 @@ async def open_file(
     """
     if offset < 0 or (length is not None and length < 0):
         raise ValueError("offset and length must not be negative")
-    walk = FileWalk(cap)
+    walk = FileWalk(cap, kind=kind)
     root = walk.next()
     assert isinstance(root, NeedManifest)  # a walk starts with its root
     walk.feed(await fetch_block(rt, root.block_id, root.open))

@@ -19,7 +19,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from shoal.content import ManifestBuilder, Redundancy, seal_chunk
+from shoal.content import ManifestBuilder, ReadCap, Redundancy, seal_chunk
+from shoal.content.manifest import KIND_FILE
 from shoal.ids import encode_id
 from shoal.node.blocks import PresenceHints, place_block
 from shoal.node.runtime import NodeRuntime
@@ -51,22 +52,30 @@ async def _seal_and_place(
     )
 
 
-async def store_file(
+@dataclass(frozen=True, slots=True)
+class PlacedObject:
+    """A file or directory object whose blocks are all placed (nothing cataloged)."""
+
+    cap: ReadCap
+    size: int
+    blocks: int
+    copies: int  # the fewest copies of any block
+    wanted: int
+
+
+async def place_object(
     rt: NodeRuntime,
-    name: str,
     chunks: AsyncIterator[Buffer],
     *,
-    media_type: str,
-    mtime: float | None = None,
+    kind: str = KIND_FILE,
     progress: Callable[[int], None] | None = None,
     replicas: int | None = None,
-) -> StoreResult:
-    """Encrypt, place and catalog one file.
+) -> PlacedObject:
+    """Encrypt and place one object's chunks and manifests (the root last); catalog nothing.
 
     ``chunks`` yields pieces of exactly ``rt.options.chunk_size`` bytes in order, the last one
-    possibly shorter. The cap depends only on the bytes, the owner's secret and the chunk size,
-    fanout and replicas: ``name``, ``media_type`` and ``mtime`` go to the catalog only.
-    ``replicas`` overrides the node's setting for this file.
+    possibly shorter. ``kind`` is sealed in the root: ``"file"``, or ``"dir"`` for a listing.
+    ``replicas`` overrides the node's setting for this object.
     """
     wanted = rt.options.replicas if replicas is None else replicas
     builder = ManifestBuilder(
@@ -74,6 +83,7 @@ async def store_file(
         chunk_size=rt.options.chunk_size,
         fanout=rt.options.manifest_fanout,
         redundancy=Redundancy(replicas=wanted),
+        kind=kind,
     )
     size = 0
     blocks = 0
@@ -107,10 +117,45 @@ async def store_file(
         while window:
             await finish_oldest(window)
 
-    now = time.time()
     manifest_blocks, cap = builder.finish()
     for block_id, data in manifest_blocks:  # the root is last
         await place(block_id, data)
+    return PlacedObject(cap, size, blocks, copies, wanted)
+
+
+async def store_file(
+    rt: NodeRuntime,
+    name: str,
+    chunks: AsyncIterator[Buffer],
+    *,
+    media_type: str,
+    mtime: float | None = None,
+    progress: Callable[[int], None] | None = None,
+    replicas: int | None = None,
+) -> StoreResult:
+    """Encrypt, place and catalog one file.
+
+    ``chunks`` yields pieces of exactly ``rt.options.chunk_size`` bytes in order, the last one
+    possibly shorter. The cap depends only on the bytes, the owner's secret and the chunk size,
+    fanout and replicas: ``name``, ``media_type`` and ``mtime`` go to the catalog only.
+    ``replicas`` overrides the node's setting for this file.
+    """
+    placed = await place_object(rt, chunks, progress=progress, replicas=replicas)
+    return await catalog_object(rt, name, placed, media_type=media_type, mtime=mtime)
+
+
+async def catalog_object(
+    rt: NodeRuntime, name: str, placed: PlacedObject, *, media_type: str, mtime: float | None
+) -> StoreResult:
+    """Write the catalog entry of a placed object (after every block is placed)."""
+    cap, size, blocks, copies, wanted = (
+        placed.cap,
+        placed.size,
+        placed.blocks,
+        placed.copies,
+        placed.wanted,
+    )
+    now = time.time()
     cap_text = str(cap)
     if copies < wanted:
         log.warning(

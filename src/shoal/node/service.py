@@ -15,13 +15,20 @@ import dataclasses
 import mimetypes
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
 from shoal import defaults
 from shoal.content import Chunker, ReadCap, looks_like_cap, parse_cap
+from shoal.content.directory import DirEntry, EnterDir, FolderWalk, LeaveDir, PutFile
 from shoal.content.manifest import MAX_CHILDREN, MAX_CHUNK_SIZE, MAX_REPLICAS
 from shoal.errors import ConfigError, InvalidCapability, NotFound, StorageError
 from shoal.ids import encode_id
@@ -29,7 +36,17 @@ from shoal.names import check_media_type, check_name
 from shoal.node.activity import ActivityFeed, Transfer, TransferKind
 from shoal.node.datadir import NodeConfig
 from shoal.node.datadir import init_data_dir as _init_data_dir
+from shoal.node.folders import (
+    FolderItem,
+    FolderResult,
+    RestoreResult,
+    folder_steps,
+    read_listing,
+    restore_folder,
+    store_folder,
+)
 from shoal.node.get import FileStream, open_file, walk_block_ids
+from shoal.node.metrics import NodeMetrics, runtime_gauges
 from shoal.node.network import Invite, parse_invite
 from shoal.node.put import store_file
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
@@ -98,6 +115,17 @@ class FileReader:
         self.media_type = media_type or DEFAULT_MEDIA_TYPE
         self.cid = encode_id(stream.cid)
 
+    def limit(self, start: int, end: int) -> None:
+        """Read only bytes ``start`` (inclusive) to ``end`` (exclusive); call before reading.
+
+        Data blocks wholly outside the range are never fetched (HTTP ``Range`` requests).
+
+        Raises:
+            ValueError: The range is not within the file, or reading has begun.
+        """
+        self._stream.limit(start, end)
+        self.offset, self.length = start, end - start
+
     async def read(self, n: int = -1) -> bytes:
         """Read up to ``n`` bytes; ``-1`` reads to the end (bounded only by the file size)."""
         while n < 0 or len(self._buffer) < n:
@@ -158,6 +186,8 @@ class Node:
         self.data_dir = runtime.data.path
         #: Transfers in progress and the last finished ones, with a live feed (the web UI's).
         self.activity = ActivityFeed()
+        self.metrics = NodeMetrics(lambda: runtime_gauges(runtime))
+        """This node's Prometheus metrics (its own registry); ``metrics.exposition()``."""
 
     @property
     def listen_address(self) -> str:
@@ -314,15 +344,18 @@ class Node:
         try:
             with self.activity.track(TransferKind.UPLOAD, name, expected_size) as transfer:
                 chunks = self._counted(self._chunks(source), transfer)
-                return await store_file(
-                    self._rt,
-                    name,
-                    chunks,
-                    media_type=media_type,
-                    mtime=mtime,
-                    progress=progress,
-                    replicas=replicas,
-                )
+                with self.metrics.timed_put():
+                    result = await store_file(
+                        self._rt,
+                        name,
+                        chunks,
+                        media_type=media_type,
+                        mtime=mtime,
+                        progress=progress,
+                        replicas=replicas,
+                    )
+            self.metrics.bytes_in.inc(result.size)
+            return result
         finally:
             if close is not None:
                 close.close()
@@ -413,25 +446,32 @@ class Node:
     ) -> AsyncIterator[FileReader]:
         name: str | None = None
         media_type: str | None = None
-        if looks_like_cap(name_or_cap):
-            cap = await self.resolve(name_or_cap)
-        else:
-            entry = await self._catalog_entry(name_or_cap)
-            cap = ReadCap.parse(entry.cap)
-            name, media_type = entry.name, entry.media_type
-        shown = name if name is not None else encode_id(cap.cid)  # never the cap: a secret
-        with self.activity.track(TransferKind.DOWNLOAD, shown) as transfer:
-            stream = await open_file(self._rt, cap, offset=offset, length=length)
-            # A ranged get's transfer is its range.
-            transfer.size = (stream.size if stream.end is None else stream.end) - stream.start
-            try:
+        started = time.monotonic()
+        ok = False
+        stream: FileStream | None = None
+        try:
+            if looks_like_cap(name_or_cap):
+                cap = await self.resolve(name_or_cap)
+            else:
+                entry = await self._catalog_entry(name_or_cap)
+                cap = ReadCap.parse(entry.cap)
+                name, media_type = entry.name, entry.media_type
+            shown = name if name is not None else encode_id(cap.cid)  # never the cap: a secret
+            with self.activity.track(TransferKind.DOWNLOAD, shown) as transfer:
+                stream = await open_file(self._rt, cap, offset=offset, length=length)
+                # A ranged get's transfer is its range.
+                transfer.size = (stream.size if stream.end is None else stream.end) - stream.start
 
                 def count(nbytes: int) -> None:
                     self.activity.progress(transfer, nbytes)
 
                 yield FileReader(stream, name=name, media_type=media_type, on_chunk=count)
-            finally:
+                ok = True
+        finally:
+            if stream is not None:
+                self.metrics.bytes_out.inc(stream.delivered)
                 await stream.aclose()
+            self.metrics.record_get(time.monotonic() - started, ok=ok)
 
     async def get_to_file(
         self, name_or_cap: str, path: str | os.PathLike[str], *, progress: Progress | None = None
@@ -460,6 +500,83 @@ class Node:
                     raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
                 raise
         return written
+
+    # -- folders -------------------------------------------------------------------------------
+
+    async def store_folder(
+        self,
+        name: str,
+        source: str | os.PathLike[str] | AsyncIterable[FolderItem],
+        *,
+        progress: Progress | None = None,
+    ) -> FolderResult:
+        """Store a folder as directory objects under ``name``; return what was stored.
+
+        ``source`` is a local folder (symbolic links and special files are skipped and listed
+        in ``FolderResult.skipped``; every name and limit is checked before anything is
+        stored), or an async iterable of :class:`~shoal.node.folders.FolderItem` (the HTTP
+        API's upload; paths are checked as they come). The same tree gives the same cap. A
+        failed put catalogs nothing.
+
+        Raises:
+            ConfigError: A name cannot be stored, a path repeats, or a limit is passed.
+            QuorumNotMet: A block could be placed nowhere.
+        """
+        name = check_name(name)
+        with self.metrics.timed_put():
+            source_items = source if isinstance(source, str | os.PathLike) else aiter(source)
+            result = await store_folder(
+                self._rt, name, source_items, self._chunks, progress=progress
+            )
+        self.metrics.bytes_in.inc(result.size)
+        return result
+
+    async def list_folder(self, name_or_cap: str) -> list[DirEntry]:
+        """The entries of a folder (by catalog name or read cap), sorted by name.
+
+        Raises:
+            IntegrityError: The cap names a file, not a folder (or its listing is damaged).
+        """
+        cap = await self.resolve(name_or_cap)
+        return list(await read_listing(self._rt, cap))
+
+    def walk_folder(self, name_or_cap: str) -> AsyncIterator[EnterDir | PutFile | LeaveDir]:
+        """Every directory and file of a folder, depth first in listing order.
+
+        Yields ``EnterDir`` (path, entry), ``PutFile`` (path, entry: read it with
+        ``node.get(str(entry.cap))``) and ``LeaveDir``; paths are tuples of checked names.
+        """
+
+        async def steps() -> AsyncIterator[EnterDir | PutFile | LeaveDir]:
+            cap = await self.resolve(name_or_cap)
+            async for step in folder_steps(self._rt, FolderWalk(cap)):
+                yield step
+
+        return steps()
+
+    async def get_folder(
+        self,
+        name_or_cap: str,
+        out: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        progress: Progress | None = None,
+    ) -> RestoreResult:
+        """Restore a folder as the folder ``out``, with its files' and folders' times and modes.
+
+        Everything is written into a staging folder next to ``out`` (each file atomically)
+        that is renamed to ``out`` when complete: a failure leaves nothing at ``out``.
+
+        Raises:
+            ConfigError: ``out`` exists and ``overwrite`` is False.
+            IntegrityError: The cap names a file, or the tree breaks a limit or lies.
+        """
+        cap = await self.resolve(name_or_cap)
+
+        async def write_file(file_cap: ReadCap, target: Path) -> None:
+            await self.get_to_file(str(file_cap), target, progress=progress)
+
+        return await restore_folder(self._rt, cap, Path(out), write_file, overwrite=overwrite)
 
     async def list_files(self) -> list[FileEntry]:
         """Every name in this node's catalog, sorted."""
