@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from shoal import defaults
 from shoal.clock import SYSTEM_CLOCK, Clock
+from shoal.dht.routing import DhtOptions, KademliaRouting
 from shoal.errors import (
     RemoteProtocolError,
     ShoalError,
@@ -81,6 +82,15 @@ class RuntimeOptions:
     clock: Clock = SYSTEM_CLOCK
     #: The network; None means real TCP + TLS (``shoal.transport.memory`` in tests).
     backend: NetworkBackend | None = None
+    #: How nodes are found: ``"dht"`` (Kademlia, connections on demand) or ``"mesh"`` (a
+    #: connection to every known peer; small fixed networks and tests of the transport).
+    routing: str = "dht"
+    #: The DHT's k, alpha, intervals and limits (``docs/dht.md``).
+    dht: DhtOptions = field(default_factory=DhtOptions)
+    #: Seconds between handoff passes, and the delay of an early pass after the routing table
+    #: changed (``docs/decisions/0007-handoff.md``).
+    handoff_interval: float = defaults.HANDOFF_INTERVAL
+    handoff_settle: float = defaults.HANDOFF_SETTLE
 
 
 class NodeRuntime:
@@ -133,7 +143,15 @@ class NodeRuntime:
             limits=options.limits,
             advertise=options.advertise,
         )
-        self.routing: Routing = FullMeshRouting(self.manager)
+        self.dht: KademliaRouting | None = None
+        self.routing: Routing
+        if options.routing == "mesh":
+            self.routing = FullMeshRouting(self.manager)
+        elif options.routing == "dht":
+            self.dht = KademliaRouting(self.manager, options=options.dht)
+            self.routing = self.dht
+        else:
+            raise ValueError(f"unknown routing {options.routing!r}: use 'dht' or 'mesh'")
         self.started_at = options.clock.time()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -150,6 +168,8 @@ class NodeRuntime:
             for address in self.options.peers:
                 self.manager.add_bootstrap(address)
             remembered = await self.io(self.catalog.peers)
+            if self.dht is not None:
+                self.dht.start()
         except BaseException:
             await self.aclose()
             raise
@@ -166,6 +186,8 @@ class NodeRuntime:
         self.manager.add_own_address(address)
 
     async def aclose(self) -> None:
+        if self.dht is not None:
+            await self.dht.aclose()
         await self.manager.aclose()
         await self._close_resources()
 
@@ -192,6 +214,8 @@ class NodeRuntime:
         peer = conn.peer
         if peer is None:
             return
+        if self.dht is not None:
+            self.dht.peer_up(conn)
         record = self.manager.record(peer.node_id)
         addresses = list(record.addresses) if record is not None else []
         if addresses:  # vetted by the manager; a peer we cannot dial is not worth a row
