@@ -346,6 +346,7 @@ class KademliaRouting:
         self._running_lookups.add(marker)
         queries: dict[asyncio.Task[list[tuple[bytes, tuple[str, ...]]] | None], bytes] = {}
         deadline = self._clock.monotonic() + self.options.lookup_timeout
+        failed: list[bytes] = []
         try:
             while True:
                 for candidate in lookup.next_queries():
@@ -358,17 +359,19 @@ class KademliaRouting:
                 left = deadline - self._clock.monotonic()
                 if not queries or lookup.done or left <= 0:
                     break
-                finished, _ = await asyncio.wait(
+                answered_now, _ = await asyncio.wait(
                     queries, timeout=left, return_when=asyncio.FIRST_COMPLETED
                 )
-                for task in finished:
+                for task in answered_now:
                     node_id = queries.pop(task)
                     found = task.result()
                     if found is None:
+                        failed.append(node_id)
                         lookup.failed(node_id)
                     else:
                         lookup.succeeded(node_id, found)
         finally:
+            finished = lookup.done
             for task in queries:
                 task.cancel()
             if queries:
@@ -380,11 +383,16 @@ class KademliaRouting:
         self.table.refreshed(target, now)
         answered = [c.node_id for c in lookup.result()]
         self.stats.rounds = [*self.stats.rounds[-63:], lookup.rounds]
-        # A set is proof only if the lookup was not cut short by failures.
-        # and if no node joined while it ran (that node may be missing from the set).
-        trusted = len(answered) >= k or (answered and lookup.failures == 0)
+        # The set proves what lies within its radius only if the lookup finished, no node
+        # inside the radius failed (it may be alive and missing), and no node joined while
+        # the lookup ran (it may be missing too).
+        radius = distance(target, answered[-1]) if len(answered) >= k else None
+        trusted = (
+            finished
+            and bool(answered)
+            and not any(radius is None or distance(target, n) < radius for n in failed)
+        )
         if trusted and self._joins == joins_before:
-            radius = distance(target, answered[-1]) if len(answered) >= k else None
             self.cache.add(target, [*answered, self.node_id], radius, now)
         key = int.from_bytes(target, "big")
         return sorted([*answered, self.node_id], key=lambda n: int.from_bytes(n, "big") ^ key)

@@ -29,6 +29,7 @@ from shoal.errors import (
 )
 from shoal.ids import decode_id, encode_id, short_id
 from shoal.node.datadir import DataDir
+from shoal.node.handoff import Handoff
 from shoal.node.serve import RequestHandler
 from shoal.protocol import (
     GetPeers,
@@ -144,12 +145,17 @@ class NodeRuntime:
             advertise=options.advertise,
         )
         self.dht: KademliaRouting | None = None
+        self.handoff: Handoff | None = None
         self.routing: Routing
         if options.routing == "mesh":
             self.routing = FullMeshRouting(self.manager)
         elif options.routing == "dht":
             self.dht = KademliaRouting(self.manager, options=options.dht)
             self.routing = self.dht
+            self.handoff = Handoff(
+                self, interval=options.handoff_interval, settle=options.handoff_settle
+            )
+            self.dht.on_table_change(self.handoff.table_changed)
         else:
             raise ValueError(f"unknown routing {options.routing!r}: use 'dht' or 'mesh'")
         self.started_at = options.clock.time()
@@ -170,6 +176,8 @@ class NodeRuntime:
             remembered = await self.io(self.catalog.peers)
             if self.dht is not None:
                 self.dht.start()
+            if self.handoff is not None:
+                self.handoff.start()
         except BaseException:
             await self.aclose()
             raise
@@ -186,6 +194,8 @@ class NodeRuntime:
         self.manager.add_own_address(address)
 
     async def aclose(self) -> None:
+        if self.handoff is not None:
+            await self.handoff.aclose()
         if self.dht is not None:
             await self.dht.aclose()
         await self.manager.aclose()

@@ -240,7 +240,8 @@ def test_at_the_cap_the_connection_idle_longest_makes_room() -> None:
             await third.dial(hub.listen_address)
             await wait_for(lambda: set(hub.live_ids()) == {first.node_id, third.node_id})
             assert hub.stats.idle_closed == 1
-            assert conn_second.closed.is_set() and not conn_first.closed.is_set()
+            assert conn_second.closed.is_set()
+            assert not conn_first.closed.is_set()
             # A dial on demand from the hub waits for a connection to pass the grace.
             hub.learn(fourth.node_id, [fourth.listen_address], source=PeerSource.DHT)
             started = clock.monotonic()
