@@ -723,7 +723,7 @@ class ConnectionManager:
         del self._connections[node_id]
         record = self._book.get(node_id)
         if record is not None:
-            self._book.disconnected(record, now=self._clock.monotonic())
+            self._book.disconnected(record, now=self._clock.monotonic(), idle=idle)
         if not idle:
             log.info("peer %s down", short_id(node_id))
         if self._on_peer_down is not None:

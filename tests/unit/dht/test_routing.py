@@ -251,3 +251,58 @@ def test_at_the_cap_the_connection_idle_longest_makes_room() -> None:
             assert len(hub.live_ids()) == 2
 
     run_virtual(main)
+
+
+def test_peers_lists_the_routing_table_and_status_counts_connections(tmp_path: Path) -> None:
+    """`shoal peers`: table entries with connected, source and state ("up" while connected or
+    heard from within a minute, after we closed the connection as idle); `shoal status`: the
+    table size, the open connections and their limit."""
+    limits = TransportLimits(max_connections=8)
+
+    async def main(clock: VirtualClock) -> None:
+        async with nodes(tmp_path, clock) as net:
+            hub = await net.add("hub", "10.0.0.1", limits=limits)
+            others = [
+                await net.add(f"n{i}", f"10.0.0.{i + 2}", peers=("10.0.0.1:7000",))
+                for i in range(4)
+            ]
+            dht = hub._rt.dht
+            assert dht is not None
+            await wait_for(lambda: len(dht.table) == 4)
+            status = (await hub.status()).to_json()
+            assert status["routing_table"] == 4
+            assert status["max_connections"] == 8
+            assert status["connections"] == len(hub._rt.manager.live_ids()) == 4
+            peers = hub.peers()
+            assert sorted(p.node_id for p in peers) == sorted(o.node_id for o in others)
+            assert sum(p.connected for p in peers) == status["connections"]
+            assert {p.source for p in peers} <= {"inbound", "dht", "bootstrap"}
+            assert all(p.address is not None for p in peers)
+            assert {p.state.value for p in peers} == {"up"}  # heard from just now
+            # A node that stops is down at once (one we closed as idle stays up a minute).
+            leaving = next(p for p in peers if p.connected)
+            await net.stop(next(o for o in others if o.node_id == leaving.node_id))
+            await wait_for(
+                lambda: leaving.node_id not in {p.node_id for p in hub.peers() if p.connected}
+            )
+            gone = next(p for p in hub.peers() if p.node_id == leaving.node_id)
+            assert gone.state.value == "down"
+            await asyncio.sleep(120)
+            now = clock.time()
+            for peer in hub.peers():
+                if peer.state.value == "up" and not peer.connected:
+                    assert peer.last_seen is not None
+                    assert now - peer.last_seen < 60
+                if peer.last_seen is None or now - peer.last_seen >= 60:
+                    assert peer.connected == (peer.state.value == "up")
+            json_peer = hub.peers()[0].to_json()
+            assert set(json_peer) == {
+                "node_id",
+                "address",
+                "state",
+                "connected",
+                "source",
+                "last_seen",
+            }
+
+    run_virtual(main)
