@@ -496,6 +496,13 @@ class KademliaRouting:
         if observed.check is not None:
             self._check(observed.check)
 
+    def forget(self, node_id: bytes) -> None:
+        """The transport forgot ``node_id`` (unreachable too long): out of the table too."""
+        self.cache.node_failed(node_id)
+        self._addresses.pop(node_id, None)
+        if self.table.remove(node_id):
+            self._table_changed()
+
     def _failed(self, node_id: bytes) -> None:
         self.cache.node_failed(node_id)
         was_in = node_id in self.table

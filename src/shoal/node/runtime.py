@@ -250,6 +250,8 @@ class NodeRuntime:
             self.manager.learn(entry.node_id, entry.addrs, source=PeerSource.EXCHANGE, via=conn)
 
     async def _on_peer_forgotten(self, node_id: bytes) -> None:
+        if self.dht is not None:
+            self.dht.forget(node_id)
         with contextlib.suppress(StorageError):
             await self.io(forget_peer_row, self.catalog, encode_id(node_id))
 
