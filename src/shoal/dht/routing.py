@@ -273,8 +273,9 @@ class KademliaRouting:
     async def aclose(self) -> None:
         await self._tasks.aclose()
 
-    def on_table_change(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` when a node enters or leaves the table (handoff uses it)."""
+    def on_node_left(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when a node leaves the table (failed, or forgotten): the
+        handoff re-replicates soon. Joins wait for the periodic pass."""
         self._listeners.append(callback)
 
     # -- the Routing seam ----------------------------------------------------------------------
@@ -492,7 +493,6 @@ class KademliaRouting:
             self._joins += 1
             self.cache.node_joined(node_id)
             self._not_empty.set()
-            self._table_changed()
         if observed.check is not None:
             self._check(observed.check)
 
@@ -501,16 +501,16 @@ class KademliaRouting:
         self.cache.node_failed(node_id)
         self._addresses.pop(node_id, None)
         if self.table.remove(node_id):
-            self._table_changed()
+            self._node_left()
 
     def _failed(self, node_id: bytes) -> None:
         self.cache.node_failed(node_id)
         was_in = node_id in self.table
         self.table.failed(node_id, self._clock.monotonic())
         if was_in and node_id not in self.table:
-            self._table_changed()
+            self._node_left()
 
-    def _table_changed(self) -> None:
+    def _node_left(self) -> None:
         for callback in self._listeners:
             callback()
 

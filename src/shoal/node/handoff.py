@@ -9,9 +9,11 @@ How it works: a pass lists the local blocks, asks the routing for the R closest 
 (amortized by the lookup cache: one lookup covers many nearby IDs), asks each of those nodes in
 batches which blocks it has (HAS_BLOCKS, verified presence) and sends the missing ones
 (PUT_BLOCK, hashed by the receiver before it stores). Passes run every ``interval`` seconds,
-and ``settle`` seconds after the routing table changed (a node joined or left), at most one at
-a time. The local copy is kept: deleting blocks is not this module's business, and an extra
-copy only helps reads.
+and ``settle`` seconds after a node left the routing table (a copy may be lost: restore R
+soon), at most one at a time. A join waits for the periodic pass: until then reads find the
+old holders among the closest nodes they ask (``fetch_block`` widens its search).
+The local copy is kept: deleting blocks is not this module's business, and an extra copy
+only helps reads.
 
 Resource handling: the loop is a task of this object's ``TaskSet`` (``aclose`` cancels and
 awaits it); each request has the runtime's request timeout.
@@ -55,7 +57,7 @@ class Handoff:
     Args:
         rt: The node.
         interval: Seconds between two passes.
-        settle: Seconds after a routing-table change before an early pass.
+        settle: Seconds after a node left the routing table before an early pass.
     """
 
     def __init__(self, rt: NodeRuntime, *, interval: float, settle: float) -> None:
@@ -72,8 +74,8 @@ class Handoff:
     async def aclose(self) -> None:
         await self._tasks.aclose()
 
-    def table_changed(self) -> None:
-        """A node joined or left the routing table: a pass runs ``settle`` seconds later."""
+    def node_left(self) -> None:
+        """A node left the routing table: a pass runs ``settle`` seconds later."""
         self._changed.set()
 
     async def _loop(self) -> None:
@@ -82,7 +84,7 @@ class Handoff:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._changed.wait()
-                # Changes come in bursts (a node joins: several tables change): one pass.
+                # Changes come in bursts (several entries fail at once): one pass.
                 await clock.sleep(self.settle)
             self._changed.clear()
             await self.run_pass()

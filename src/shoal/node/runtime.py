@@ -88,8 +88,8 @@ class RuntimeOptions:
     routing: str = "dht"
     #: The DHT's k, alpha, intervals and limits (``docs/dht.md``).
     dht: DhtOptions = field(default_factory=DhtOptions)
-    #: Seconds between handoff passes, and the delay of an early pass after the routing table
-    #: changed (``docs/decisions/0007-handoff.md``).
+    #: Seconds between handoff passes, and the delay of an early pass after a node left the
+    #: routing table (``docs/decisions/0007-handoff.md``).
     handoff_interval: float = defaults.HANDOFF_INTERVAL
     handoff_settle: float = defaults.HANDOFF_SETTLE
 
@@ -155,7 +155,7 @@ class NodeRuntime:
             self.handoff = Handoff(
                 self, interval=options.handoff_interval, settle=options.handoff_settle
             )
-            self.dht.on_table_change(self.handoff.table_changed)
+            self.dht.on_node_left(self.handoff.node_left)
         else:
             raise ValueError(f"unknown routing {options.routing!r}: use 'dht' or 'mesh'")
         self.started_at = options.clock.time()

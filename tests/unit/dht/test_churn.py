@@ -1,9 +1,10 @@
 """Findable after churn: whole nodes over the in-memory network, on virtual time.
 
-Put with 10 nodes, start 10 more: every file gets through every node (the handoff moves blocks
-to their new closest nodes). Then stop 5 of the first 10, at most R - 1 = 2 at once with a
-handoff interval between (R copies survive any R - 1 simultaneous failures; the handoff
-restores R copies before the next ones): every file still gets through every node left.
+Put with 10 nodes, start 10 more: every file gets through every node (at once, from the old
+holders; after a handoff interval, the new closest nodes hold the blocks).
+Then stop 5 of the first 10, at most R - 1 = 2 at once with a handoff interval between (R
+copies survive any R - 1 simultaneous failures; the handoff restores R copies before the next
+ones): every file still gets through every node left.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def test_files_stay_readable_as_nodes_join_and_leave(
                 for i in range(10)
             ]
             everyone = first + second
-            await asyncio.sleep(120)
+            await asyncio.sleep(30)
+            # Before any handoff: reads find the old holders (fetching widens its search).
+            await every_file_through_every_node(everyone, files)
+            await asyncio.sleep(OPTIONS["handoff_interval"])  # type: ignore[arg-type]
             # The three nodes now closest to each root hold it (handed over, not just found).
             ids = [decode_id(n.node_id) for n in everyone]
             for cap in files:
