@@ -73,6 +73,8 @@ MAX_REMEMBERED_ADDRESSES = 4096
 MAX_RATE_BUCKETS = 1024
 #: Liveness checks running at once.
 MAX_CHECKS = 8
+#: Seconds a node whose request failed counts as down (skipped by lookups).
+DOWN_FOR = 30.0
 #: Dials of one node a FIND_NODE tries (see ``_dial_with_retries``).
 DIAL_ATTEMPTS = 3
 
@@ -258,6 +260,7 @@ class KademliaRouting:
         self._addresses: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
         self._running_lookups: set[asyncio.Future[None]] = set()
         self._checking: set[bytes] = set()
+        self._down: dict[bytes, float] = {}  # node -> until when a failed node counts as down
         self._joins = 0  # nodes that entered the table (a lookup that saw one start is stale)
         self._tasks = TaskSet("dht")
         self._not_empty = asyncio.Event()
@@ -391,7 +394,10 @@ class KademliaRouting:
         trusted = (
             finished
             and bool(answered)
-            and not any(radius is None or distance(target, n) < radius for n in failed)
+            and not any(
+                (radius is None or distance(target, n) < radius) and not self._is_down(n)
+                for n in failed
+            )
         )
         if trusted and self._joins == joins_before:
             self.cache.add(target, [*answered, self.node_id], radius, now)
@@ -402,6 +408,8 @@ class KademliaRouting:
         self, node_id: bytes, target: bytes
     ) -> list[tuple[bytes, tuple[str, ...]]] | None:
         """FIND_NODE(target) to ``node_id``: what it named (addresses vetted), or None."""
+        if self._is_down(node_id):
+            return None  # failed moments ago: not worth a dial or a timeout again
         try:
             async with asyncio.timeout(self._connect_timeout + self.options.query_timeout):
                 if self._manager.connection(node_id) is None and not (
@@ -486,6 +494,8 @@ class KademliaRouting:
         if not addresses:
             addresses = list(self._known_addresses(node_id))
         was_in = node_id in self.table
+        if self._down.pop(node_id, None) is not None:
+            self.cache.node_joined(node_id)  # back: the sets made without it are wrong now
         observed = self.table.observe(
             node_id, addresses, self._clock.monotonic(), seen_from=conn.remote_address
         )
@@ -503,7 +513,22 @@ class KademliaRouting:
         if self.table.remove(node_id):
             self._node_left()
 
+    def _is_down(self, node_id: bytes) -> bool:
+        until = self._down.get(node_id)
+        if until is None:
+            return False
+        if until <= self._clock.monotonic():
+            del self._down[node_id]
+            return False
+        return True
+
     def _failed(self, node_id: bytes) -> None:
+        # Counted down for a while: lookups skip it, and a set it is missing from still proves
+        # what it covers (a node that comes back is heard from and rejoins the sets).
+        self._down.pop(node_id, None)
+        self._down[node_id] = self._clock.monotonic() + DOWN_FOR
+        while len(self._down) > MAX_REMEMBERED_ADDRESSES:
+            self._down.pop(next(iter(self._down)))
         self.cache.node_failed(node_id)
         was_in = node_id in self.table
         self.table.failed(node_id, self._clock.monotonic())
