@@ -306,3 +306,14 @@ def test_peers_lists_the_routing_table_and_status_counts_connections(tmp_path: P
             }
 
     run_virtual(main)
+
+
+def test_addresses_named_in_answers_are_vetted() -> None:
+    """An answer's addresses are dialed only after the vetting every named address gets:
+    loopback only from a peer on loopback, malformed ones dropped, at most two kept."""
+    from shoal.dht.routing import _vetted
+
+    named = ["127.0.0.1:7000", "garbage", "10.0.0.9:99999", "10.0.0.9:7000", "10.0.0.8:7000"]
+    assert _vetted(named, loopback_ok=False) == ("10.0.0.9:7000", "10.0.0.8:7000")
+    assert _vetted(named, loopback_ok=True) == ("127.0.0.1:7000", "10.0.0.9:7000")
+    assert _vetted(["a" * 300 + ":1", "[::1]:7000"], loopback_ok=False) == ()
