@@ -22,7 +22,8 @@ from shoal.node.network import Invite
 from shoal.node.service import init_data_dir
 from tests.e2e.conftest import MiB, ShoalNet, ShoalNode
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+# 50 processes load both cores: never beside the flood tests, which race a flood against a put.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.xdist_group("heavy")]
 
 NODES = 50
 MAX_CONNECTIONS = 8
