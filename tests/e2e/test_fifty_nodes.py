@@ -58,24 +58,27 @@ def test_fifty_nodes_bounded_connections_and_files_through_any_node(
     try:
         most_connections = 0
 
-        def converged() -> tuple[bool, list[dict[str, object]]]:
+        def converged() -> tuple[bool, list[tuple[str, int, int]]]:
+            """Every node's (name, routing-table size, open connections)."""
             nonlocal most_connections
-            found = [c.status() for c in clients]
-            connections = [int(s["connections"]) for s in found]  # type: ignore[call-overload]
+            found = []
+            for node, client in zip(nodes, clients, strict=True):
+                info = client.status()
+                found.append((node.name, int(info["routing_table"]), int(info["connections"])))
+            connections = [c for _, _, c in found]
             most_connections = max(most_connections, *connections)
-            assert max(connections) <= MAX_CONNECTIONS, connections
-            known = [int(s["routing_table"]) for s in found]  # type: ignore[call-overload]
-            return min(known) >= KNOWS, found
+            assert max(connections) <= MAX_CONNECTIONS, found
+            return min(t for _, t, _ in found) >= KNOWS, found
 
         found = shoal_net.wait(
             converged,
-            what=f"every node to know {KNOWS} others",
+            what=f"every node to know {KNOWS} others (name, table, connections)",
             timeout=CONVERGE_WITHIN,
         )
         converge_time = time.monotonic() - started
         since_launch = time.monotonic() - launched
-        tables = sorted(int(s["routing_table"]) for s in found)  # type: ignore[call-overload]
-        connections = sorted(int(s["connections"]) for s in found)  # type: ignore[call-overload]
+        tables = sorted(t for _, t, _ in found)
+        connections = sorted(c for _, _, c in found)
 
         # Files put through some nodes get through every other one.
         files: list[tuple[str, bytes]] = []

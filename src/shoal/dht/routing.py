@@ -73,6 +73,9 @@ MAX_REMEMBERED_ADDRESSES = 4096
 MAX_RATE_BUCKETS = 1024
 #: Liveness checks running at once.
 MAX_CHECKS = 8
+#: Seconds before a node that knows fewer than k nodes looks again (doubling to a minute
+#: while that finds nobody new).
+SMALL_TABLE_REFRESH = 5.0
 #: Seconds a node whose request failed counts as down (skipped by lookups).
 DOWN_FOR = 30.0
 #: Dials of one node a FIND_NODE tries (see ``_dial_with_retries``).
@@ -384,8 +387,9 @@ class KademliaRouting:
             self._running_lookups.discard(marker)
             marker.set_result(None)
         now = self._clock.monotonic()
-        self.table.refreshed(target, now)
         answered = [c.node_id for c in lookup.result()]
+        if answered:  # a lookup nobody answered refreshed nothing
+            self.table.refreshed(target, now)
         self.stats.rounds = [*self.stats.rounds[-63:], lookup.rounds]
         # The set proves what lies within its radius only if the lookup finished, no node
         # inside the radius failed (it may be alive and missing), and no node joined while
@@ -567,14 +571,21 @@ class KademliaRouting:
         while True:
             await self._not_empty.wait()
             await self._refresh(own=True)
-            # Refresh checks run often enough that no bucket goes much past its interval.
+            # Refresh checks run often enough that no bucket goes much past its interval. A
+            # node that knows fewer than k nodes looks again soon (its first lookups may have
+            # met full connection slots), backing off while that finds nobody new.
             deadline = self._clock.monotonic() + interval
+            delay = SMALL_TABLE_REFRESH
             while self._clock.monotonic() < deadline:
-                await self._clock.sleep(min(60.0, interval / 4))
+                small = len(self.table) < self.options.k
+                await self._clock.sleep(delay if small else min(60.0, interval / 4))
                 if len(self.table) == 0:
                     self._not_empty.clear()
                     break
-                await self._refresh(own=False)
+                before = len(self.table)
+                await self._refresh(own=small)
+                grew = len(self.table) > before
+                delay = SMALL_TABLE_REFRESH if grew else min(delay * 2, 60.0)
 
     async def _refresh(self, *, own: bool) -> None:
         try:
