@@ -305,6 +305,11 @@ class KademliaRouting:
             self.stats.cache_hits += 1
             return found
         nodes = await self.lookup(target)
+        if len(nodes) == 1 and self._down:
+            # Nobody but us: the nodes counted down may be back (a frozen one thawed). Better
+            # one more lookup that asks them than a put or get with no peer at all.
+            self._down.clear()
+            nodes = await self.lookup(target)
         return nodes[:count]
 
     async def connect(self, node_id: bytes) -> PeerConnection:

@@ -465,7 +465,7 @@ class Node:
     # -- peers and status ----------------------------------------------------------------------
 
     def peers(self) -> list[PeerStatus]:
-        """The routing table, and every peer connected or given as a bootstrap address.
+        """The routing table, and every peer the transport knows (connected or not).
 
         ``state`` is up when the peer is connected, or was heard from in the last minute and
         its last connection was closed by us as idle (not by the peer going away).
@@ -475,9 +475,7 @@ class Node:
         now, now_mono = clock.time(), clock.monotonic()
         contacts = {c.node_id: c for c in rt.dht.table.contacts()} if rt.dht is not None else {}
         records = {r.node_id: r for r in rt.manager.records()}
-        shown = set(contacts) | {
-            n for n, r in records.items() if rt.dht is None or r.up or r.bootstrap
-        }
+        shown = set(contacts) | set(records)
         result = []
         for node_id in shown:
             record = records.get(node_id)
