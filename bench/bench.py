@@ -330,8 +330,18 @@ def main() -> None:
             figures["single_rss"] = single.peak_rss_mib()
         grpc_rows(root, src, row)
         with nodes(root / "three", 3) as trio:
+            before = trio[2].client.status()
             put, get = timed_put_get(trio[2], trio[0], src)
+            after = trio[2].client.status()
             row("three nodes, R=3, HTTP API: put", put, "three_put")
+            gib = args.size / 1024
+            lookups = (after.get("lookups", 0) - before.get("lookups", 0)) / gib
+            messages = (after.get("lookup_messages", 0) - before.get("lookup_messages", 0)) / gib
+            figures["lookups_per_gib"] = lookups
+            print(
+                f"       (DHT placement: {lookups:.1f} lookups and {messages:.1f} FIND_NODE "
+                "messages per GiB stored)"
+            )
             row("three nodes, R=3, HTTP API: get (other node)", get, "three_get")
             reput_seconds = timed_reput(trio[2], src)
             first_seconds = args.size / put

@@ -39,6 +39,11 @@ MAX_PENDING_CONNECTIONS: Final = 16
 MAX_PENDING_PER_ADDRESS: Final = 8
 #: Open inbound connections from one source IP address.
 MAX_CONNECTIONS_PER_ADDRESS: Final = 16
+#: Seconds a connection must have been idle (no request either way) before the connection
+#: limit may close it to make room for another one (least recently used first).
+IDLE_GRACE: Final = 0.5
+#: The same for an inbound connection at the cap: any connection with no request open.
+INBOUND_IDLE_GRACE: Final = 0.0
 #: Seconds an inbound connection may take from TCP accept to a finished HELLO/AUTH.
 HANDSHAKE_TIMEOUT: Final = 10.0
 #: Seconds a dial may take to connect and finish TLS.
@@ -81,3 +86,26 @@ CORRUPT_MAX_FILES: Final = 64
 CORRUPT_MAX_BYTES: Final = 64 << 20
 #: Peers remembered in the catalog (the most recently seen are kept).
 CATALOG_MAX_PEERS: Final = 1000
+
+# -- the DHT (shoal.dht; see docs/dht.md) -------------------------------------------------------
+#: Kademlia's bucket size and answer size, and lookup parallelism.
+DHT_K: Final = 20
+DHT_ALPHA: Final = 3
+#: Seconds between refreshes of a bucket that saw no lookup (libp2p: 10 minutes).
+DHT_REFRESH_INTERVAL: Final = 600.0
+#: Seconds one FIND_NODE may take (dial included) before the lookup moves on.
+DHT_QUERY_TIMEOUT: Final = 5.0
+#: Seconds after which a lookup ends with the closest nodes that answered so far.
+DHT_LOOKUP_TIMEOUT: Final = 30.0
+#: Routing-table entries of one bucket that may share a public /24 (IPv4) or /48 (IPv6).
+DHT_MAX_PER_SUBNET: Final = 2
+#: FIND_NODE requests one peer may send per second on average, and at once (token bucket);
+#: above that it is answered ``busy``.
+FIND_NODE_RATE: Final = 20.0
+FIND_NODE_BURST: Final = 60
+#: Seconds a lookup's closest set is reused for nearby IDs (placement amortized).
+DHT_CACHE_TTL: Final = 60.0
+#: Seconds between two handoff passes (every stored block pushed to its current closest nodes
+#: that lack it), and the delay after a routing-table change before an early pass.
+HANDOFF_INTERVAL: Final = 600.0
+HANDOFF_SETTLE: Final = 10.0

@@ -35,7 +35,9 @@ from shoal.protocol import GetBlock
 from tests.e2e.conftest import WAIT_TIMEOUT, MiB, ShoalNet, ShoalNode, get_over_network
 from tests.e2e.rogue import RoguePeer, split_address
 
-pytestmark = pytest.mark.e2e
+# The floods measure memory and race a flood against a put: never beside the 50-process test
+# (same group: same worker, one after the other, under `make test`'s --dist loadgroup).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("heavy")]
 
 RandomFile = Callable[[str, int], tuple[Path, bytes]]
 

@@ -20,7 +20,17 @@ from shoal.content import ReadCap
 from shoal.errors import NotFound
 from shoal.ids import decode_id, encode_id
 from shoal.node.network import closed_network_name
-from shoal.protocol import BlockData, Error, GetBlock, Message, Pong
+from shoal.protocol import (
+    BlockData,
+    Error,
+    FindNode,
+    GetBlock,
+    GetPeers,
+    Message,
+    Nodes,
+    Peers,
+    Pong,
+)
 from shoal.transport import ConnectionManager, Identity, PeerConnection
 from shoal.transport.routing import by_distance
 from tests.integration.conftest import FAST, Cluster
@@ -68,6 +78,10 @@ async def rogue_peer(
     async def handler(peer: PeerConnection, message: Message) -> Message:
         if isinstance(message, GetBlock):
             return await answer(message)
+        if isinstance(message, FindNode):
+            return Nodes(nodes=())
+        if isinstance(message, GetPeers):
+            return Peers(peers=())
         return Pong()
 
     mgr = ConnectionManager(

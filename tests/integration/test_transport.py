@@ -186,7 +186,8 @@ async def poll(predicate: Callable[[], bool], timeout: float) -> None:
 
 
 async def test_connections_over_the_cap_are_closed_at_once(tmp_path: Path) -> None:
-    limits = TransportLimits(max_connections=2)
+    # A long grace: no connection here counts as idle enough to make room.
+    limits = TransportLimits(max_connections=2, idle_grace=3600, inbound_idle_grace=3600)
     async with contextlib.AsyncExitStack() as stack:
         a = await stack.enter_async_context(manager(tmp_path, "a", limits=limits))
         others = [await stack.enter_async_context(manager(tmp_path, f"o{n}")) for n in range(4)]

@@ -567,17 +567,29 @@ def rm(data_dir: Path, name: str) -> None:
 @data_dir_option()
 @json_option
 def peers(data_dir: Path, as_json: bool) -> None:
-    """List the peers the node knows: node ID, address, state (up/down), last seen."""
+    """List the routing table: node ID, address, state (up/down), connected, source, last seen.
+
+    A node is up when connected or heard from in the last minute; source says how it was
+    learnt (bootstrap, mdns, dht, exchange or inbound)."""
     with Client.from_data_dir(data_dir) as client:
         found = client.peers()
     if as_json:
         _print_json(found)
         return
     rows = [
-        [p["node_id"], p.get("address") or "-", p["state"], format_age(p.get("last_seen"))]
+        [
+            p["node_id"],
+            p.get("address") or "-",
+            p["state"],
+            "yes" if p.get("connected") else "no",
+            p.get("source") or "-",
+            format_age(p.get("last_seen")),
+        ]
         for p in found
     ]
-    click.echo(format_table(["NODE ID", "ADDRESS", "STATE", "LAST SEEN"], rows))
+    click.echo(
+        format_table(["NODE ID", "ADDRESS", "STATE", "CONNECTED", "SOURCE", "LAST SEEN"], rows)
+    )
 
 
 @cli.command()

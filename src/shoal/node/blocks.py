@@ -5,17 +5,20 @@ that fails is replaced by the next closest; when none is left the block keeps th
 could be placed (the caller reports that the file is under-replicated), and only a block that
 could be placed nowhere fails the put.
 
-Fetching: local store first, then holders closest first. Only one kind of failure moves on to
-another source: the bytes do not hash to the block ID (``CorruptBlock``). A bad local copy is
-then moved aside (the store logs it). Any other failure to open a block whose hash is right
-(a wrong key in a cap, a manifest that lies) is final: every holder has the same bytes.
+Fetching: local store first, then holders closest first (the 8 closest, then up to the 20
+closest: nodes that joined since the block was placed hold it only after the next handoff).
+Only one kind of failure moves on to another source: the bytes do not hash to the block ID
+(``CorruptBlock``). A bad local copy is then moved aside (the store logs it). Any other
+failure to open a block whose hash is right (a wrong key in a cap, a manifest that lies) is
+final: every holder has the same bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from shoal.errors import (
@@ -37,8 +40,10 @@ __all__ = ["PresenceHints", "fetch_block", "place_block", "put_on"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Holders asked for a block before a get gives up on it.
+#: Holders asked for a block first, and then, if none of them had it (nodes joined since it
+#: was placed and the handoff has not run yet), how many of the closest nodes in all.
 FETCH_CANDIDATES = 8
+FETCH_WIDER = 20
 #: Nodes beyond the R closest that may replace failed holders of one block (at least R).
 SPARE_HOLDERS = 8
 
@@ -186,22 +191,36 @@ async def fetch_block(rt: NodeRuntime, block_id: bytes, open_block: Callable[[by
             except ShoalError as quarantine_error:
                 log.warning("could not move corrupt block aside: %s", quarantine_error)
     holders = [n for n in await rt.routing.closest(block_id, FETCH_CANDIDATES) if n != rt.node_id]
-    for node_id in holders:
-        try:
-            conn = await rt.routing.connect(node_id)
-            answer = await conn.request(
-                GetBlock(block_id=block_id), timeout=rt.options.request_timeout
-            )
-        except ShoalError as exc:  # whatever a holder answers or fails with is its own failure
-            errors.append(f"{short_id(node_id)}: {exc}")
-            continue
-        assert isinstance(answer, BlockData)
-        try:
-            return await rt.cpu(open_block, answer.data)
-        except CorruptBlock as exc:
-            errors.append(f"{short_id(node_id)}: {exc}")
+    tried: set[bytes] = set()
+    async with contextlib.aclosing(_widening(rt, block_id, holders, tried)) as sources:
+        async for node_id in sources:
+            tried.add(node_id)
+            try:
+                conn = await rt.routing.connect(node_id)
+                answer = await conn.request(
+                    GetBlock(block_id=block_id), timeout=rt.options.request_timeout
+                )
+            except ShoalError as exc:  # whatever a holder answers or fails with: its failure
+                errors.append(f"{short_id(node_id)}: {exc}")
+                continue
+            assert isinstance(answer, BlockData)
+            try:
+                return await rt.cpu(open_block, answer.data)
+            except CorruptBlock as exc:
+                errors.append(f"{short_id(node_id)}: {exc}")
     raise NotFound(
         f"block {short_id(block_id)} is not available: not stored here and "
-        f"{len(holders)} peer(s) could not supply it"
+        f"{len(tried)} peer(s) could not supply it"
         + (f" ({'; '.join(errors[:4])})" if errors else "")
     )
+
+
+async def _widening(
+    rt: NodeRuntime, block_id: bytes, first: list[bytes], tried: set[bytes]
+) -> AsyncGenerator[bytes, None]:
+    """The ``first`` holders, then more of the closest nodes (up to ``FETCH_WIDER``)."""
+    for node_id in first:
+        yield node_id
+    for node_id in await rt.routing.closest(block_id, FETCH_WIDER):
+        if node_id != rt.node_id and node_id not in tried:
+            yield node_id

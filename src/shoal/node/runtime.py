@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from shoal import defaults
 from shoal.clock import SYSTEM_CLOCK, Clock
+from shoal.dht.routing import DhtOptions, KademliaRouting
 from shoal.discovery import MdnsDiscovery
 from shoal.errors import (
     RemoteProtocolError,
@@ -29,6 +30,7 @@ from shoal.errors import (
 )
 from shoal.ids import decode_id, encode_id, short_id
 from shoal.node.datadir import DataDir
+from shoal.node.handoff import Handoff
 from shoal.node.serve import RequestHandler
 from shoal.protocol import (
     GetPeers,
@@ -85,6 +87,15 @@ class RuntimeOptions:
     #: Find nodes on the local network (mDNS) and announce this one; only on the interfaces
     #: the node listens on (none on loopback). Off if config.toml says ``node.mdns = false``.
     mdns: bool = True
+    #: How nodes are found: ``"dht"`` (Kademlia, connections on demand) or ``"mesh"`` (a
+    #: connection to every known peer; small fixed networks and tests of the transport).
+    routing: str = "dht"
+    #: The DHT's k, alpha, intervals and limits (``docs/dht.md``).
+    dht: DhtOptions = field(default_factory=DhtOptions)
+    #: Seconds between handoff passes, and the delay of an early pass after a node left the
+    #: routing table (``docs/decisions/0007-handoff.md``).
+    handoff_interval: float = defaults.HANDOFF_INTERVAL
+    handoff_settle: float = defaults.HANDOFF_SETTLE
 
 
 class NodeRuntime:
@@ -137,7 +148,20 @@ class NodeRuntime:
             limits=options.limits,
             advertise=options.advertise,
         )
-        self.routing: Routing = FullMeshRouting(self.manager)
+        self.dht: KademliaRouting | None = None
+        self.handoff: Handoff | None = None
+        self.routing: Routing
+        if options.routing == "mesh":
+            self.routing = FullMeshRouting(self.manager)
+        elif options.routing == "dht":
+            self.dht = KademliaRouting(self.manager, options=options.dht)
+            self.routing = self.dht
+            self.handoff = Handoff(
+                self, interval=options.handoff_interval, settle=options.handoff_settle
+            )
+            self.dht.on_node_left(self.handoff.node_left)
+        else:
+            raise ValueError(f"unknown routing {options.routing!r}: use 'dht' or 'mesh'")
         self.mdns: MdnsDiscovery | None = None
         self.started_at = options.clock.time()
 
@@ -163,6 +187,10 @@ class NodeRuntime:
             )
             self.mdns.start()
             remembered = await self.io(self.catalog.peers)
+            if self.dht is not None:
+                self.dht.start()
+            if self.handoff is not None:
+                self.handoff.start()
         except BaseException:
             await self.aclose()
             raise
@@ -181,6 +209,10 @@ class NodeRuntime:
     async def aclose(self) -> None:
         if self.mdns is not None:
             await self.mdns.aclose()
+        if self.handoff is not None:
+            await self.handoff.aclose()
+        if self.dht is not None:
+            await self.dht.aclose()
         await self.manager.aclose()
         await self._close_resources()
 
@@ -207,6 +239,8 @@ class NodeRuntime:
         peer = conn.peer
         if peer is None:
             return
+        if self.dht is not None:
+            self.dht.peer_up(conn)
         record = self.manager.record(peer.node_id)
         addresses = list(record.addresses) if record is not None else []
         if addresses:  # vetted by the manager; a peer we cannot dial is not worth a row
@@ -231,6 +265,8 @@ class NodeRuntime:
             self.manager.learn(entry.node_id, entry.addrs, source=PeerSource.EXCHANGE, via=conn)
 
     async def _on_peer_forgotten(self, node_id: bytes) -> None:
+        if self.dht is not None:
+            self.dht.forget(node_id)
         with contextlib.suppress(StorageError):
             await self.io(forget_peer_row, self.catalog, encode_id(node_id))
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from shoal.errors import RemoteProtocolError
 from shoal.protocol import (
     BlockData,
+    FindNode,
     GetBlock,
     GetPeers,
     HasBlocks,
@@ -76,6 +77,10 @@ class RequestHandler:
             # block; see docs/storage.md).
             present = await rt.io(lambda: tuple(rt.blocks.has(b, verify=True) for b in ids))
             return HaveBlocks(present=present)
+        if isinstance(message, FindNode):
+            if rt.dht is None:
+                raise RemoteProtocolError("FIND_NODE is not served: this node runs no DHT")
+            return rt.dht.answer_find_node(peer, message)
         if isinstance(message, GetPeers):
             return Peers(peers=tuple(_peers_to_share(rt, peer)))
         raise RemoteProtocolError(f"{type(message).__name__} is not a request this node serves")

@@ -59,7 +59,11 @@ from shoal.node.types import (
     StoreResult,
 )
 from shoal.store import AtomicFile, CatalogEntry
+from shoal.transport.book import PeerSource
 from shoal.transport.limits import limits_with
+
+#: Seconds since a peer was last heard from during which ``peers()`` still calls it up.
+PEER_UP_WINDOW = 60.0
 
 Data = bytes | bytearray | memoryview | IO[bytes] | AsyncIterable[bytes] | os.PathLike[str]
 Progress = Callable[[int], None]  # called with the number of bytes just done
@@ -677,20 +681,44 @@ class Node:
     # -- peers and status ----------------------------------------------------------------------
 
     def peers(self) -> list[PeerStatus]:
-        """Every peer this node knows, up or down."""
+        """The routing table, and every peer the transport knows (connected or not).
+
+        ``state`` is up when the peer is connected, or was heard from in the last minute and
+        its last connection was closed by us as idle (not by the peer going away).
+        """
+        rt = self._rt
+        clock = rt.options.clock
+        now, now_mono = clock.time(), clock.monotonic()
+        contacts = {c.node_id: c for c in rt.dht.table.contacts()} if rt.dht is not None else {}
+        records = {r.node_id: r for r in rt.manager.records()}
+        shown = set(contacts) | set(records)
         result = []
-        for record in self._rt.manager.records():
-            conn = record.connection if record.up else None
-            address = record.addresses[0] if record.addresses else None
+        for node_id in shown:
+            record = records.get(node_id)
+            contact = contacts.get(node_id)
+            conn = record.connection if record is not None and record.up else None
+            heard = [record.last_seen] if record is not None and record.last_seen else []
+            if contact is not None:
+                heard.append(now - (now_mono - contact.last_seen))
+            last_seen = max(heard) if heard else None
+            went_away = record is not None and conn is None and not record.closed_idle
+            recent = last_seen is not None and now - last_seen < PEER_UP_WINDOW
+            addresses = record.addresses if record is not None and record.addresses else []
+            if not addresses and contact is not None:
+                addresses = list(contact.addresses)
+            address = addresses[0] if addresses else None
             if address is None and conn is not None:
                 address = conn.remote_address
             result.append(
                 PeerStatus(
-                    node_id=encode_id(record.node_id),
+                    node_id=encode_id(node_id),
                     address=address,
-                    state=PeerState.UP if conn is not None else PeerState.DOWN,
-                    last_seen=record.last_seen,
-                    source=record.source.shown,
+                    state=PeerState.UP
+                    if conn is not None or (recent and not went_away)
+                    else PeerState.DOWN,
+                    last_seen=last_seen,
+                    connected=conn is not None,
+                    source=record.source.shown if record is not None else PeerSource.DHT.shown,
                 )
             )
         return sorted(result, key=lambda p: p.node_id)
@@ -728,6 +756,11 @@ class Node:
             blocks=blocks,
             bytes=size,
             files=len(files),
+            routing_table=len(self._rt.dht.table) if self._rt.dht is not None else 0,
+            connections=len(self._rt.manager.live_ids()),
+            max_connections=self._rt.manager.limits.max_connections,
+            lookups=self._rt.dht.stats.lookups if self._rt.dht is not None else 0,
+            lookup_messages=self._rt.dht.stats.messages if self._rt.dht is not None else 0,
         )
 
 

@@ -42,15 +42,19 @@ class PeerStatus:
     address: str | None
     state: PeerState
     last_seen: float | None
-    source: str | None = None  # how it was first learnt, as `shoal peers` names it
+    #: Whether a connection to it is open now (a routing-table entry need not be).
+    connected: bool = False
+    #: How it was learnt: ``bootstrap``, ``mdns``, ``dht``, ``exchange`` or ``inbound``.
+    source: str = "inbound"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,
             "address": self.address,
             "state": self.state.value,
-            "last_seen": self.last_seen,
+            "connected": self.connected,
             "source": self.source,
+            "last_seen": self.last_seen,
         }
 
 
@@ -95,6 +99,13 @@ class NodeStatus:
     blocks: int
     bytes: int
     files: int
+    #: Nodes in the DHT routing table, open connections and their limit.
+    routing_table: int = 0
+    connections: int = 0
+    max_connections: int = 0
+    #: DHT lookups run and FIND_NODE messages sent since start (placement's cost).
+    lookups: int = 0
+    lookup_messages: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +121,11 @@ class NodeStatus:
             "blocks": self.blocks,
             "bytes": self.bytes,
             "files": self.files,
+            "routing_table": self.routing_table,
+            "connections": self.connections,
+            "max_connections": self.max_connections,
+            "lookups": self.lookups,
+            "lookup_messages": self.lookup_messages,
         }
 
 

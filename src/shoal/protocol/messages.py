@@ -58,6 +58,8 @@ __all__ = [
     "MAX_ERROR_CODE_LENGTH",
     "MAX_ERROR_MESSAGE_LENGTH",
     "MAX_NETWORK_LENGTH",
+    "MAX_NODES",
+    "MAX_NODE_ADDRS",
     "MAX_PEERS",
     "MESSAGES",
     "PROTOCOL_VERSION",
@@ -67,6 +69,7 @@ __all__ = [
     "Auth",
     "BlockData",
     "Error",
+    "FindNode",
     "GetBlock",
     "GetPeers",
     "HasBlocks",
@@ -74,6 +77,7 @@ __all__ = [
     "Hello",
     "IdListPayload",
     "Message",
+    "Nodes",
     "Payload",
     "PeerAddress",
     "Peers",
@@ -90,7 +94,8 @@ __all__ = [
 
 #: The bytes of version 1 have not changed since its first release; the receiver's rules were
 #: tightened (unknown keys refused, per-type header limits) without changing what a correct
-#: sender sends. A version that adds or changes keys must use a new number.
+#: sender sends. A version that adds or changes keys must use a new number. FIND_NODE and NODES
+#: (the DHT) were added within version 1 before any release: no node without them exists.
 PROTOCOL_VERSION: Final = 1
 ID_SIZE: Final = 32  # node ids, block ids, public keys, nonces
 SIGNATURE_SIZE: Final = 64
@@ -102,6 +107,10 @@ MAX_ERROR_CODE_LENGTH: Final = 64
 MAX_ERROR_MESSAGE_LENGTH: Final = 1024
 MAX_PEERS: Final = 256
 MAX_BLOCK_IDS: Final = 4096
+#: Nodes in one NODES answer (at least the DHT's k = 20), and addresses per node there: the
+#: bounds keep every valid NODES header within the 64 KiB header limit (checked in tests).
+MAX_NODES: Final = 24
+MAX_NODE_ADDRS: Final = 2
 
 _ID: Final = Bin(ID_SIZE)
 _ADDRS: Final = Array(Text(MAX_ADDR_LENGTH), MAX_ADDRS)
@@ -221,6 +230,45 @@ class GetPeers(Message):
     CODE: ClassVar[int] = 6
     NAME: ClassVar[str] = "GET_PEERS"
     RESPONSE: ClassVar[type[Message] | None] = Peers
+
+
+@MESSAGES.register
+@dataclass(frozen=True, slots=True)
+class Nodes(Message):
+    """Answer to ``FindNode``: up to 24 nodes closest to the target that the answerer knows,
+    each with at most 2 addresses (so the header always fits its 64 KiB limit)."""
+
+    CODE: ClassVar[int] = 9
+    NAME: ClassVar[str] = "NODES"
+    HEADER: ClassVar[tuple[Field, ...]] = (
+        Field(
+            "nodes",
+            Array(
+                Record(
+                    (
+                        Field("node_id", _ID),
+                        Field("addrs", Array(Text(MAX_ADDR_LENGTH), MAX_NODE_ADDRS)),
+                    ),
+                    PeerAddress,
+                ),
+                MAX_NODES,
+            ),
+        ),
+    )
+    nodes: tuple[PeerAddress, ...]
+
+
+@MESSAGES.register
+@dataclass(frozen=True, slots=True)
+class FindNode(Message):
+    """Kademlia FIND_NODE: which nodes do you know closest to ``target``? Answered by
+    ``Nodes``, or by ``Error`` (code ``busy``) when the asker exceeds its rate limit."""
+
+    CODE: ClassVar[int] = 8
+    NAME: ClassVar[str] = "FIND_NODE"
+    HEADER: ClassVar[tuple[Field, ...]] = (Field("target", _ID),)
+    RESPONSE: ClassVar[type[Message] | None] = Nodes
+    target: bytes
 
 
 @MESSAGES.register

@@ -62,6 +62,8 @@ class PeerRecord:
         verified: A handshake with it completed at least once.
         failures: Dial attempts that failed in a row.
         unreachable_since: Monotonic time since which it has not been connected.
+        closed_idle: Its last connection was closed by us, idle, to make room (so it was not
+            the peer that went away).
     """
 
     node_id: bytes
@@ -74,6 +76,7 @@ class PeerRecord:
     verified: bool = False
     failures: int = 0
     unreachable_since: float | None = None
+    closed_idle: bool = False
 
     @property
     def up(self) -> bool:
@@ -228,14 +231,16 @@ class PeerBook:
             record = PeerRecord(node_id, source=source)
             self._records[node_id] = record
         self._release(record)
+        record.closed_idle = False
         record.verified = True
         record.failures = 0
         record.unreachable_since = None
         return record, evicted
 
-    def disconnected(self, record: PeerRecord, *, now: float) -> None:
-        """The peer's connection ended."""
+    def disconnected(self, record: PeerRecord, *, now: float, idle: bool = False) -> None:
+        """The peer's connection ended (``idle``: we closed it to make room)."""
         record.connection = None
+        record.closed_idle = idle
         if record.unreachable_since is None:
             record.unreachable_since = now
 

@@ -238,24 +238,34 @@ class Dialer:
             del record.addresses[self._limits.max_addresses_per_peer :]
         self._schedule_reconcile()
 
-    async def _may_dial(self) -> bool:
-        """Wait for a dial token; False (and a log line) if no connection slot is free."""
-        if self._manager.open_connections() >= self._limits.max_connections:
-            self._limit_log.hit(
-                "max_connections",
-                "%d connections open or being dialed; not dialing more",
-                self._limits.max_connections,
-            )
-            return False
+    async def _may_dial(self, *, room_within: float | None = None) -> bool:
+        """Wait for a dial token; False (and a log line) if no connection slot is free.
+
+        With ``room_within`` (a dial on demand), an idle connection may be closed to make
+        room, and the dial waits up to that many seconds for one to become idle.
+        """
         if await self._budget.acquire():
             self._limit_log.hit(
                 "dial_rate",
                 "more than %g dials per second wanted; dials are being delayed",
                 self._limits.dial_rate,
             )
-        return True
+        # Checked after the token (the last wait) so no other dial can take the slot between.
+        if room_within is not None:
+            free = await self._manager.wait_for_room(room_within)
+        else:
+            free = self._manager.open_connections() < self._limits.max_connections
+        if not free:
+            self._limit_log.hit(
+                "max_connections",
+                "%d connections open or being dialed, none idle; not dialing more",
+                self._limits.max_connections,
+            )
+        return free
 
-    async def _attempt(self, record: PeerRecord) -> PeerConnection | None:
+    async def _attempt(
+        self, record: PeerRecord, *, room_within: float | None = None
+    ) -> PeerConnection | None:
         """Dial ``record``'s addresses in turn (one at a time per peer); the connection."""
         node_id = record.node_id
         lock = self._dial_locks.setdefault(node_id, asyncio.Lock())
@@ -264,8 +274,10 @@ class Dialer:
                 conn = self._manager.connection(node_id)
                 if conn is not None:
                     return conn
-                if not await self._may_dial():
+                if not await self._may_dial(room_within=room_within):
                     return None
+                if self._manager.connection(node_id) is not None:  # came in while we waited
+                    return self._manager.connection(node_id)
                 try:
                     return await self._manager.dial(address, expected_id=node_id)
                 except HandshakeError as exc:
@@ -319,7 +331,7 @@ class Dialer:
             raise PeerUnavailable(f"peer {short_id(node_id)} is not connected and has no address")
         try:
             async with asyncio.timeout(timeout):
-                await self._attempt(record)
+                await self._attempt(record, room_within=timeout)
         except TimeoutError as exc:
             raise PeerUnavailable(
                 f"peer {short_id(node_id)} could not be reached within {timeout:g} s"

@@ -35,6 +35,13 @@ class TransportLimits:
             finished), in total. TLS (and its 256 KiB buffers) only starts below this cap.
         max_pending_per_address: The same, per source IP address.
         max_connections_per_address: Open inbound connections from one source IP address.
+        idle_grace: Seconds a connection must have been idle (no request either way) before
+            the connection limit may close it, least recently used first, to make room for
+            a dial on demand.
+        inbound_idle_grace: The same for an inbound connection at the cap (default 0: any
+            connection with no request open either way). A node that dials us needs a slot
+            now, and our idle connection can be dialed again when we need it; with the
+            dialer's longer grace, two nodes at their caps never refuse each other for long.
         handshake_timeout: Seconds from an inbound TCP accept to a finished HELLO/AUTH (TLS
             and our handshake each get this long).
         connect_timeout: Seconds a dial may take to connect and finish TLS.
@@ -62,6 +69,8 @@ class TransportLimits:
     max_pending: int = defaults.MAX_PENDING_CONNECTIONS
     max_pending_per_address: int = defaults.MAX_PENDING_PER_ADDRESS
     max_connections_per_address: int = defaults.MAX_CONNECTIONS_PER_ADDRESS
+    idle_grace: float = defaults.IDLE_GRACE
+    inbound_idle_grace: float = defaults.INBOUND_IDLE_GRACE
     handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT
     connect_timeout: float = defaults.CONNECT_TIMEOUT
     max_known_peers: int = defaults.MAX_KNOWN_PEERS
@@ -93,6 +102,8 @@ class TransportLimits:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.idle_grace < 0 or self.inbound_idle_grace < 0:
+            raise ValueError("idle_grace and inbound_idle_grace must not be negative")
         if self.max_learnt_per_peer < 0:
             raise ValueError("max_learnt_per_peer must not be negative")
         for name in (

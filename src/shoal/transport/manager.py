@@ -16,6 +16,11 @@ How it works:
   sides keep the one dialed by the smaller node ID. If both were dialed by the same side (a
   reconnect while we still hold the old one, or one key used by two running nodes), the
   existing connection stays, the new one is closed and the old one is checked with a PING.
+- ``max_connections`` bounds the open connections. At the cap, a connection needed now makes
+  room by closing the connection idle longest (no request open either way): a dial on demand
+  if one has been idle for ``idle_grace`` seconds (else it waits for one, within its
+  timeout), an inbound connection if one has been idle for ``inbound_idle_grace`` (default:
+  any idle one; else it is refused).
 - Inbound connections are admitted against the limits (``TransportLimits``) right after the
   TCP accept, before TLS allocates anything; over a limit they are closed at once.
 - A peer unreachable for ``forget_after`` seconds is forgotten (``on_peer_forgotten`` removes
@@ -111,6 +116,7 @@ class TransportStats:
     duplicates_closed: int = 0  # second connections to a connected peer, closed
     replaced: int = 0  # connections replaced by a simultaneous-dial winner
     forgotten: int = 0  # peers forgotten (unreachable too long, or evicted)
+    idle_closed: int = 0  # idle connections closed to make room (the connection limit)
 
 
 class ConnectionManager:
@@ -312,6 +318,45 @@ class ConnectionManager:
     def pending(self) -> int:
         """Inbound connections being set up."""
         return self._admission.pending
+
+    def make_room(self, *, grace: float | None = None) -> bool:
+        """Whether a connection slot is free, after closing the least recently used idle
+        connection if the cap is reached: one with no request open either way for at least
+        ``grace`` seconds (default ``idle_grace``).
+
+        The closed connection leaves the count at once (its peer is down from now on), so a
+        caller that goes on without awaiting anything never exceeds ``max_connections``.
+        """
+        if self.open_connections() < self.limits.max_connections:
+            return True
+        victim: PeerConnection | None = None
+        longest = self.limits.idle_grace if grace is None else grace
+        for conn in self._connections.values():
+            idle = conn.idle_for()
+            if idle > 0 and idle >= longest and not conn.closed.is_set():
+                victim, longest = conn, idle
+        if victim is None:
+            return False
+        self._close_idle(victim)
+        return self.open_connections() < self.limits.max_connections
+
+    async def wait_for_room(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until :meth:`make_room` succeeds."""
+        deadline = self._clock.monotonic() + timeout
+        while not self.make_room():
+            left = deadline - self._clock.monotonic()
+            if left <= 0 or self._closing:
+                return False
+            await self._clock.sleep(min(left, max(0.05, self.limits.idle_grace / 4)))
+        return True
+
+    def _close_idle(self, conn: PeerConnection) -> None:
+        node_id = conn.peer_id
+        self.stats.idle_closed += 1
+        log.debug("closing idle connection to %s to make room", short_id(node_id))
+        if self._connection_ended(node_id, conn, idle=True):
+            self._spawn(self._notify(), "notify")
+        self._spawn(conn.close(), "close idle")
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Wait until ``predicate()`` holds; raise ``PeerUnavailable`` after ``timeout``."""
@@ -530,6 +575,16 @@ class ConnectionManager:
                 established_from_host=self._inbound_from(host),
             )
         )
+        if (
+            refusal is not None
+            and refusal[0] == "max_connections"
+            and self.make_room(grace=self.limits.inbound_idle_grace)
+        ):
+            refusal = self._admission.refusal(
+                host,
+                established=len(self._connections),
+                established_from_host=self._inbound_from(host),
+            )
         if refusal is not None:
             self.stats.rejected += 1
             incoming.reject()
@@ -615,6 +670,11 @@ class ConnectionManager:
         elif existing is None:
             refusal = None
             if len(self._connections) >= self.limits.max_connections:
+                # Slots filled while this one was set up: an idle connection makes room.
+                self.make_room(
+                    grace=self.limits.idle_grace if conn.dialed else self.limits.inbound_idle_grace
+                )
+            if len(self._connections) >= self.limits.max_connections:
                 refusal = "max_connections", f"{self.limits.max_connections} connections are open"
             elif not conn.dialed:
                 host = plain_ip(host_of(conn.remote_address))
@@ -651,14 +711,25 @@ class ConnectionManager:
         try:
             await conn.run()
         finally:
-            if self._connections.get(record.node_id) is conn:
-                del self._connections[record.node_id]
-                self._book.disconnected(record, now=self._clock.monotonic())
-                log.info("peer %s down", short_id(record.node_id))
-                if self._on_peer_down is not None:
-                    self._on_peer_down(record.node_id)
-                self._dialer.refresh()
+            if self._connection_ended(record.node_id, conn):
                 await self._notify()
+
+    def _connection_ended(
+        self, node_id: bytes, conn: PeerConnection, *, idle: bool = False
+    ) -> bool:
+        """Book-keeping of a connection that ends; whether it was the peer's connection."""
+        if self._connections.get(node_id) is not conn:
+            return False
+        del self._connections[node_id]
+        record = self._book.get(node_id)
+        if record is not None:
+            self._book.disconnected(record, now=self._clock.monotonic(), idle=idle)
+        if not idle:
+            log.info("peer %s down", short_id(node_id))
+        if self._on_peer_down is not None:
+            self._on_peer_down(node_id)
+        self._dialer.refresh()
+        return True
 
     async def _monitor(self, record: PeerRecord, conn: PeerConnection) -> None:
         # The listening side checks less often, so on a quiet link the dialer's PINGs (which

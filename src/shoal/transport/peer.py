@@ -206,6 +206,7 @@ class PeerConnection:
         # arrives (two clocks read anew on each call never gave the same value twice).
         self._wall_offset = time.time() - self._last_byte
         self._quiet_since = self._last_byte  # start of the current stretch without bytes
+        self._last_used = self._last_byte  # a request sent, or one of the peer's served
         self._reader_blocked = False
         self._requests_pending = asyncio.Event()
         self._ended = asyncio.Event()  # the stream ended or close() was called
@@ -235,6 +236,14 @@ class PeerConnection:
     def last_seen(self) -> float:
         """Wall-clock time (``time.time()``) when the last byte arrived from the peer."""
         return self._wall_offset + self._last_byte
+
+    def idle_for(self) -> float:
+        """Seconds since a request was last sent or served on this connection (PINGs do not
+        count); 0 while a request either way is open. What the connection limit's LRU
+        eviction of idle connections ranks by."""
+        if self._pending or self._conn.open_peer_requests:
+            return 0.0
+        return max(0.0, self._loop.time() - self._last_used)
 
     def describe(self) -> str:
         """The peer as error messages and logs name it: short ID and address."""
@@ -436,6 +445,7 @@ class PeerConnection:
             slots.release()
 
     async def _call_handler(self, message: Message) -> Message:
+        self._last_used = self._loop.time()
         try:
             return await self._handler(self, message)
         except asyncio.CancelledError:
@@ -446,6 +456,7 @@ class PeerConnection:
             return error_for(exc)
 
     def _answer(self, request_id: int, response: Message, *, small: bool) -> None:
+        self._last_used = self._loop.time()
         if self.closed.is_set() or self._conn.state is not State.ESTABLISHED:
             return
         try:
@@ -478,6 +489,7 @@ class PeerConnection:
                 raise PeerUnavailable(self._closed_text()) from None
             raise
         future: asyncio.Future[Message] = self._loop.create_future()
+        self._last_used = self._loop.time()
         if not self._pending:
             self._quiet_since = self._loop.time()  # the stall clock starts with a request
         self._pending[request_id] = future
@@ -501,6 +513,7 @@ class PeerConnection:
                 f"{type(message).NAME} to {self.describe()} got no answer within {timeout:g} s"
             ) from None
         finally:
+            self._last_used = self._loop.time()
             self._pending.pop(request_id, None)
             if not self._pending:
                 self._requests_pending.clear()

@@ -247,7 +247,7 @@ def test_throwaway_identities_do_not_come_back_at_every_restart(tmp_path: Path) 
             assert len(await a._rt.io(a._rt.catalog.peers)) == 30
             await net.stop(a)
             limits = TransportLimits(max_connections=8, forget_after=600)
-            a = await net.add("a", "10.0.0.1", limits=limits)
+            a = await net.add("a", "10.0.0.1", limits=limits, routing="mesh")
             manager = a._rt.manager
             await asyncio.sleep(1)
             assert len(manager.records()) == 30

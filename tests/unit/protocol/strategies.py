@@ -25,12 +25,14 @@ from shoal.protocol import (
     Auth,
     BlockData,
     Error,
+    FindNode,
     GetBlock,
     GetPeers,
     HasBlocks,
     HaveBlocks,
     Hello,
     Message,
+    Nodes,
     PeerAddress,
     Peers,
     Ping,
@@ -63,6 +65,13 @@ peers = st.builds(
         max_size=40,
     ).map(tuple),
 )
+nodes = st.builds(
+    Nodes,
+    nodes=st.lists(
+        st.builds(PeerAddress, node_id=ids, addrs=st.lists(addr, max_size=2).map(tuple)),
+        max_size=24,
+    ).map(tuple),
+)
 data = st.binary(max_size=70_000)
 
 messages: st.SearchStrategy[Message] = st.one_of(
@@ -73,6 +82,8 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.just(Pong()),
     st.just(GetPeers()),
     peers,
+    st.builds(FindNode, target=ids),
+    nodes,
     st.builds(PutBlock, block_id=ids, data=data),
     st.builds(PutBlockOk, block_id=ids),
     st.builds(GetBlock, block_id=ids),

@@ -16,12 +16,14 @@ from hypothesis import strategies as st
 
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.protocol import (
+    DEFAULT_MAX_HEADER_SIZE,
     MESSAGES,
     REQUEST_TYPES,
     RESPONSE_FOR,
     Auth,
     BlockData,
     Error,
+    FindNode,
     Frame,
     FrameDecoder,
     GetBlock,
@@ -30,6 +32,7 @@ from shoal.protocol import (
     HaveBlocks,
     Hello,
     Message,
+    Nodes,
     PeerAddress,
     Peers,
     Ping,
@@ -40,7 +43,7 @@ from shoal.protocol import (
     decode_message,
     encode_message,
 )
-from shoal.protocol.messages import MAX_BLOCK_IDS
+from shoal.protocol.messages import MAX_BLOCK_IDS, MAX_NODE_ADDRS, MAX_NODES
 from shoal.protocol.schema import Bin, Field
 
 from .strategies import messages
@@ -82,7 +85,7 @@ def test_round_trip_in_random_pieces(batch: list[tuple[int, Message]], cuts: lis
 def test_registry_is_the_one_table() -> None:
     """Codes, names and the request/response table all come from the registered classes."""
     classes = MESSAGES.classes
-    assert [c.CODE for c in classes] == [1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21]
+    assert [c.CODE for c in classes] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 18, 19, 20, 21]
     assert MESSAGES.codes == {c.CODE for c in classes}
     assert len({c.NAME for c in classes}) == len(classes)
     assert all(MESSAGES.get(c.CODE) is c for c in classes)
@@ -97,6 +100,7 @@ def test_request_response_table() -> None:
     assert {
         Ping: Pong,
         GetPeers: Peers,
+        FindNode: Nodes,
         PutBlock: PutBlockOk,
         GetBlock: BlockData,
         HasBlocks: HaveBlocks,
@@ -267,6 +271,26 @@ def test_peers_too_large_for_header_is_a_local_error() -> None:
     big = Peers(tuple(PeerAddress(ID, ("a" * 255,) * 16) for _ in range(256)))
     with pytest.raises(LocalProtocolError, match="header"):
         encode_message(1, big)
+
+
+def frame_of(message: Message) -> Frame:
+    [frame] = feed_in_pieces(b"".join(encode_message(2, message)), [])
+    return frame
+
+
+def test_every_valid_nodes_answer_fits_the_header_limit() -> None:
+    """NODES is bounded by its schema (24 nodes, 2 addresses of 255 characters each), so an
+    answer never needs cutting and a peer cannot make one that is refused for size alone."""
+    assert Nodes.schema.limits.max_size <= DEFAULT_MAX_HEADER_SIZE
+    worst = Nodes(
+        tuple(PeerAddress(bytes([n]) * 32, ("\U0010ffff" * 255,) * 2) for n in range(MAX_NODES))
+    )
+    decoded = decode_message(frame_of(worst))
+    assert decoded == worst
+    with pytest.raises(LocalProtocolError):
+        encode_message(1, Nodes(worst.nodes + worst.nodes[:1]))
+    with pytest.raises(LocalProtocolError):
+        encode_message(1, Nodes((PeerAddress(ID, ("a:1",) * (MAX_NODE_ADDRS + 1)),)))
 
 
 def test_hello_wire_layout() -> None:

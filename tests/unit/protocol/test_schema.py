@@ -15,6 +15,7 @@ from shoal.protocol import (
     MESSAGES,
     Auth,
     Error,
+    FindNode,
     Frame,
     FrameDecoder,
     GetBlock,
@@ -174,6 +175,7 @@ EXAMPLE_REQUESTS: dict[type[Message], Message] = {
     PutBlock: PutBlock(ID, b"x"),
     HasBlocks: HasBlocks(()),
     Ping: Ping(),
+    FindNode: FindNode(ID),
 }
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from shoal.clock import VirtualClock
-from shoal.protocol import GetPeers, Message, PeerAddress, Peers, Pong
+from shoal.protocol import FindNode, GetPeers, Message, Nodes, PeerAddress, Peers, Pong
 from shoal.transport import (
     Backoff,
     ConnectionManager,
@@ -29,9 +29,11 @@ from shoal.transport.routing import FullMeshRouting
 
 
 async def answer_pong(peer: PeerConnection, message: Message) -> Message:
-    """A handler that answers every request (and GET_PEERS with no peers)."""
+    """A handler that answers every request (GET_PEERS and FIND_NODE with no nodes)."""
     if isinstance(message, GetPeers):
         return Peers(peers=())
+    if isinstance(message, FindNode):
+        return Nodes(nodes=())
     return Pong()
 
 
@@ -41,6 +43,8 @@ def peers_handler(entries: Callable[[], Sequence[PeerAddress]]) -> Any:
     async def handler(peer: PeerConnection, message: Message) -> Message:
         if isinstance(message, GetPeers):
             return Peers(peers=tuple(entries()))
+        if isinstance(message, FindNode):
+            return Nodes(nodes=())
         return Pong()
 
     return handler

@@ -1,0 +1,647 @@
+"""Kademlia over the node's connections: the :class:`~shoal.transport.routing.Routing` seam
+answered by iterative lookups, with connections made on demand.
+
+How it works:
+- The routing table (``dht.table``, pure) holds nodes *heard from directly*: a connection came
+  up with them, they asked us FIND_NODE, or they answered ours. A node only named in an answer
+  is a lookup candidate, never a table entry.
+- ``closest(target, count)`` runs an iterative lookup (``dht.lookup``, pure) over the network:
+  FIND_NODE to ``alpha`` nodes at once, each dialed when needed (``ConnectionManager.connect``
+  makes room under ``max_connections`` by closing the connection idle longest). This node
+  itself is added to the result when it is among the closest.
+- Lookups are amortized: a finished lookup of ``T`` found every node within distance ``d_k``
+  of ``T`` (the k-th closest that answered). For another ID ``T'`` whose ``count`` closest
+  among those lie within ``r`` of ``T'``, the XOR metric gives ``d(T, x) <= d(T, T') + r``, so
+  if ``d(T, T') + r <= d_k`` no node outside the set can be closer: the cached set answers
+  (see :class:`ClosestCache`). Entries expire after ``cache_ttl``, and an entry is dropped when
+  a node inside its radius joins the table or one of its nodes fails. Concurrent misses wait
+  for the lookups already running before starting their own (a put's window of blocks shares
+  one lookup in a small network).
+- Refresh: a lookup of this node's own ID as soon as the table has an entry, then every
+  bucket without a lookup for ``refresh_interval`` gets a lookup of a random ID in it.
+- Liveness: a full bucket whose stalest entry was not heard from for a minute asks for a
+  check; the check is a PING (dialing if needed). Failed requests count against an entry; a
+  replacement from the bucket's cache takes its place.
+- Abuse: FIND_NODE from one peer is rate-limited by a token bucket (``find_node_rate`` per
+  second, ``find_node_burst`` at once; one bucket per peer in a bounded LRU); over the limit the
+  answer is ``busy`` and a WARNING is logged at most once a minute. Answers carry at most
+  ``k`` nodes (``MAX_NODES``) with at most ``MAX_NODE_ADDRS`` addresses each. Addresses named
+  in answers are vetted before they are dialed (loopback only from a loopback peer).
+- Which peers the manager keeps dialing (the ``DialPolicy``): only the bootstrap peers, and
+  only while the table is empty. Everything else is dialed on demand.
+
+Resource handling: the refresh loop, the checks and every query are tasks owned by this object
+(``aclose`` cancels and awaits them); every network wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from shoal import defaults
+from shoal.dht.lookup import Lookup
+from shoal.dht.table import RoutingTable, distance, random_id_in_bucket
+from shoal.errors import Busy, PeerUnavailable, ProtocolError, ShoalError, TransportError
+from shoal.ids import short_id
+from shoal.protocol import FindNode, Nodes, PeerAddress
+from shoal.protocol.messages import MAX_NODE_ADDRS, MAX_NODES
+from shoal.transport.addresses import (
+    AddressError,
+    host_of,
+    is_loopback_host,
+    normalize_address,
+)
+from shoal.transport.book import PeerRecord, PeerSource
+from shoal.transport.limits import LimitLog
+from shoal.transport.manager import ConnectionManager
+from shoal.transport.peer import PeerConnection
+from shoal.transport.tasks import TaskSet
+
+__all__ = ["ClosestCache", "DhtOptions", "DhtStats", "KademliaRouting", "PeerRateLimit"]
+
+log = logging.getLogger(__name__)
+
+#: Lookup candidates whose addresses are remembered for dialing (bounded memory).
+MAX_REMEMBERED_ADDRESSES = 4096
+#: Peers with a FIND_NODE rate-limit bucket at once (the least recently seen are dropped).
+MAX_RATE_BUCKETS = 1024
+#: Liveness checks running at once.
+MAX_CHECKS = 8
+#: Seconds before a node that knows fewer than k nodes looks again (doubling to a minute
+#: while that finds nobody new).
+SMALL_TABLE_REFRESH = 5.0
+#: Seconds a node whose request failed counts as down (skipped by lookups).
+DOWN_FOR = 30.0
+#: Dials of one node a FIND_NODE tries (see ``_dial_with_retries``).
+DIAL_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class DhtOptions:
+    """The DHT's tunables; the defaults are what ``shoal run`` uses."""
+
+    k: int = defaults.DHT_K
+    alpha: int = defaults.DHT_ALPHA
+    refresh_interval: float = defaults.DHT_REFRESH_INTERVAL
+    query_timeout: float = defaults.DHT_QUERY_TIMEOUT
+    max_per_subnet: int = defaults.DHT_MAX_PER_SUBNET
+    find_node_rate: float = defaults.FIND_NODE_RATE
+    find_node_burst: int = defaults.FIND_NODE_BURST
+    cache_ttl: float = defaults.DHT_CACHE_TTL
+    cache_entries: int = 256
+    #: Seconds after which a lookup ends with the closest nodes that answered so far.
+    lookup_timeout: float = defaults.DHT_LOOKUP_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= MAX_NODES:
+            raise ValueError(f"k must be 1..{MAX_NODES}")
+        if self.alpha < 1 or self.find_node_burst < 1 or self.cache_entries < 0:
+            raise ValueError("alpha and find_node_burst must be at least 1")
+        if min(self.refresh_interval, self.query_timeout, self.find_node_rate) <= 0:
+            raise ValueError("DHT intervals, timeouts and rates must be positive")
+
+
+@dataclass
+class DhtStats:
+    """Counters since start (for ``shoal status``, bench and tests)."""
+
+    lookups: int = 0  # iterative lookups run
+    messages: int = 0  # FIND_NODE requests sent
+    cache_hits: int = 0  # closest() answered from an earlier lookup
+    answered: int = 0  # FIND_NODE requests answered
+    refused: int = 0  # FIND_NODE requests refused (rate limit)
+    checks: int = 0  # liveness checks of stale entries
+    rounds: list[int] = field(default_factory=list)  # of the last lookups (at most 64)
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "lookups": self.lookups,
+            "messages": self.messages,
+            "cache_hits": self.cache_hits,
+            "answered": self.answered,
+            "refused": self.refused,
+        }
+
+
+class PeerRateLimit:
+    """Token buckets per peer (``rate`` per second, ``burst`` at once), at most ``max_peers``
+    buckets (least recently used dropped: a dropped peer starts again with a full bucket,
+    which is no more than a new peer gets). Pure: times are passed in."""
+
+    def __init__(self, rate: float, burst: int, *, max_peers: int = MAX_RATE_BUCKETS) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.max_peers = max_peers
+        self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def allow(self, peer: bytes, now: float) -> bool:
+        """Take a token for ``peer``; False when its bucket is empty."""
+        tokens, stamp = self._buckets.pop(peer, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - stamp) * self.rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._buckets[peer] = (tokens, now)
+        while len(self._buckets) > self.max_peers:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+@dataclass
+class _Entry:
+    target: bytes
+    nodes: list[bytes]  # closest to target first, this node included
+    radius: int | None  # every node within this distance of target is in nodes; None: all
+    expires: float
+
+
+class ClosestCache:
+    """Closest sets of finished lookups, reused for nearby IDs (see the module docstring).
+
+    Pure: times are passed in. ``radius`` None means the lookup found the whole network.
+    """
+
+    def __init__(self, *, ttl: float, max_entries: int) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, target: bytes, nodes: Sequence[bytes], radius: int | None, now: float) -> None:
+        if self.max_entries == 0:
+            return
+        key = int.from_bytes(target, "big")
+        ordered = sorted(set(nodes), key=lambda n: int.from_bytes(n, "big") ^ key)
+        self._entries.pop(target, None)
+        self._entries[target] = _Entry(target, ordered, radius, now + self.ttl)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def find(self, target: bytes, count: int, now: float) -> list[bytes] | None:
+        """The ``count`` closest nodes to ``target`` if a cached set proves them, else None."""
+        key = int.from_bytes(target, "big")
+        for entry_target, entry in list(self._entries.items()):
+            if entry.expires <= now:
+                del self._entries[entry_target]
+                continue
+            ranked = sorted(entry.nodes, key=lambda n: int.from_bytes(n, "big") ^ key)
+            if entry.radius is None:
+                self._entries.move_to_end(entry_target)
+                return ranked[:count]
+            if len(ranked) < count:
+                continue
+            r = int.from_bytes(ranked[count - 1], "big") ^ key
+            if distance(entry.target, target) + r <= entry.radius:
+                self._entries.move_to_end(entry_target)
+                return ranked[:count]
+        return None
+
+    def node_joined(self, node_id: bytes) -> None:
+        """A node appeared: drop every set it could belong to."""
+        for entry_target, entry in list(self._entries.items()):
+            if node_id in entry.nodes:
+                continue
+            if entry.radius is None or distance(entry.target, node_id) <= entry.radius:
+                del self._entries[entry_target]
+
+    def node_failed(self, node_id: bytes) -> None:
+        """A node failed: drop every set that names it."""
+        for entry_target, entry in list(self._entries.items()):
+            if node_id in entry.nodes:
+                del self._entries[entry_target]
+
+
+class KademliaRouting:
+    """The ``Routing`` seam over a Kademlia DHT (see the module docstring).
+
+    Installs itself as ``manager``'s dial policy. Call :meth:`start` once the manager listens,
+    :meth:`aclose` before closing the manager. The node's request handler calls
+    :meth:`answer_find_node`, and the runtime calls :meth:`peer_up` for every new connection.
+
+    Args:
+        manager: The connection manager.
+        options: k, alpha, intervals and limits.
+        rng: Randomness for refresh targets (seed it in tests and simulations).
+        connect_timeout: How long ``connect`` may wait and dial (default: the manager's).
+    """
+
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        *,
+        options: DhtOptions | None = None,
+        rng: random.Random | None = None,
+        connect_timeout: float | None = None,
+    ) -> None:
+        self._manager = manager
+        self.options = options or DhtOptions()
+        self._rng = rng or random.Random()
+        self._clock = manager.clock
+        self._connect_timeout = (
+            connect_timeout if connect_timeout is not None else manager.limits.connect_timeout
+        )
+        self.table = RoutingTable(
+            manager.node_id, k=self.options.k, max_per_subnet=self.options.max_per_subnet
+        )
+        self.stats = DhtStats()
+        self.cache = ClosestCache(
+            ttl=self.options.cache_ttl, max_entries=self.options.cache_entries
+        )
+        self._rate = PeerRateLimit(self.options.find_node_rate, self.options.find_node_burst)
+        self._limit_log = LimitLog(log, clock=self._clock)
+        self._addresses: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
+        self._running_lookups: set[asyncio.Future[None]] = set()
+        self._checking: set[bytes] = set()
+        self._down: dict[bytes, float] = {}  # node -> until when a failed node counts as down
+        self._joins = 0  # nodes that entered the table (a lookup that saw one start is stale)
+        self._tasks = TaskSet("dht")
+        self._not_empty = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
+        manager.set_dial_policy(self)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin the refresh loop (a self-lookup once the table has an entry)."""
+        self._tasks.spawn(self._refresh_loop(), name="dht refresh")
+
+    async def aclose(self) -> None:
+        await self._tasks.aclose()
+
+    def on_node_left(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when a node leaves the table (failed, or forgotten): the
+        handoff re-replicates soon. Joins wait for the periodic pass."""
+        self._listeners.append(callback)
+
+    # -- the Routing seam ----------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> bytes:
+        return self._manager.node_id
+
+    async def closest(self, target: bytes, count: int) -> list[bytes]:
+        """Up to ``count`` node IDs closest to ``target`` in the network (this one included),
+        found by lookup or proven by an earlier one."""
+        now = self._clock.monotonic()
+        found = self.cache.find(target, count, now)
+        if found is None and self._running_lookups:
+            # Placement batched: a lookup already running may well cover this ID.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lookup_budget()):
+                    await asyncio.wait(list(self._running_lookups))
+            found = self.cache.find(target, count, self._clock.monotonic())
+        if found is not None:
+            self.stats.cache_hits += 1
+            return found
+        nodes = await self.lookup(target)
+        if len(nodes) == 1 and self._down:
+            # Nobody but us: the nodes counted down may be back (a frozen one thawed). Better
+            # one more lookup that asks them than a put or get with no peer at all.
+            self._down.clear()
+            nodes = await self.lookup(target)
+        return nodes[:count]
+
+    async def connect(self, node_id: bytes) -> PeerConnection:
+        """The connection to ``node_id``, dialed now if needed (room made under the limit)."""
+        conn = self._manager.connection(node_id)
+        if conn is not None:
+            return conn
+        if self._manager.record(node_id) is None:
+            addresses = self._known_addresses(node_id)
+            if not addresses:
+                raise PeerUnavailable(f"node {short_id(node_id)} has no known address")
+            self._manager.learn(node_id, addresses, source=PeerSource.DHT)
+        return await self._manager.connect(node_id, timeout=self._connect_timeout)
+
+    def wanted_peers(self, known: Sequence[PeerRecord]) -> list[bytes]:
+        """The DialPolicy: while fewer than ``alpha`` connections are open, the bootstrap
+        peers (or, without any, a few of the nodes closest to this one), so a node that lost
+        its connections gets back into the network; otherwise nobody (dial on demand)."""
+        live = len(self._manager.live_ids())
+        if live >= self.options.alpha:
+            return []
+        wanted = [r.node_id for r in known if r.bootstrap]
+        if not wanted:
+            in_book = {r.node_id for r in known}
+            near = self.table.closest(self.node_id, self.options.k)
+            wanted = [c.node_id for c in near if c.node_id in in_book][: self.options.alpha]
+            if not wanted:  # remembered from an earlier run: those reached before first
+                ranked = sorted(known, key=lambda r: (not r.verified, r.failures))
+                wanted = [r.node_id for r in ranked[: self.options.alpha]]
+        return wanted
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def _lookup_budget(self) -> float:
+        return self._connect_timeout + self.options.query_timeout * 4
+
+    async def lookup(self, target: bytes) -> list[bytes]:
+        """Run one iterative lookup of ``target``; the closest nodes that answered, this node
+        included, closest first (at most ``k + 1``)."""
+        k = self.options.k
+        seeds = [(c.node_id, c.addresses) for c in self.table.closest(target, k)]
+        lookup = Lookup(target, seeds, k=k, alpha=self.options.alpha, exclude=[self.node_id])
+        self.stats.lookups += 1
+        joins_before = self._joins
+        marker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._running_lookups.add(marker)
+        queries: dict[asyncio.Task[list[tuple[bytes, tuple[str, ...]]] | None], bytes] = {}
+        deadline = self._clock.monotonic() + self.options.lookup_timeout
+        failed: list[bytes] = []
+        try:
+            while True:
+                for candidate in lookup.next_queries():
+                    self._remember(candidate.node_id, candidate.addresses)
+                    task = asyncio.get_running_loop().create_task(
+                        self._query(candidate.node_id, target),
+                        name=f"find node {short_id(candidate.node_id)}",
+                    )
+                    queries[task] = candidate.node_id
+                left = deadline - self._clock.monotonic()
+                if not queries or lookup.done or left <= 0:
+                    break
+                answered_now, _ = await asyncio.wait(
+                    queries, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in answered_now:
+                    node_id = queries.pop(task)
+                    found = task.result()
+                    if found is None:
+                        failed.append(node_id)
+                        lookup.failed(node_id)
+                    else:
+                        lookup.succeeded(node_id, found)
+        finally:
+            finished = lookup.done
+            for task in queries:
+                task.cancel()
+            if queries:
+                await asyncio.gather(*queries, return_exceptions=True)
+            lookup.cancel_pending()
+            self._running_lookups.discard(marker)
+            marker.set_result(None)
+        now = self._clock.monotonic()
+        answered = [c.node_id for c in lookup.result()]
+        if answered:  # a lookup nobody answered refreshed nothing
+            self.table.refreshed(target, now)
+        self.stats.rounds = [*self.stats.rounds[-63:], lookup.rounds]
+        # The set proves what lies within its radius only if the lookup finished, no node
+        # inside the radius failed (it may be alive and missing), and no node joined while
+        # the lookup ran (it may be missing too).
+        radius = distance(target, answered[-1]) if len(answered) >= k else None
+        trusted = (
+            finished
+            and bool(answered)
+            and not any(
+                (radius is None or distance(target, n) < radius) and not self._is_down(n)
+                for n in failed
+            )
+        )
+        if trusted and self._joins == joins_before:
+            self.cache.add(target, [*answered, self.node_id], radius, now)
+        key = int.from_bytes(target, "big")
+        return sorted([*answered, self.node_id], key=lambda n: int.from_bytes(n, "big") ^ key)
+
+    async def _query(
+        self, node_id: bytes, target: bytes
+    ) -> list[tuple[bytes, tuple[str, ...]]] | None:
+        """FIND_NODE(target) to ``node_id``: what it named (addresses vetted), or None."""
+        if self._is_down(node_id):
+            return None  # failed moments ago: not worth a dial or a timeout again
+        try:
+            async with asyncio.timeout(self._connect_timeout + self.options.query_timeout):
+                if self._manager.connection(node_id) is None and not (
+                    await self._manager.wait_for_room(self._connect_timeout)
+                ):
+                    return None  # our own connection limit: not the node's failure
+                conn = await self._dial_with_retries(node_id)
+                self.stats.messages += 1
+                try:
+                    answer = await conn.request(
+                        FindNode(target=target), timeout=self.options.query_timeout
+                    )
+                except PeerUnavailable:
+                    # The connection closed under us (replaced by a simultaneous dial, or
+                    # closed idle): one retry on the peer's connection now.
+                    if conn.closed.is_set():
+                        conn = await self.connect(node_id)
+                        answer = await conn.request(
+                            FindNode(target=target), timeout=self.options.query_timeout
+                        )
+                    else:
+                        raise
+        except Busy:
+            return None  # it is up, only unwilling now: not a failure of the entry
+        except (TimeoutError, TransportError, ProtocolError, ShoalError) as exc:
+            log.debug("FIND_NODE to %s failed: %s", short_id(node_id), exc)
+            self._failed(node_id)
+            return None
+        if not isinstance(answer, Nodes):
+            self._failed(node_id)
+            return None
+        self._heard_from(conn)
+        loopback_ok = is_loopback_host(host_of(conn.remote_address))
+        found = []
+        for entry in answer.nodes[: self.options.k]:
+            if entry.node_id == node_id:
+                continue
+            found.append((entry.node_id, _vetted(entry.addrs, loopback_ok=loopback_ok)))
+        return found
+
+    async def _dial_with_retries(self, node_id: bytes) -> PeerConnection:
+        """``connect``, tried again (``DIAL_ATTEMPTS`` in all, an idle grace apart) when the
+        dial fails: a node at its own connection cap closes new connections until one of its
+        connections has been idle for the grace, which looks the same as a node that is down.
+        The caller's timeout bounds the whole."""
+        for attempt in range(DIAL_ATTEMPTS):
+            try:
+                return await self.connect(node_id)
+            except PeerUnavailable:
+                if attempt == DIAL_ATTEMPTS - 1:
+                    raise
+                await self._clock.sleep(max(0.05, self._manager.limits.idle_grace))
+        raise AssertionError("unreachable")
+
+    def _remember(self, node_id: bytes, addresses: Iterable[str]) -> None:
+        addresses = tuple(addresses)
+        if not addresses or node_id == self.node_id:
+            return
+        self._addresses.pop(node_id, None)
+        self._addresses[node_id] = addresses
+        while len(self._addresses) > MAX_REMEMBERED_ADDRESSES:
+            self._addresses.popitem(last=False)
+
+    def _known_addresses(self, node_id: bytes) -> tuple[str, ...]:
+        contact = self.table.contact(node_id)
+        if contact is not None and contact.addresses:
+            return contact.addresses
+        return self._addresses.get(node_id, ())
+
+    # -- the table -----------------------------------------------------------------------------
+
+    def peer_up(self, conn: PeerConnection) -> None:
+        """A connection came up: the peer was heard from directly."""
+        self._heard_from(conn)
+
+    def _heard_from(self, conn: PeerConnection) -> None:
+        if conn.peer is None:
+            return
+        node_id = conn.peer_id
+        record = self._manager.record(node_id)
+        addresses = list(record.addresses) if record is not None else []
+        if not addresses:
+            addresses = list(self._known_addresses(node_id))
+        was_in = node_id in self.table
+        if self._down.pop(node_id, None) is not None:
+            self.cache.node_joined(node_id)  # back: the sets made without it are wrong now
+        observed = self.table.observe(
+            node_id, addresses, self._clock.monotonic(), seen_from=conn.remote_address
+        )
+        if observed.added and not was_in:
+            self._joins += 1
+            self.cache.node_joined(node_id)
+            self._not_empty.set()
+        if observed.check is not None:
+            self._check(observed.check)
+
+    def forget(self, node_id: bytes) -> None:
+        """The transport forgot ``node_id`` (unreachable too long): out of the table too."""
+        self.cache.node_failed(node_id)
+        self._addresses.pop(node_id, None)
+        if self.table.remove(node_id):
+            self._node_left()
+
+    def _is_down(self, node_id: bytes) -> bool:
+        until = self._down.get(node_id)
+        if until is None:
+            return False
+        if until <= self._clock.monotonic():
+            del self._down[node_id]
+            return False
+        return True
+
+    def _failed(self, node_id: bytes) -> None:
+        # Counted down for a while: lookups skip it, and a set it is missing from still proves
+        # what it covers (a node that comes back is heard from and rejoins the sets).
+        self._down.pop(node_id, None)
+        self._down[node_id] = self._clock.monotonic() + DOWN_FOR
+        while len(self._down) > MAX_REMEMBERED_ADDRESSES:
+            self._down.pop(next(iter(self._down)))
+        self.cache.node_failed(node_id)
+        was_in = node_id in self.table
+        self.table.failed(node_id, self._clock.monotonic())
+        if was_in and node_id not in self.table:
+            self._node_left()
+
+    def _node_left(self) -> None:
+        for callback in self._listeners:
+            callback()
+
+    def _check(self, node_id: bytes) -> None:
+        if node_id in self._checking or len(self._checking) >= MAX_CHECKS:
+            return
+        self._checking.add(node_id)
+        try:
+            self._tasks.spawn(self._run_check(node_id), name=f"check {short_id(node_id)}")
+        except RuntimeError:  # closing
+            self._checking.discard(node_id)
+
+    async def _run_check(self, node_id: bytes) -> None:
+        """Liveness of a stale entry: a PING (dialing if needed)."""
+        self.stats.checks += 1
+        try:
+            async with asyncio.timeout(self._connect_timeout + self.options.query_timeout):
+                conn = await self.connect(node_id)
+                await conn.ping(self.options.query_timeout)
+        except (TimeoutError, TransportError, ProtocolError, ShoalError):
+            self._failed(node_id)
+        else:
+            self._heard_from(conn)
+        finally:
+            self._checking.discard(node_id)
+
+    async def _refresh_loop(self) -> None:
+        interval = self.options.refresh_interval
+        while True:
+            await self._not_empty.wait()
+            await self._refresh(own=True)
+            # Refresh checks run often enough that no bucket goes much past its interval. A
+            # node that knows fewer than k nodes looks again soon (its first lookups may have
+            # met full connection slots), backing off while that finds nobody new.
+            deadline = self._clock.monotonic() + interval
+            delay = SMALL_TABLE_REFRESH
+            while self._clock.monotonic() < deadline:
+                small = len(self.table) < self.options.k
+                await self._clock.sleep(delay if small else min(60.0, interval / 4))
+                if len(self.table) == 0:
+                    self._not_empty.clear()
+                    break
+                before = len(self.table)
+                await self._refresh(own=small)
+                grew = len(self.table) > before
+                delay = SMALL_TABLE_REFRESH if grew else min(delay * 2, 60.0)
+
+    async def _refresh(self, *, own: bool) -> None:
+        try:
+            if own:
+                await self.lookup(self.node_id)
+            now = self._clock.monotonic()
+            for index in self.table.stale_buckets(now, self.options.refresh_interval):
+                target = random_id_in_bucket(self.node_id, index, self._rng)
+                await self.lookup(target)
+        except ShoalError as exc:  # a lookup never raises these; a refresh must not die of one
+            log.debug("DHT refresh failed: %s", exc)
+
+    # -- answering -----------------------------------------------------------------------------
+
+    def answer_find_node(self, peer: PeerConnection, message: FindNode) -> Nodes:
+        """Answer a peer's FIND_NODE from the table: up to ``k`` nodes closest to the target
+        (never the asker itself), each with at most ``MAX_NODE_ADDRS`` addresses.
+
+        Raises:
+            Busy: The peer sent more FIND_NODE than its rate limit allows.
+        """
+        now = self._clock.monotonic()
+        if not self._rate.allow(peer.peer_id, now):
+            self.stats.refused += 1
+            self._limit_log.hit(
+                "find_node_rate",
+                "%s sends more than %g FIND_NODE per second; answering busy",
+                peer.describe(),
+                self.options.find_node_rate,
+            )
+            raise Busy(
+                f"too many FIND_NODE requests (more than {self.options.find_node_rate:g} per "
+                "second); slow down and retry"
+            )
+        self.stats.answered += 1
+        self._heard_from(peer)
+        contacts = self.table.closest(message.target, self.options.k, exclude=(peer.peer_id,))
+        return Nodes(
+            nodes=tuple(
+                PeerAddress(node_id=c.node_id, addrs=c.addresses[:MAX_NODE_ADDRS]) for c in contacts
+            )
+        )
+
+
+def _vetted(addresses: Iterable[str], *, loopback_ok: bool) -> tuple[str, ...]:
+    good: list[str] = []
+    for text in addresses:
+        try:
+            address = normalize_address(text, allow_loopback=loopback_ok)
+        except AddressError:
+            continue
+        if address not in good:
+            good.append(address)
+    return tuple(good[:MAX_NODE_ADDRS])
