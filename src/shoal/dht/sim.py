@@ -104,20 +104,36 @@ class SimFigures:
         return figures
 
 
-def build(size: int, seed: int) -> SimNetwork:
-    """A network of ``size`` nodes that joined one by one (see the module docstring)."""
+def build(size: int, seed: int, *, progress: Callable[[int], None] | None = None) -> SimNetwork:
+    """A network of ``size`` nodes that joined one by one (see the module docstring).
+
+    Args:
+        size: Nodes.
+        seed: The seed.
+        progress: Called with the number of nodes joined so far, every tenth of them.
+    """
     network = SimNetwork(seed)
     network.add_node()
+    joined = [1]
+    step = max(1, size // 10)
+
+    def done() -> None:
+        joined[0] += 1
+        if progress is not None and joined[0] % step == 0:
+            progress(joined[0])
+
     for number in range(1, size):
         node = network.add_node()
         via = network.nodes[network.rng.randrange(number)]
-        network.at(number * JOIN_INTERVAL, _joiner(network, node, via))
+        network.at(number * JOIN_INTERVAL, _joiner(network, node, via, done))
     network.run()
     return network
 
 
-def _joiner(network: SimNetwork, node: SimNode, via: SimNode) -> Callable[[], None]:
-    return lambda: network.join(node, via)
+def _joiner(
+    network: SimNetwork, node: SimNode, via: SimNode, done: Callable[[], None]
+) -> Callable[[], None]:
+    return lambda: network.join(node, via, done)
 
 
 def _view(record: LookupRecord) -> tuple[bytes, ...]:
@@ -186,10 +202,20 @@ def simulate(
     failed_shares: Sequence[float] = FAILED_SHARES,
     keys: int = 200,
     origins: int = 5,
+    progress: Callable[[int], None] | None = None,
 ) -> SimFigures:
-    """Build a network of ``size`` nodes and measure lookups at each share of failed nodes."""
+    """Build a network of ``size`` nodes and measure lookups at each share of failed nodes.
+
+    Args:
+        size: Nodes.
+        seed: The seed.
+        failed_shares: Shares of failed nodes to measure at (cumulative).
+        keys: Keys looked up at each share.
+        origins: Lookups per key, each from another live node.
+        progress: Called with the number of nodes joined, every tenth of them.
+    """
     wall, cpu = time.perf_counter(), time.process_time()
-    network = build(size, seed)
+    network = build(size, seed, progress=progress)
     figures = SimFigures(
         nodes=size,
         seed=seed,
@@ -277,12 +303,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--keys and --origins must be at least 1")
     results = []
     for size in args.nodes:
+        started = time.perf_counter()
+
+        def progress(joined: int, size: int = size, started: float = started) -> None:
+            seconds = time.perf_counter() - started
+            print(f"{size:,d} nodes: {joined:,d} joined after {seconds:.0f} s", file=sys.stderr)
+
         figures = simulate(
-            size, args.seed, failed_shares=args.failed, keys=args.keys, origins=args.origins
+            size,
+            args.seed,
+            failed_shares=args.failed,
+            keys=args.keys,
+            origins=args.origins,
+            progress=progress if size >= 1000 else None,
         )
         results.append(figures)
-        if not args.json:
-            print(f"{size:,d} nodes done in {figures.wall_seconds:.1f} s", file=sys.stderr)
+        print(f"{size:,d} nodes done in {figures.wall_seconds:.1f} s", file=sys.stderr)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
         document = {"peak_rss_mib": round(peak_mib), "runs": [asdict(r) for r in results]}
