@@ -325,8 +325,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(document, indent=2))
         return
     print(
-        f"DHT simulation, seed {args.seed}: k=20, alpha=3; one-way latency 10-100 ms, request"
-        " timeout 10 s (virtual time)"
+        f"DHT simulation, seed {args.seed}: k=20, alpha=3; one-way latency 10-100 ms, FIND_NODE"
+        " timeout 5 s, lookup timeout 30 s (virtual time)"
     )
     print(format_table(results))
     print(f"peak memory {peak_mib:.0f} MiB")

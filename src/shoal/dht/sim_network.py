@@ -10,7 +10,8 @@ records the asker as heard from (``observe``) and answers with ``closest(target,
 left out), and the answer reaches the asker after another latency, who records the answerer as
 heard from and feeds the answer to its lookup. A failed node never answers: the asker's
 ``timeout`` expires under the virtual clock, and it calls ``Lookup.failed`` and
-``RoutingTable.failed``. When ``observe`` asks for a full bucket's stalest entry to be checked,
+``RoutingTable.failed``; a lookup still running after ``lookup_timeout`` ends with what it has,
+as the real node's does. When ``observe`` asks for a full bucket's stalest entry to be checked,
 the node pings it (an answer is ``observe``, a timeout is ``failed``), as the real node does.
 
 Joining is what the real node does: it is connected to one known node (both record the other as
@@ -47,6 +48,11 @@ K = 20
 ALPHA = 3
 #: Seconds between bucket refreshes (libp2p: 10 minutes).
 REFRESH_INTERVAL = 600.0
+#: Seconds a FIND_NODE may take before the lookup moves on, and seconds after which a lookup
+#: ends with the closest nodes that answered so far: the real node's ``DHT_QUERY_TIMEOUT`` and
+#: ``DHT_LOOKUP_TIMEOUT`` (``shoal.dht.routing``).
+QUERY_TIMEOUT = 5.0
+LOOKUP_TIMEOUT = 30.0
 
 Found = list[tuple[bytes, tuple[str, ...]]]
 
@@ -160,6 +166,11 @@ class _RunningLookup:
         self.lookup = Lookup(
             target, seeds, k=network.k, alpha=network.alpha, exclude=(origin.node_id,)
         )
+        network.at(network.lookup_timeout, self.deadline)
+
+    def deadline(self) -> None:
+        if not self.finished:
+            self.finish()
 
     def step(self) -> None:
         if self.finished:
@@ -210,6 +221,7 @@ class SimNetwork:
         alpha: Queries in flight per lookup.
         latency: Smallest and largest one-way message latency, in seconds.
         timeout: Seconds after which a request without an answer counts as failed.
+        lookup_timeout: Seconds after which a lookup ends with what it found so far.
     """
 
     def __init__(
@@ -219,13 +231,15 @@ class SimNetwork:
         k: int = K,
         alpha: int = ALPHA,
         latency: tuple[float, float] = (0.01, 0.1),
-        timeout: float = 10.0,
+        timeout: float = QUERY_TIMEOUT,
+        lookup_timeout: float = LOOKUP_TIMEOUT,
     ) -> None:
         self.rng = random.Random(seed)
         self.k = k
         self.alpha = alpha
         self.latency = latency
         self.timeout = timeout
+        self.lookup_timeout = lookup_timeout
         self.clock = VirtualClock()
         self.nodes: list[SimNode] = []
         self.by_id: dict[bytes, SimNode] = {}

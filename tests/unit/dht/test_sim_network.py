@@ -61,7 +61,7 @@ def test_a_node_that_joins_through_one_node_learns_the_network_and_is_learnt() -
 
 
 def test_failed_nodes_time_out_under_virtual_time_and_the_lookup_still_ends() -> None:
-    network = SimNetwork(seed=3, timeout=10.0)
+    network = SimNetwork(seed=3, timeout=10.0, lookup_timeout=300.0)
     first = network.add_node()
     for _ in range(80):
         node = network.add_node()
@@ -95,3 +95,23 @@ def test_events_run_in_time_order_and_the_clock_follows() -> None:
     network.at(2.0, lambda: seen.append(("c", network.now())))
     network.run()
     assert seen == [("a", 1.0), ("b", 2.0), ("c", 2.0)]
+
+
+def test_a_lookup_that_runs_out_of_time_ends_with_what_it_has() -> None:
+    network = SimNetwork(seed=4, timeout=5.0, lookup_timeout=7.0)
+    first = network.add_node()
+    for _ in range(30):
+        node = network.add_node()
+        network.join(node, first)
+        network.run()
+    origin = network.nodes[-1]
+    for node in network.nodes:
+        if node is not origin:
+            network.fail(node)
+    records: list[LookupRecord] = []
+    network.lookup(origin, random.Random(1).randbytes(32), records.append)
+    network.run()
+    (record,) = records
+    assert record.seconds == 7.0  # two waves of timeouts would take 10 s
+    assert record.found == []
+    assert record.queries == 6  # alpha, then alpha more after the first wave timed out
