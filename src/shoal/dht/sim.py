@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from shoal.dht.sim_network import LookupRecord, SimNetwork, SimNode
+from shoal.dht.sim_network import QUERY_TIMEOUT, LookupRecord, SimNetwork, SimNode
 
 __all__ = ["LevelFigures", "SimFigures", "build", "main", "measure", "simulate"]
 
@@ -104,15 +104,22 @@ class SimFigures:
         return figures
 
 
-def build(size: int, seed: int, *, progress: Callable[[int], None] | None = None) -> SimNetwork:
+def build(
+    size: int,
+    seed: int,
+    *,
+    timeout: float = QUERY_TIMEOUT,
+    progress: Callable[[int], None] | None = None,
+) -> SimNetwork:
     """A network of ``size`` nodes that joined one by one (see the module docstring).
 
     Args:
         size: Nodes.
         seed: The seed.
+        timeout: Seconds a FIND_NODE to a failed node takes to time out.
         progress: Called with the number of nodes joined so far, every tenth of them.
     """
-    network = SimNetwork(seed)
+    network = SimNetwork(seed, timeout=timeout)
     network.add_node()
     joined = [1]
     step = max(1, size // 10)
@@ -202,6 +209,7 @@ def simulate(
     failed_shares: Sequence[float] = FAILED_SHARES,
     keys: int = 200,
     origins: int = 5,
+    timeout: float = QUERY_TIMEOUT,
     progress: Callable[[int], None] | None = None,
 ) -> SimFigures:
     """Build a network of ``size`` nodes and measure lookups at each share of failed nodes.
@@ -212,10 +220,11 @@ def simulate(
         failed_shares: Shares of failed nodes to measure at (cumulative).
         keys: Keys looked up at each share.
         origins: Lookups per key, each from another live node.
+        timeout: Seconds a FIND_NODE to a failed node takes to time out.
         progress: Called with the number of nodes joined, every tenth of them.
     """
     wall, cpu = time.perf_counter(), time.process_time()
-    network = build(size, seed, progress=progress)
+    network = build(size, seed, timeout=timeout, progress=progress)
     figures = SimFigures(
         nodes=size,
         seed=seed,
@@ -297,10 +306,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--origins", type=int, default=5, help="lookups per key, from as many nodes"
     )
+    parser.add_argument(
+        "--timeout", type=float, default=QUERY_TIMEOUT, help="FIND_NODE timeout, s (default 5)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
-    if args.keys < 1 or args.origins < 1:
-        parser.error("--keys and --origins must be at least 1")
+    if args.keys < 1 or args.origins < 1 or args.timeout <= 0:
+        parser.error("--keys and --origins must be at least 1, --timeout above 0")
     results = []
     for size in args.nodes:
         started = time.perf_counter()
@@ -315,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             failed_shares=args.failed,
             keys=args.keys,
             origins=args.origins,
+            timeout=args.timeout,
             progress=progress if size >= 1000 else None,
         )
         results.append(figures)
@@ -326,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     print(
         f"DHT simulation, seed {args.seed}: k=20, alpha=3; one-way latency 10-100 ms, FIND_NODE"
-        " timeout 5 s, lookup timeout 30 s (virtual time)"
+        f" timeout {args.timeout:g} s, lookup timeout 30 s (virtual time)"
     )
     print(format_table(results))
     print(f"peak memory {peak_mib:.0f} MiB")

@@ -182,15 +182,18 @@ class _RunningLookup:
         if not queries and self.lookup.done:
             self.finish()
 
+    # A finished lookup's queries are cancelled, as the real node's are: an answer or a
+    # timeout that comes later changes nothing, not even the origin's table.
+
     def answered(self, node: SimNode, found: Found) -> None:
-        self.network.heard(self.origin, node)
         if not self.finished:
+            self.network.heard(self.origin, node)
             self.lookup.succeeded(node.node_id, found)
             self.step()
 
     def timed_out(self, node_id: bytes) -> None:
-        self.origin.table.failed(node_id, self.network.now())
         if not self.finished:
+            self.origin.table.failed(node_id, self.network.now())
             self.lookup.failed(node_id)
             self.step()
 
