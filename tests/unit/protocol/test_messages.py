@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.protocol import (
+    DEFAULT_MAX_HEADER_SIZE,
     MESSAGES,
     REQUEST_TYPES,
     RESPONSE_FOR,
     Auth,
     BlockData,
-    DEFAULT_MAX_HEADER_SIZE,
     Error,
     FindNode,
     Frame,
