@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -46,6 +47,7 @@ def test_the_same_seed_gives_the_same_figures_and_another_seed_others() -> None:
     other = simulate(50, seed=6, keys=10, origins=3)
     assert first.seeded() == again.seeded()
     assert first.seeded() != other.seeded()
+    assert gc.isenabled()  # the run turns the cyclic collector off, and back on
 
 
 def test_figures_do_not_depend_on_the_process_hash_seed() -> None:
