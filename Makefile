@@ -14,7 +14,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(PYTHON_VERSION)
 
-.PHONY: run test lint bench clean venv
+.PHONY: run test lint bench sim clean venv
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no Python 3.11 or later found on PATH (tried $(PYTHON_CANDIDATES)); install one, or name it: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -44,6 +44,10 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+
+# The DHT simulation (docs/simulation.md); bench.py runs it too. SIM_ARGS="--nodes 100 --json".
+sim: $(STAMP)
+	$(BIN)/python -m shoal.dht.sim $(SIM_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-*/ build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -7,7 +7,8 @@ Run with ``make bench``. Measured in one run:
   does) and through its gRPC API (``--grpc``, a grpcio client streaming 1 MiB messages), and
   the in-process Python API;
 - three nodes (R=3): three ``shoal run`` subprocesses, put through one, get through another;
-- peak RSS (VmHWM) of every node process, also for a larger file (``--rss-size``).
+- peak RSS (VmHWM) of every node process, also for a larger file (``--rss-size``);
+- the DHT simulation (``make sim``) at 100, 1,000 and 10,000 nodes (``--no-sim`` skips it).
 
 Timings live here only, never in test asserts.
 """
@@ -293,6 +294,7 @@ def main() -> None:
     parser.add_argument(
         "--grpc-only", action="store_true", help="only the gRPC API figures (one node)"
     )
+    parser.add_argument("--no-sim", action="store_true", help="skip the DHT simulation (make sim)")
     args = parser.parse_args()
     base = args.dir or Path(tempfile.gettempdir())
     root = Path(tempfile.mkdtemp(prefix="shoal-bench-", dir=base))
@@ -371,6 +373,10 @@ def main() -> None:
             print(json.dumps(figures, indent=2))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    if not args.no_sim:  # in its own process: its memory is not counted above
+        print("\nDHT simulation (make sim, docs/simulation.md):", flush=True)
+        sim = [sys.executable, "-m", "shoal.dht.sim", *(["--json"] if args.json else [])]
+        subprocess.run(sim, check=True)
 
 
 if __name__ == "__main__":
