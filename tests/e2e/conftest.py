@@ -182,6 +182,7 @@ class ShoalNode:
         self._before_first_launch = before_first_launch
         self.proc: subprocess.Popen[bytes] | None = None
         self.should_run = False  # False once we stopped or killed it on purpose
+        self._listen_host = "127.0.0.1"  # where wait_ready expects it to listen
         self.starts = 0
         self.listen: str | None = None  # peer address, from `shoal status --json`
         self.node_id: str | None = None
@@ -283,7 +284,7 @@ class ShoalNode:
         self.listen = status["listen"]
         self.node_id = status["node_id"]
         assert isinstance(self.listen, str), status
-        assert self.listen.startswith("127.0.0.1:"), status
+        assert self.listen.startswith(f"{self._listen_host}:"), status
 
     def start(self, **kwargs: Any) -> ShoalNode:
         """:meth:`launch` then :meth:`wait_ready`."""

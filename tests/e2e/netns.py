@@ -32,15 +32,12 @@ from typing import Final
 import pytest
 
 from tests.e2e.conftest import (
-    BANNER,
     COMMAND_TIMEOUT,
     SHOAL,
-    START_TIMEOUT,
     Result,
     ShoalNode,
     _text,
     shoal_env,
-    wait_for,
 )
 
 IP_TIMEOUT: Final = 30.0
@@ -263,22 +260,6 @@ class NamespacedNode(ShoalNode):
             )
         self.should_run = True
         self.listen = None
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        out_path = self._log_path("out")
-
-        def banner() -> tuple[bool, str]:
-            if not self.alive:
-                raise AssertionError(self.death_message("before printing its banner"))
-            text = out_path.read_text(errors="replace")
-            return BANNER in text, text
-
-        wait_for(banner, what=f"{self.name} to print its banner", timeout=timeout)
-        status = self.status()
-        self.listen = status["listen"]
-        self.node_id = status["node_id"]
-        assert isinstance(self.listen, str), status
-        assert self.listen.startswith(f"{self._listen_host}:"), status
 
     @property
     def port(self) -> int:
