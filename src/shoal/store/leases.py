@@ -29,6 +29,7 @@ pass every time in, nothing here reads the clock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -136,6 +137,7 @@ class LeaseTable:
         self.max_per_grantor = max_per_grantor
         self.max_total = max_total
         self._lock = threading.Lock()
+        self._stripes = tuple(threading.Lock() for _ in range(64))
         self._warned_at: float | None = None
         self.refused = 0  # rows refused at a bound since start
         try:
@@ -191,6 +193,22 @@ class LeaseTable:
                 raise
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def guard(self, block_id: bytes) -> Iterator[None]:
+        """Hold ``block_id`` still: GC checks a block's leases and deletes it under this lock,
+        and storing a block and leasing it happen under it too, so a block cannot be deleted
+        between "stored, leased" and an answer saying so."""
+        with self._stripes[block_id[0] % len(self._stripes)]:
+            yield
+
+    @contextmanager
+    def guard_many(self, block_ids: Iterable[bytes]) -> Iterator[None]:
+        """``guard`` for several blocks at once (locks taken in one order: no deadlock)."""
+        with contextlib.ExitStack() as stack:
+            for index in sorted({b[0] % len(self._stripes) for b in block_ids}):
+                stack.enter_context(self._stripes[index])
+            yield
 
     @contextmanager
     def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
