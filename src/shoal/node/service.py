@@ -84,6 +84,8 @@ def _check_options(opts: RuntimeOptions) -> None:
         raise ConfigError(f"manifest fanout must be 2 to {MAX_CHILDREN}")
     if opts.window < 1:
         raise ConfigError("the transfer window must be at least 1")
+    if opts.gc_grace < 0 or opts.pending_lease < 0:
+        raise ConfigError("the GC grace period and the pending lease must be 0 seconds or more")
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -227,6 +229,7 @@ class Node:
         reserved_space: int | None = None,
         limits: Mapping[str, object] | None = None,
         options: RuntimeOptions | None = None,
+        gc_grace: float | None = None,
     ) -> AsyncIterator[Node]:
         """Start a node on ``data_dir`` (initialized on first use).
 
@@ -252,6 +255,8 @@ class Node:
             limits: transport limits to change, by name (``TransportLimits`` fields), over
                 config.toml's ``[limits]``.
             options: low-level tunables (timeouts, chunk size, window), mainly for tests.
+            gc_grace: seconds a block with no live lease is kept before garbage collection
+                frees it (default from config.toml's node.gc_grace, else ``options``', 24 h).
 
         Raises:
             AddressInUse: ``listen`` is taken.
@@ -281,6 +286,9 @@ class Node:
                 None if network else base.network_secret if base.network else data.network.secret
             ),
         )
+        if gc_grace is not None or config.gc_grace is not None:
+            grace = gc_grace if gc_grace is not None else config.gc_grace
+            opts = dataclasses.replace(opts, gc_grace=grace)
         _check_options(opts)
         runtime = NodeRuntime(data, opts)
         await runtime.start()
