@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -18,7 +19,10 @@ from shoal.client.http import Client
 __all__ = ["gc", "pin"]
 
 
-def _data_dir_option() -> Any:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _data_dir_option() -> Callable[[F], F]:
     # The same option as every other command's (cli.main.data_dir_option; not imported:
     # main imports this module).
     return click.option(

@@ -286,8 +286,8 @@ class Node:
                 None if network else base.network_secret if base.network else data.network.secret
             ),
         )
-        if gc_grace is not None or config.gc_grace is not None:
-            grace = gc_grace if gc_grace is not None else config.gc_grace
+        grace = gc_grace if gc_grace is not None else config.gc_grace
+        if grace is not None:
             opts = dataclasses.replace(opts, gc_grace=grace)
         _check_options(opts)
         runtime = NodeRuntime(data, opts)
