@@ -7,8 +7,8 @@ which releases this node's leases network-wide (``docs/leases.md``).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
