@@ -315,7 +315,7 @@ async def release_roots(
                 short_id(root),
                 exc,
             )
-        stats.released += await rt.io(rt.leases.release, rt.node_id, root)
+        stats.released += await rt.io(rt.leases.release, rt.node_id, root, now=_now(rt))
         nodes.discard(rt.node_id)
         results = await asyncio.gather(*(_release_on(rt, n, root) for n in nodes))
         for node_id, dropped in zip(nodes, results, strict=True):

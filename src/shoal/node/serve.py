@@ -134,7 +134,10 @@ class RequestHandler:
             return Leased(held=await rt.io(_lease, rt, peer.peer_id, message))
         if isinstance(message, Release):
             # Only ever the sender's own leases: nobody can release another owner's.
-            return Released(count=await rt.io(rt.leases.release, peer.peer_id, message.root))
+            count = await rt.io(
+                rt.leases.release, peer.peer_id, message.root, now=rt.options.clock.time()
+            )
+            return Released(count=count)
         if isinstance(message, FindNode):
             if rt.dht is None:
                 raise RemoteProtocolError("FIND_NODE is not served: this node runs no DHT")

@@ -309,14 +309,26 @@ class LeaseTable:
                 )
         return refused
 
-    def release(self, owner: bytes, root: bytes) -> int:
-        """Drop ``owner``'s leases for file ``root`` (no one else's); return how many."""
+    def release(self, owner: bytes, root: bytes, *, now: float | None = None) -> int:
+        """Drop ``owner``'s leases for file ``root`` (no one else's); return how many.
+
+        With ``now``, a block left with no lease counts as unleased since ``now`` (its grace
+        period starts); without, from when GC first sees it.
+        """
         with self._transaction("releasing leases") as conn:
             counts = conn.execute(
                 "SELECT granted_by, count(*) FROM leases WHERE owner = ? AND root = ? "
                 "GROUP BY granted_by",
                 (owner, root),
             ).fetchall()
+            if now is not None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO unleased (block_id, since) "
+                    "SELECT block_id, ? FROM leases l WHERE owner = ? AND root = ? "
+                    "AND NOT EXISTS (SELECT 1 FROM leases o WHERE o.block_id = l.block_id "
+                    "AND NOT (o.owner = ? AND o.root = ?))",
+                    (now, owner, root, owner, root),
+                )
             conn.execute("DELETE FROM leases WHERE owner = ? AND root = ?", (owner, root))
         return self._uncount(counts)
 
@@ -444,8 +456,14 @@ class LeaseTable:
 
     def prune(self, now: float, grace: float) -> int:
         """Drop rows that expired more than ``grace`` seconds ago (they protect nothing any
-        more; a block left with no row starts a new grace period, which only delays GC)."""
+        more); a block left with no row counts as unleased since its last lease ended."""
         with self._transaction("pruning leases") as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO unleased (block_id, since) "
+                "SELECT block_id, max(expires) FROM leases GROUP BY block_id "
+                "HAVING max(expires) < ?",
+                (now - grace,),
+            )
             counts = conn.execute(
                 "SELECT granted_by, count(*) FROM leases WHERE expires < ? GROUP BY granted_by",
                 (now - grace,),
