@@ -20,14 +20,13 @@ the collector's ``TaskSet``; passes never overlap (one lock).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shoal.content import ReadCap
-from shoal.errors import ShoalError, StorageError
+from shoal.errors import ShoalError
 from shoal.transport.tasks import TaskSet
 
 if TYPE_CHECKING:
@@ -162,5 +161,7 @@ class Collector:
         clock = self._rt.options.clock
         while True:
             await clock.sleep(self.interval)
-            with contextlib.suppress(StorageError):
+            try:
                 await self.run_pass()
+            except ShoalError as exc:  # a disk or database error: try again next time
+                log.warning("GC pass failed: %s", exc)

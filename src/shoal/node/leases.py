@@ -26,7 +26,6 @@ asked again during the same pass.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -415,8 +414,10 @@ class LeaseKeeper:
         clock = self._rt.options.clock
         await clock.sleep(self.first)
         while True:
-            with contextlib.suppress(ShoalError):
+            try:
                 await self.renew()
+            except ShoalError as exc:  # renewals are retried next time; leases last 31 days
+                log.warning("lease renewal failed: %s", exc)
             await clock.sleep(self.interval)
 
     async def renew(self) -> LeaseStats:
