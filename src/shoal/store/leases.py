@@ -154,20 +154,21 @@ class LeaseTable:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate(conn)
-            self._per_grantor: dict[bytes, int] = {
-                bytes(g): int(n)
-                for g, n in conn.execute(
-                    "SELECT granted_by, count(*) FROM leases GROUP BY granted_by"
-                )
-            }
+            self._recount(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise StorageError(f"lease table {self._path}: opening failed ({exc})") from exc
         except BaseException:
             conn.close()
             raise
-        self._total = sum(self._per_grantor.values())
         self._conn: sqlite3.Connection | None = conn
+
+    def _recount(self, conn: sqlite3.Connection) -> None:
+        self._per_grantor: dict[bytes, int] = {
+            bytes(g): int(n)
+            for g, n in conn.execute("SELECT granted_by, count(*) FROM leases GROUP BY granted_by")
+        }
+        self._total = sum(self._per_grantor.values())
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS lease_meta (key TEXT PRIMARY KEY, value TEXT)")
@@ -223,6 +224,8 @@ class LeaseTable:
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
+                    # The row counts were changed with the rows: read them again.
+                    self._recount(conn)
                     raise
             except sqlite3.Error as exc:
                 raise StorageError(f"lease table {self._path}: {action} failed ({exc})") from exc
@@ -292,8 +295,9 @@ class LeaseTable:
                     f"DELETE FROM unleased WHERE block_id IN ({','.join('?' * len(part))})",
                     tuple(part),
                 )
-        self._per_grantor[grantor] = self._per_grantor.get(grantor, 0) + added
-        self._total += added
+            # Under the lock, with the rows (recounted if the commit fails).
+            self._per_grantor[grantor] = self._per_grantor.get(grantor, 0) + added
+            self._total += added
         if refused:
             self.refused += refused
             if self._warned_at is None or now - self._warned_at >= _LIMIT_LOG_INTERVAL:
@@ -330,7 +334,7 @@ class LeaseTable:
                     (now, owner, root, owner, root),
                 )
             conn.execute("DELETE FROM leases WHERE owner = ? AND root = ?", (owner, root))
-        return self._uncount(counts)
+            return self._uncount(counts)
 
     def _uncount(self, counts: list[tuple[bytes, int]]) -> int:
         dropped = 0
@@ -452,7 +456,7 @@ class LeaseTable:
                     counts[bytes(grantor)] = counts.get(bytes(grantor), 0) + int(n)
                 conn.execute(f"DELETE FROM leases WHERE block_id IN ({marks})", tuple(part))
                 conn.execute(f"DELETE FROM unleased WHERE block_id IN ({marks})", tuple(part))
-        return self._uncount(list(counts.items()))
+            return self._uncount(list(counts.items()))
 
     def prune(self, now: float, grace: float) -> int:
         """Drop rows that expired more than ``grace`` seconds ago (they protect nothing any
@@ -469,7 +473,7 @@ class LeaseTable:
                 (now - grace,),
             ).fetchall()
             conn.execute("DELETE FROM leases WHERE expires < ?", (now - grace,))
-        return self._uncount(counts)
+            return self._uncount(counts)
 
     def forget_unleased_except(self, block_ids: set[bytes]) -> int:
         """Drop ``unleased`` entries of blocks not in ``block_ids`` (no longer held here)."""
@@ -513,6 +517,6 @@ class LeaseTable:
             )
             added = conn.execute("SELECT count(*) FROM leases").fetchone()[0] - before
             conn.execute("INSERT INTO lease_meta (key, value) VALUES ('adopted', '1')")
-        self._per_grantor[owner] = self._per_grantor.get(owner, 0) + int(added)
-        self._total += int(added)
+            self._per_grantor[owner] = self._per_grantor.get(owner, 0) + int(added)
+            self._total += int(added)
         return len(ids)
