@@ -6,15 +6,18 @@ holds; background renewal and GC are pushed out of the way (each test runs passe
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
-from shoal import Node
+from shoal import Client, Node
+from shoal.api.http import serve_api
 from shoal.content import ReadCap
-from shoal.errors import QuorumNotMet, ShoalError
+from shoal.errors import InvalidCapability, QuorumNotMet, ShoalError, StorageFull
 from shoal.ids import sha256
 from shoal.node.get import walk_block_ids
 from shoal.node.leases import transfer_leases
@@ -50,6 +53,17 @@ async def three(cluster: Cluster) -> list[Node]:
     for node in nodes:
         await node.wait_for_peers(2)
     return nodes
+
+
+async def gc_until(node: Node, expected: set[bytes], timeout: float = 30.0) -> None:
+    """Run GC passes on ``node`` until it holds exactly ``expected`` (or fail)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            await node.gc()
+            if local_blocks(node) == expected:
+                return
+            assert local_blocks(node) >= expected, "GC deleted a block it had to keep"
+            await asyncio.sleep(0.05)
 
 
 async def file_blocks(node: Node, cap: str) -> set[bytes]:
@@ -116,8 +130,9 @@ async def test_a_failed_put_is_freed_and_a_finished_one_kept(
         await n0.store("bad", broken())
     assert all(local_blocks(n) > before[n.node_id] for n in (n0, n1, n2))
     for node in (n0, n1, n2):
-        await node.gc()
-        assert local_blocks(node) == before[node.node_id]
+        # A holder may still be writing a block whose PUT_BLOCK the failed put abandoned
+        # (with its pending lease): GC until it is gone.
+        await gc_until(node, before[node.node_id])
     async with n2.get(cap) as reader:
         assert await reader.read() == good
 
@@ -205,3 +220,69 @@ async def test_gc_never_deletes_what_the_catalog_needs(
     assert result.blocks == 0
     assert result.kept_for_catalog == len(blocks)
     assert blocks <= local_blocks(n0)
+
+
+async def test_a_lease_flood_is_refused_at_the_bound_and_others_still_lease(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    small = dataclasses.replace(QUICK_GC, max_leases_per_owner=8, max_leases=1000)
+    holder = await cluster.add("holder", options=small)
+    flooder = await cluster.add("flooder", options=QUICK_GC, peers=[holder.listen_address])
+    owner = await cluster.add("owner", options=QUICK_GC, peers=[holder.listen_address])
+    await holder.wait_for_peers(2)
+    payloads = [i.to_bytes(4, "big") * 8 for i in range(20)]
+    ids = tuple(sha256(p) for p in payloads)
+    for block_id, payload in zip(ids, payloads, strict=True):
+        rt(holder).blocks.put(block_id, payload)
+    conn = await rt(flooder).routing.connect(rt(holder).node_id)
+    root = sha256(b"flood")
+    with pytest.raises(StorageFull):
+        await conn.request(Lease(root=root, seconds=3600, block_ids=ids), timeout=10)
+    # The flood is refused ever after, renewing what it has is not, and nothing grew past 8.
+    for n in range(5):
+        with pytest.raises(StorageFull):
+            await conn.request(
+                Lease(root=sha256(bytes([n])), seconds=60, block_ids=ids), timeout=10
+            )
+    assert await conn.request(Lease(root=root, seconds=7200, block_ids=ids[:8]), timeout=10) == (
+        Leased(held=(True,) * 8)
+    )
+    assert rt(holder).leases.rows_of(rt(flooder).node_id) == 8
+    assert len([r for r in caplog.records if "lease table full" in r.getMessage()]) == 1
+    # Another owner is not held back by the flooder's bound.
+    other = await rt(owner).routing.connect(rt(holder).node_id)
+    answer = await other.request(Lease(root=root, seconds=60, block_ids=ids[8:16]), timeout=10)
+    assert answer == Leased(held=(True,) * 8)
+
+
+async def test_pin_gc_and_renew_over_http(
+    cluster: Cluster, tmp_path: Path, random_bytes: Callable[[int], bytes]
+) -> None:
+    n0, n1, _ = await three(cluster)
+    data = random_bytes(MiB + 11)
+    cap = await n0.store("shared", data)
+    async with serve_api(n1, tmp_path / "n1") as api:
+        client = Client.from_data_dir(api.data_dir)
+        with client:
+            pinned = await asyncio.to_thread(client.pin, cap, "kept")
+            # Two data blocks and the root, leased on all three holders.
+            assert (pinned["name"], pinned["cap"], pinned["blocks"]) == ("kept", cap, 3)
+            assert pinned["leased"] == 9
+            with pytest.raises(InvalidCapability):
+                await asyncio.to_thread(client.pin, "shoal:v:" + cap.split(":")[2], "x")
+            renewed = await asyncio.to_thread(client.renew_leases)
+            assert renewed["roots"] == 1
+            assert renewed["blocks"] == 3
+            await n0.remove("shared")
+            assert (await asyncio.to_thread(client.gc))["blocks"] == 0
+            await asyncio.to_thread(client.remove, "kept")
+            freed = await asyncio.to_thread(client.gc)
+            assert freed["blocks"] == 3
+            assert freed["bytes"] > MiB
+        async with httpx.AsyncClient(
+            base_url=api.url, headers={"Authorization": f"Bearer {api.token}"}
+        ) as http:
+            for body in (b"not json", b"[1]", b'{"cap": 1, "name": "x"}', b"x" * 9000):
+                answer = await http.post("/v1/pins", content=body)
+                assert answer.status_code == 400, body[:20]
+                assert answer.json()["error"]["code"] == "config"
