@@ -286,3 +286,27 @@ async def test_pin_gc_and_renew_over_http(
                 answer = await http.post("/v1/pins", content=body)
                 assert answer.status_code == 400, body[:20]
                 assert answer.json()["error"]["code"] == "config"
+
+
+async def test_a_folder_and_every_file_in_it_are_leased_and_released(
+    cluster: Cluster, tmp_path: Path, random_bytes: Callable[[int], bytes]
+) -> None:
+    n0, n1, n2 = await three(cluster)
+    source = tmp_path / "album"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.bin").write_bytes(random_bytes(MiB + 1))
+    (source / "sub" / "b.bin").write_bytes(random_bytes(1000))
+    alone = random_bytes(2000)
+    (source / "sub" / "alone.bin").write_bytes(alone)
+    alone_cap = await n0.store("alone.bin", alone)  # the same bytes, also on its own
+    empty = {n.node_id: local_blocks(n) for n in (n0, n1, n2)}
+    await n0.store_folder("album", source)
+    stored = {n.node_id: local_blocks(n) for n in (n0, n1, n2)}
+    for node in (n0, n1, n2):
+        assert (await node.gc()).blocks == 0  # every object of the folder is leased
+        assert local_blocks(node) == stored[node.node_id]
+    await n0.remove("album")
+    for node in (n0, n1, n2):
+        await gc_until(node, empty[node.node_id])
+    async with n2.get(alone_cap) as reader:  # still kept under its own name
+        assert await reader.read() == alone
