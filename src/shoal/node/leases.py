@@ -62,7 +62,6 @@ log = logging.getLogger(__name__)
 #: Nodes beyond the R closest asked to lease a block (those a put may have placed it on when
 #: some of the R closest failed; ``node.blocks.SPARE_HOLDERS``).
 SPARE_HOLDERS = 8
-FOLDER_MEDIA_TYPE = "inode/directory"  # node.folders.FOLDER_MEDIA_TYPE (no import cycle)
 
 
 @dataclass
@@ -103,11 +102,13 @@ async def grant_pending(rt: NodeRuntime, owner: bytes, block_ids: Sequence[bytes
 async def entry_roots(rt: NodeRuntime, cap: ReadCap, media_type: str) -> AsyncIterator[bytes]:
     """The root CID of a catalog object and, for a folder, of every file and directory in it
     (depth first; a damaged folder stops the walk with its error)."""
+    # Imported here: node.folders imports node.put, which imports this module.
+    from shoal.content.directory import EnterDir, FolderWalk, PutFile
+    from shoal.node.folders import FOLDER_MEDIA_TYPE, folder_steps
+
     yield cap.cid
     if media_type != FOLDER_MEDIA_TYPE:
         return
-    from shoal.content.directory import EnterDir, FolderWalk, PutFile
-    from shoal.node.folders import folder_steps
 
     async for step in folder_steps(rt, FolderWalk(cap)):
         if isinstance(step, EnterDir | PutFile) and step.entry is not None:
