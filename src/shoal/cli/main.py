@@ -24,6 +24,8 @@ import click
 from shoal import defaults
 from shoal.cli.demo import run_demo
 from shoal.cli.files import default_file_name, output_path
+from shoal.cli.leases import gc as gc_command
+from shoal.cli.leases import pin as pin_command
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
 from shoal.cli.run import NodeSettings, configure_logging, refuse_if_running, run_node
 from shoal.cli.ui import ui as ui_command
@@ -261,6 +263,23 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     help="Do not look for nodes on the local network with mDNS, nor announce this one (also "
     "config.toml's node.mdns = false; a node listening on 127.0.0.1 never uses mDNS).",
 )
+@click.option(
+    "--gc-grace",
+    "gc_grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Keep a block no live lease holds this long before garbage collection frees it "
+    "(default: config.toml's node.gc_grace, else 86400, 24 hours).",
+)
+@click.option(
+    "--pending-lease",
+    "pending_lease",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="How long the short lease of a put in progress lasts on its holders (default 3600).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
     data_dir: Path,
@@ -274,6 +293,8 @@ def run(
     limit_settings: tuple[str, ...],
     grpc_address: str | None,
     no_mdns: bool,
+    gc_grace: float | None,
+    pending_lease: float | None,
     verbose: bool,
 ) -> None:
     """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM.
@@ -311,6 +332,8 @@ def run(
         limits=limits,
         grpc=grpc_address,
         mdns=not no_mdns,
+        gc_grace=gc_grace,
+        pending_lease=pending_lease,
     )
     asyncio.run(run_node(data_dir, settings))
 
@@ -557,7 +580,8 @@ def ls(data_dir: Path, as_json: bool, folder: str | None) -> None:
 @data_dir_option()
 @click.argument("name")
 def rm(data_dir: Path, name: str) -> None:
-    """Remove NAME from the node's catalog (and unpin its blocks locally)."""
+    """Remove NAME from the node's catalog and release this node's leases on its blocks on
+    every node that can be reached (garbage collection then frees what no one else keeps)."""
     with Client.from_data_dir(data_dir) as client:
         client.remove(name)
     click.echo(f"removed {name}")
@@ -603,7 +627,7 @@ def status(data_dir: Path, as_json: bool) -> None:
         _print_json(info)
         return
     for key, value in info.items():
-        if key == "bytes" and isinstance(value, int):
+        if key in ("bytes", "bytes_for_others") and isinstance(value, int):
             shown = format_size(value)
         elif isinstance(value, float):
             shown = f"{value:.1f}"
@@ -636,6 +660,8 @@ def demo(once: bool, ephemeral_ports: bool, data_root: Path | None, verbose: boo
 
 
 cli.add_command(ui_command)
+cli.add_command(pin_command)
+cli.add_command(gc_command)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -86,6 +87,9 @@ class NodeSettings:
     grpc: str | None = None  # HOST:PORT of the gRPC API; None: no gRPC API
     #: False: no mDNS (``--no-mdns``); True: as config.toml says (on by default).
     mdns: bool = True
+    #: ``--gc-grace`` (None: config.toml, else 24 h) and ``--pending-lease`` (None: 1 h).
+    gc_grace: float | None = None
+    pending_lease: float | None = None
 
 
 async def run_node(data_dir: Path, settings: NodeSettings) -> None:
@@ -108,7 +112,8 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
                 max_storage=settings.max_storage,
                 reserved_space=settings.reserved_space,
                 limits=settings.limits,
-                options=RuntimeOptions(mdns=settings.mdns),
+                options=_runtime_options(settings),
+                gc_grace=settings.gc_grace,
             ) as node,
             serve_api(node, data_dir) as api,
             _serve_grpc(node, settings.grpc, api.token, data_dir) as grpc_address,
@@ -133,6 +138,13 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
         if not started and undo is not None:
             undo()
         raise
+
+
+def _runtime_options(settings: NodeSettings) -> RuntimeOptions:
+    options = RuntimeOptions(mdns=settings.mdns)
+    if settings.pending_lease is not None:
+        options = dataclasses.replace(options, pending_lease=settings.pending_lease)
+    return options
 
 
 @contextlib.asynccontextmanager

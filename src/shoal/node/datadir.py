@@ -60,6 +60,9 @@ class NodeConfig:
     advertise: list[str] = field(default_factory=list)
     #: Find nodes on the local network and announce this one (``node.mdns``).
     mdns: bool = True
+    #: Seconds a block with no live lease is kept before GC frees it (``node.gc_grace``);
+    #: None: the default (24 hours).
+    gc_grace: float | None = None
     #: Transport limits changed from their defaults (the ``[limits]`` table; names as in
     #: ``shoal.transport.TransportLimits``).
     limits: dict[str, int | float] = field(default_factory=dict)
@@ -82,6 +85,8 @@ class NodeConfig:
             text += f"advertise = [{', '.join(json.dumps(a) for a in self.advertise)}]\n"
         if not self.mdns:
             text += "mdns = false\n"
+        if self.gc_grace is not None:
+            text += f"gc_grace = {self.gc_grace!r}\n"
         if self.limits:
             text += "\n[limits]\n" + "".join(f"{k} = {v!r}\n" for k, v in self.limits.items())
         return text
@@ -110,6 +115,11 @@ class NodeConfig:
         mdns = node.get("mdns", True)
         if not isinstance(mdns, bool):
             raise ConfigError(f"{source}: node.mdns must be true or false")
+        gc_grace = node.get("gc_grace")
+        if gc_grace is not None and (
+            not isinstance(gc_grace, int | float) or isinstance(gc_grace, bool) or gc_grace < 0
+        ):
+            raise ConfigError(f"{source}: node.gc_grace must be a number of seconds, 0 or more")
         limits = data.get("limits", {})
         if not isinstance(limits, dict):
             raise ConfigError(f"{source}: [limits] must be a table")
@@ -123,6 +133,7 @@ class NodeConfig:
             reserved_space=_size_setting(node, "reserved_space", source),
             advertise=list(advertise),
             mdns=mdns,
+            gc_grace=None if gc_grace is None else float(gc_grace),
             limits={name: getattr(checked, name) for name in limits},
         )
 

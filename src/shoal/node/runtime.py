@@ -30,13 +30,16 @@ from shoal.errors import (
 )
 from shoal.ids import decode_id, encode_id, short_id
 from shoal.node.datadir import DataDir
+from shoal.node.gc import Collector
 from shoal.node.handoff import Handoff
+from shoal.node.leases import LeaseKeeper
 from shoal.node.serve import RequestHandler
 from shoal.protocol import (
     GetPeers,
     Peers,
 )
 from shoal.store import BlockStore, Catalog, DataDirLock
+from shoal.store.leases import LeaseTable
 from shoal.transport import (
     Backoff,
     ConnectionManager,
@@ -96,6 +99,18 @@ class RuntimeOptions:
     #: routing table (``docs/decisions/0007-handoff.md``).
     handoff_interval: float = defaults.HANDOFF_INTERVAL
     handoff_settle: float = defaults.HANDOFF_SETTLE
+    #: Leases and garbage collection (``docs/leases.md``): how long a lease lasts, how often
+    #: the catalog's leases are renewed (and when first), how long a put's pending lease
+    #: lasts, how long a block with no live lease is kept (``--gc-grace``), and GC's pace.
+    lease_duration: float = defaults.LEASE_DURATION
+    lease_renew_interval: float = defaults.LEASE_RENEW_INTERVAL
+    lease_renew_first: float = defaults.LEASE_RENEW_FIRST
+    pending_lease: float = defaults.PENDING_LEASE
+    gc_grace: float = defaults.GC_GRACE
+    gc_interval: float = defaults.GC_INTERVAL
+    gc_max_deletes: int = defaults.GC_MAX_DELETES
+    max_leases_per_owner: int = defaults.MAX_LEASES_PER_OWNER
+    max_leases: int = defaults.MAX_LEASES
 
 
 class NodeRuntime:
@@ -129,6 +144,15 @@ class NodeRuntime:
             ),
         )
         self.catalog = Catalog(data.catalog_path)
+        self.leases = LeaseTable(
+            data.catalog_path,
+            max_per_grantor=options.max_leases_per_owner,
+            max_total=options.max_leases,
+        )
+        self.lease_keeper = LeaseKeeper(
+            self, interval=options.lease_renew_interval, first=options.lease_renew_first
+        )
+        self.collector = Collector(self, interval=options.gc_interval)
         self._cpu = ThreadPoolExecutor(options.cpu_threads, thread_name_prefix="shoal-cpu")
         self._io = ThreadPoolExecutor(options.io_threads, thread_name_prefix="shoal-io")
         self.manager = ConnectionManager(
@@ -175,6 +199,7 @@ class NodeRuntime:
             ConfigError: The listen address or a bootstrap address is invalid.
         """
         try:
+            await self.io(self._adopt_existing_blocks)
             await self.manager.start()
             for address in self.options.peers:
                 self.manager.add_bootstrap(address)
@@ -191,6 +216,8 @@ class NodeRuntime:
                 self.dht.start()
             if self.handoff is not None:
                 self.handoff.start()
+            self.lease_keeper.start()
+            self.collector.start()
         except BaseException:
             await self.aclose()
             raise
@@ -202,11 +229,25 @@ class NodeRuntime:
                 continue
             self.manager.learn(node_id, addresses, source=PeerSource.CATALOG)
 
+    def _adopt_existing_blocks(self) -> None:
+        """At the first start with leases, lease every block already on disk to this node
+        for a full lease length: upgrading never makes GC delete anything."""
+        if self.leases.adopted():
+            return
+        now = self.options.clock.time()
+        count = self.leases.adopt(
+            self.node_id, self.blocks.ids(), now + self.options.lease_duration
+        )
+        if count:
+            log.info("leased the %d block(s) already stored here to this node", count)
+
     def add_own_address(self, address: str) -> None:
         """Never dial ``address``: another service of this node (its HTTP API)."""
         self.manager.add_own_address(address)
 
     async def aclose(self) -> None:
+        await self.collector.aclose()
+        await self.lease_keeper.aclose()
         if self.mdns is not None:
             await self.mdns.aclose()
         if self.handoff is not None:
@@ -220,6 +261,7 @@ class NodeRuntime:
         self._cpu.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self._io.shutdown, wait=True)
         self.catalog.close()
+        self.leases.close()
         self._lock.release()
 
     # -- threads -------------------------------------------------------------------------------

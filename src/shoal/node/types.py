@@ -106,6 +106,8 @@ class NodeStatus:
     #: DHT lookups run and FIND_NODE messages sent since start (placement's cost).
     lookups: int = 0
     lookup_messages: int = 0
+    #: Bytes of blocks held here only for other owners (no live lease of this node's own).
+    bytes_for_others: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,6 +127,7 @@ class NodeStatus:
             "connections": self.connections,
             "max_connections": self.max_connections,
             "lookups": self.lookups,
+            "bytes_for_others": self.bytes_for_others,
             "lookup_messages": self.lookup_messages,
         }
 
