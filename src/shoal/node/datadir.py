@@ -60,6 +60,9 @@ class NodeConfig:
     advertise: list[str] = field(default_factory=list)
     #: Find nodes on the local network and announce this one (``node.mdns``).
     mdns: bool = True
+    #: Seconds a node must be unreachable before its copies count as lost
+    #: (``node.repair_delay``; ``docs/repair.md``).
+    repair_delay: float = defaults.REPAIR_DELAY
     #: Transport limits changed from their defaults (the ``[limits]`` table; names as in
     #: ``shoal.transport.TransportLimits``).
     limits: dict[str, int | float] = field(default_factory=dict)
@@ -82,6 +85,8 @@ class NodeConfig:
             text += f"advertise = [{', '.join(json.dumps(a) for a in self.advertise)}]\n"
         if not self.mdns:
             text += "mdns = false\n"
+        if self.repair_delay != defaults.REPAIR_DELAY:
+            text += f"repair_delay = {self.repair_delay!r}\n"
         if self.limits:
             text += "\n[limits]\n" + "".join(f"{k} = {v!r}\n" for k, v in self.limits.items())
         return text
@@ -110,6 +115,13 @@ class NodeConfig:
         mdns = node.get("mdns", True)
         if not isinstance(mdns, bool):
             raise ConfigError(f"{source}: node.mdns must be true or false")
+        repair_delay = node.get("repair_delay", defaults.REPAIR_DELAY)
+        if (
+            not isinstance(repair_delay, int | float)
+            or isinstance(repair_delay, bool)
+            or (repair_delay < 0)
+        ):
+            raise ConfigError(f"{source}: node.repair_delay must be a number of seconds (>= 0)")
         limits = data.get("limits", {})
         if not isinstance(limits, dict):
             raise ConfigError(f"{source}: [limits] must be a table")
@@ -123,6 +135,7 @@ class NodeConfig:
             reserved_space=_size_setting(node, "reserved_space", source),
             advertise=list(advertise),
             mdns=mdns,
+            repair_delay=float(repair_delay),
             limits={name: getattr(checked, name) for name in limits},
         )
 

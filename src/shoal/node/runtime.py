@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from shoal.errors import (
 from shoal.ids import decode_id, encode_id, short_id
 from shoal.node.datadir import DataDir
 from shoal.node.handoff import Handoff
+from shoal.node.repair_loop import Repairer
 from shoal.node.serve import RequestHandler
 from shoal.protocol import (
     GetPeers,
@@ -96,6 +97,17 @@ class RuntimeOptions:
     #: routing table (``docs/decisions/0007-handoff.md``).
     handoff_interval: float = defaults.HANDOFF_INTERVAL
     handoff_settle: float = defaults.HANDOFF_SETTLE
+    #: Repair (``docs/repair.md``): seconds a node must be unreachable before its copies
+    #: count as lost (None: config.toml's node.repair_delay, default one hour); seconds
+    #: between full passes; bytes per second background repair may move (0: no limit);
+    #: seconds after a node went away before a pass.
+    repair_delay: float | None = None
+    repair_interval: float = defaults.REPAIR_INTERVAL
+    repair_rate: float = defaults.REPAIR_RATE
+    repair_settle: float = defaults.REPAIR_SETTLE
+    #: The roots this node holds for others, given the Unix time (the lease table's
+    #: ``roots_held``); None: none besides the catalog's.
+    repair_held_roots: Callable[[float], Iterable[bytes]] | None = None
 
 
 class NodeRuntime:
@@ -162,6 +174,18 @@ class NodeRuntime:
             self.dht.on_node_left(self.handoff.node_left)
         else:
             raise ValueError(f"unknown routing {options.routing!r}: use 'dht' or 'mesh'")
+        self.repair = Repairer(
+            self,
+            delay=(
+                data.config.repair_delay if options.repair_delay is None else options.repair_delay
+            ),
+            interval=options.repair_interval,
+            rate=options.repair_rate or None,
+            settle=options.repair_settle,
+            held_roots=options.repair_held_roots,
+        )
+        if self.dht is not None:
+            self.dht.on_node_left(self.repair.node_left)
         self.mdns: MdnsDiscovery | None = None
         self.started_at = options.clock.time()
 
@@ -191,6 +215,7 @@ class NodeRuntime:
                 self.dht.start()
             if self.handoff is not None:
                 self.handoff.start()
+            await self.repair.start()
         except BaseException:
             await self.aclose()
             raise
@@ -209,6 +234,7 @@ class NodeRuntime:
     async def aclose(self) -> None:
         if self.mdns is not None:
             await self.mdns.aclose()
+        await self.repair.aclose()
         if self.handoff is not None:
             await self.handoff.aclose()
         if self.dht is not None:
