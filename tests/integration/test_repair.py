@@ -68,7 +68,8 @@ async def test_check_counts_and_repair_restores_three_copies(
     files = {f"f{i}": random_bytes(3000 + i) for i in range(6)}
     caps = [await n0.store(name, data) for name, data in files.items()]
     report = await n0.check(caps[0])
-    assert report.healthy and report.min_copies == 3 and report.wanted == 3
+    assert report.healthy
+    assert (report.min_copies, report.wanted) == (3, 3)
     # Two nodes other than n0 go away: some blocks are down to one copy, most to two.
     for gone in nodes[3:]:
         await cluster.stop(gone)
@@ -79,7 +80,9 @@ async def test_check_counts_and_repair_restores_three_copies(
     assert result.to_json()["files"] == len(files)
     assert await min_copies(live, caps) == 3
     after = await n0.check(verify_cap, verify=True)
-    assert after.healthy and after.min_copies == 3 and after.verified
+    assert after.healthy
+    assert after.verified
+    assert after.min_copies == 3
     # Nothing is left to copy: a second pass moves no bytes.
     assert (await n0.repair()).to_json()["copied"] == 0
     await cluster.stop(nodes[2])
