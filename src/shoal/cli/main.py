@@ -24,6 +24,8 @@ import click
 from shoal import defaults
 from shoal.cli.demo import run_demo
 from shoal.cli.files import default_file_name, output_path
+from shoal.cli.health import check as check_command
+from shoal.cli.health import repair as repair_command
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
 from shoal.cli.run import NodeSettings, configure_logging, refuse_if_running, run_node
 from shoal.cli.ui import ui as ui_command
@@ -261,6 +263,22 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     help="Do not look for nodes on the local network with mDNS, nor announce this one (also "
     "config.toml's node.mdns = false; a node listening on 127.0.0.1 never uses mDNS).",
 )
+@click.option(
+    "--repair-delay",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="How long a node must be unreachable before its copies count as lost and are made "
+    "again elsewhere (default: config.toml's node.repair_delay, else "
+    f"{defaults.REPAIR_DELAY:.0f}; a block down to its last copy is copied at once).",
+)
+@click.option(
+    "--repair-rate",
+    default=None,
+    metavar="SIZE",
+    help="Bytes per second background repair may move, e.g. 8MiB; 0 for no limit "
+    f"(default {defaults.REPAIR_RATE >> 20} MiB).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
     data_dir: Path,
@@ -274,6 +292,8 @@ def run(
     limit_settings: tuple[str, ...],
     grpc_address: str | None,
     no_mdns: bool,
+    repair_delay: float | None,
+    repair_rate: str | None,
     verbose: bool,
 ) -> None:
     """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM.
@@ -311,6 +331,8 @@ def run(
         limits=limits,
         grpc=grpc_address,
         mdns=not no_mdns,
+        repair_delay=repair_delay,
+        repair_rate=None if repair_rate is None else parse_size(repair_rate, what="--repair-rate"),
     )
     asyncio.run(run_node(data_dir, settings))
 
@@ -603,7 +625,7 @@ def status(data_dir: Path, as_json: bool) -> None:
         _print_json(info)
         return
     for key, value in info.items():
-        if key == "bytes" and isinstance(value, int):
+        if key in ("bytes", "repair_bytes") and isinstance(value, int):
             shown = format_size(value)
         elif isinstance(value, float):
             shown = f"{value:.1f}"
@@ -636,6 +658,8 @@ def demo(once: bool, ephemeral_ports: bool, data_root: Path | None, verbose: boo
 
 
 cli.add_command(ui_command)
+cli.add_command(check_command)
+cli.add_command(repair_command)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -86,6 +87,17 @@ class NodeSettings:
     grpc: str | None = None  # HOST:PORT of the gRPC API; None: no gRPC API
     #: False: no mDNS (``--no-mdns``); True: as config.toml says (on by default).
     mdns: bool = True
+    #: ``--repair-delay`` seconds (None: config.toml, else one hour) and ``--repair-rate``
+    #: bytes per second (None: the default; 0: no limit).
+    repair_delay: float | None = None
+    repair_rate: int | None = None
+
+
+def _options(settings: NodeSettings) -> RuntimeOptions:
+    options = RuntimeOptions(mdns=settings.mdns, repair_delay=settings.repair_delay)
+    if settings.repair_rate is not None:
+        options = dataclasses.replace(options, repair_rate=settings.repair_rate)
+    return options
 
 
 async def run_node(data_dir: Path, settings: NodeSettings) -> None:
@@ -108,7 +120,7 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
                 max_storage=settings.max_storage,
                 reserved_space=settings.reserved_space,
                 limits=settings.limits,
-                options=RuntimeOptions(mdns=settings.mdns),
+                options=_options(settings),
             ) as node,
             serve_api(node, data_dir) as api,
             _serve_grpc(node, settings.grpc, api.token, data_dir) as grpc_address,
