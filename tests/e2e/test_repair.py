@@ -1,0 +1,130 @@
+"""Repair with real processes: R=3 on 5 nodes, two holders killed (kill -9), copies made
+again by ``shoal repair`` or by the background loop, then a third node killed and every file
+read back bit for bit.
+
+Copies are counted in the live nodes' data dirs (block files), and ``shoal check --json``
+(with a verify cap) must agree. The files are small (a few KiB each) so the tests stay quick
+on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shoal.content import parse_cap
+from tests.e2e.conftest import ShoalNet, ShoalNode
+
+pytestmark = pytest.mark.e2e
+
+FILES = 20
+REPLICAS = 3
+
+
+def put_files(
+    n0: ShoalNode, random_file: Callable[[str, int], tuple[Path, bytes]]
+) -> dict[str, bytes]:
+    """Store ``FILES`` small files through ``n0`` in one command; return cap -> bytes."""
+    sources = [random_file(f"f{i:02}.bin", 1000 + 517 * i) for i in range(FILES)]
+    out = n0.cli("put", *(str(path) for path, _ in sources)).ok()
+    caps = [line for line in out.stdout.splitlines() if line.startswith("shoal:r:")]
+    assert len(caps) == FILES, out.describe()
+    return {cap: data for cap, (_, data) in zip(caps, sources, strict=True)}
+
+
+def copies(nodes: list[ShoalNode]) -> Counter[str]:
+    """How many of ``nodes`` hold each block (block files in their data dirs)."""
+    counts: Counter[str] = Counter()
+    for node in nodes:
+        counts.update(node.block_ids())
+    return counts
+
+
+def start_five(shoal_net: ShoalNet, *, delay: float) -> list[ShoalNode]:
+    args = ("--replicas", str(REPLICAS), "--repair-delay", str(delay))
+    return shoal_net.mesh("n0", "n1", "n2", "n3", "n4", args=args)
+
+
+def check_json(node: ShoalNode, cap: str) -> dict[str, object]:
+    """``shoal check --json`` with the file's verify cap (exit 0 healthy, 1 not)."""
+    verify_cap = str(parse_cap(cap).verify_cap)  # type: ignore[union-attr]
+    result = node.cli("check", "--json", verify_cap)
+    assert result.code in (0, 1), result.describe()
+    report = json.loads(result.stdout)
+    assert isinstance(report, dict)
+    assert report["healthy"] is (result.code == 0), result.describe()
+    return report
+
+
+def kill_and_read_back(
+    shoal_net: ShoalNet, nodes: list[ShoalNode], files: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Kill -9 one more node (not n0); every file reads back through n0 and through n1."""
+    n0, n1, third = nodes[0], nodes[1], nodes[2]
+    third.kill9()
+    for i, (cap, data) in enumerate(files.items()):
+        reader = n0 if i % 2 == 0 else n1
+        assert reader.get_bytes(cap, tmp_path / f"back{i}.bin") == data, f"file {i} differs"
+
+
+def every_block_has_three(
+    live: list[ShoalNode], blocks: set[str]
+) -> tuple[bool, dict[str, int]]:
+    counts = copies(live)
+    short = {b[:12]: counts[b] for b in blocks if counts[b] < REPLICAS}
+    return not short, short
+
+
+def test_shoal_repair_restores_three_copies(
+    shoal_net: ShoalNet, random_file: Callable[[str, int], tuple[Path, bytes]], tmp_path: Path
+) -> None:
+    nodes = start_five(shoal_net, delay=3600)  # the background loop would wait an hour
+    files = put_files(nodes[0], random_file)
+    blocks = set(copies(nodes))
+    assert all(n >= REPLICAS for n in copies(nodes).values())
+    nodes[3].kill9()
+    nodes[4].kill9()
+    live = nodes[:3]
+    done, short = every_block_has_three(live, blocks)
+    assert not done, "two of five nodes held no block: the test proves nothing"
+    result = nodes[0].cli("repair", "--json", timeout=120)
+    assert result.code == 0, result.describe()
+    report = json.loads(result.stdout)
+    assert report["files"] == FILES
+    assert report["copied"] >= len(short)
+    assert report["unrepaired"] == []
+    done, short = every_block_has_three(live, blocks)
+    assert done, f"blocks with fewer than {REPLICAS} copies on the live nodes: {short}"
+    first = next(iter(files))
+    health = check_json(nodes[1], first)
+    assert health["healthy"] is True
+    assert health["min_copies"] == REPLICAS
+    kill_and_read_back(shoal_net, nodes, files, tmp_path)
+
+
+def test_background_repair_restores_three_copies(
+    shoal_net: ShoalNet, random_file: Callable[[str, int], tuple[Path, bytes]], tmp_path: Path
+) -> None:
+    nodes = start_five(shoal_net, delay=2)
+    files = put_files(nodes[0], random_file)
+    blocks = set(copies(nodes))
+    nodes[3].kill9()
+    nodes[4].kill9()
+    live = nodes[:3]
+    # No command: the nodes' repair loops notice the absent nodes and copy after the delay.
+    shoal_net.wait(
+        lambda: every_block_has_three(live, blocks),
+        what=f"every block to have {REPLICAS} copies on the live nodes",
+        timeout=90,
+    )
+    shoal_net.wait(
+        lambda: (check_json(nodes[0], next(iter(files)))["healthy"] is True, None),
+        what="shoal check to call the file healthy",
+    )
+    status = nodes[0].status()
+    assert status["files_lost"] == 0
+    kill_and_read_back(shoal_net, nodes, files, tmp_path)
