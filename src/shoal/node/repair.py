@@ -410,11 +410,9 @@ async def _source(
     if rt.node_id not in ordered:
         ordered.insert(0, rt.node_id)
     for node_id in ordered:
-        if node_id != rt.node_id:
-            await _pace(rt, ctx, 0)
         data = await _read_copy(rt, node_id, block_id)
         if data is not None:
-            if node_id != rt.node_id and ctx.budget is not None:
+            if node_id != rt.node_id:  # bytes that crossed the network count in the budget
                 await _pace(rt, ctx, len(data))
             return data
 
