@@ -113,6 +113,13 @@ def test_shoal_repair_restores_three_copies(
     health = check_json(nodes[1], first)
     assert health["healthy"] is True
     assert health["min_copies"] == REPLICAS
+    # The text forms and the exit codes: 0 healthy, 1 an unknown name, 2 a malformed cap.
+    assert "healthy" in nodes[0].cli("check", "f00.bin").ok().stdout
+    assert "copied 0 block(s)" in nodes[0].cli("repair", "f00.bin").ok().stdout
+    unknown = nodes[0].cli("check", "no-such-file")
+    assert unknown.code == 1
+    assert unknown.error_lines, unknown.describe()
+    assert nodes[0].cli("check", "shoal:v:not-a-cap").code == 2
     kill_and_read_back(shoal_net, nodes, files, tmp_path)
 
 

@@ -204,3 +204,41 @@ async def test_check_of_bad_input_raises(cluster: Cluster, bad: str) -> None:
 
     with pytest.raises((InvalidCapability, NotFound)):
         await nodes[0].check(bad)
+
+
+async def test_http_api_and_client_check_and_repair(tmp_path: Path) -> None:
+    from shoal.api.http import serve_api
+    from shoal.client.http import Client
+    from shoal.errors import InvalidCapability, NotFound
+
+    data_dir = tmp_path / "solo"
+    async with (
+        Node.start(data_dir, listen="127.0.0.1:0", replicas=1, options=OPTIONS) as node,
+        serve_api(node, data_dir) as api,
+    ):
+        cap = await node.store("a.txt", b"hello " * 1000)
+        verify_cap = str(parse_cap(cap).verify_cap)  # type: ignore[union-attr]
+
+        def calls() -> tuple[dict[str, object], ...]:
+            with Client(api.url, api.token) as client:
+                by_name = client.check("a.txt")
+                by_verify_cap = client.check(verify_cap, verify=True)
+                one = client.repair(verify_cap)
+                every = client.repair()
+                with pytest.raises(NotFound):
+                    client.check("missing.txt")
+                with pytest.raises(InvalidCapability):
+                    client.check("shoal:v:nonsense")
+                status = client.status()
+            return by_name, by_verify_cap, one, every, status
+
+        by_name, by_verify_cap, one, every, status = await asyncio.to_thread(calls)
+    assert by_name["healthy"] is True
+    assert (by_name["blocks"], by_name["min_copies"], by_name["wanted"]) == (2, 1, 1)
+    assert by_verify_cap["verified"] is True
+    assert by_verify_cap["healthy"] is True
+    assert one["copied"] == 0
+    assert one["cap"] == verify_cap
+    assert (every["files"], every["copied"], every["healthy"]) == (1, 0, 1)
+    assert status["files_healthy"] == 1
+    assert status["files_unchecked"] == 0

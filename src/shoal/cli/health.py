@@ -75,13 +75,13 @@ def _blocks_progress(description: str, *, quiet: bool) -> Iterator[Callable[[int
         yield lambda done: progress.update(task, n=f"{done} block(s) checked")
 
 
-def _file_lines(report: dict[str, Any]) -> list[str]:
+def _file_lines(report: dict[str, Any], *, repaired: bool = False) -> list[str]:
     lines = [
         f"{report.get('cap', '?')}: {report.get('state', '?')}",
         f"  blocks {report.get('blocks', 0)}, copies wanted {report.get('wanted', 0)}, "
         f"fewest live copies {report.get('min_copies', 0)}",
     ]
-    if report.get("copied"):
+    if repaired:
         lines.append(
             f"  copied {report['copied']} block(s), {format_size(report.get('bytes_moved', 0))} "
             f"moved; fewest live copies now {report.get('min_copies_after', 0)}"
@@ -149,7 +149,7 @@ def repair(data_dir: Path, as_json: bool, name_or_cap: str | None) -> None:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
     if "reports" not in result:  # one file
         if not as_json:
-            click.echo("\n".join(_file_lines(result)))
+            click.echo("\n".join(_file_lines(result, repaired=True)))
         healthy = bool(result.get("healthy"))
     else:
         if not as_json:
