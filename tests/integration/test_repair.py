@@ -7,11 +7,15 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from shoal import Node
+from shoal.api.http import serve_api
+from shoal.client.http import Client
 from shoal.content import parse_cap
+from shoal.errors import InvalidCapability, NotFound
 from shoal.ids import encode_id
 from shoal.node.get import walk_block_ids
 from shoal.node.repair_state import STATE_FILE
@@ -200,17 +204,11 @@ async def test_cursor_survives_a_restart(
 @pytest.mark.parametrize("bad", ["shoal:v:nonsense", "no-such-name"])
 async def test_check_of_bad_input_raises(cluster: Cluster, bad: str) -> None:
     nodes = await start(cluster, 1)
-    from shoal.errors import InvalidCapability, NotFound
-
     with pytest.raises((InvalidCapability, NotFound)):
         await nodes[0].check(bad)
 
 
 async def test_http_api_and_client_check_and_repair(tmp_path: Path) -> None:
-    from shoal.api.http import serve_api
-    from shoal.client.http import Client
-    from shoal.errors import InvalidCapability, NotFound
-
     data_dir = tmp_path / "solo"
     async with (
         Node.start(data_dir, listen="127.0.0.1:0", replicas=1, options=OPTIONS) as node,
