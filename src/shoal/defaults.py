@@ -121,3 +121,21 @@ REPAIR_INTERVAL: Final = 3600.0
 REPAIR_RATE: Final = 16 << 20
 #: Seconds after a node went away (or a restart cut a pass short) before a pass.
 REPAIR_SETTLE: Final = 10.0
+# -- leases and garbage collection (shoal.node.leases, shoal.node.gc; docs/leases.md) ----------
+#: Seconds a lease lasts (31 days): the longest lease a node grants, whoever asks.
+LEASE_DURATION: Final = 31 * 24 * 3600.0
+#: Seconds between two renewals of the leases of every file in the catalog (weekly), and the
+#: delay of the first renewal after start.
+LEASE_RENEW_INTERVAL: Final = 7 * 24 * 3600.0
+LEASE_RENEW_FIRST: Final = 60.0
+#: Seconds a put's pending lease lasts (PUT_BLOCK or HAS_BLOCKS "yes" during a put): the put
+#: turns it into a long lease when it succeeds.
+PENDING_LEASE: Final = 3600.0
+#: Seconds a block with no live lease is kept before GC frees it (``--gc-grace``, 24 h).
+GC_GRACE: Final = 24 * 3600.0
+#: Seconds between two background GC passes, and blocks deleted per pass at most.
+GC_INTERVAL: Final = 3600.0
+GC_MAX_DELETES: Final = 10000
+#: Lease rows charged to one node (the owner, or the node that transferred them), and in all.
+MAX_LEASES_PER_OWNER: Final = 1 << 21
+MAX_LEASES: Final = 1 << 23

@@ -49,6 +49,8 @@ def test_commands_without_a_running_node_say_to_start_one(
         ["rm", "a.bin"],
         ["get", "a.bin", "-o", str(out)],
         ["put", str(src)],
+        ["gc", "--json"],
+        ["pin", "shoal:r:x:y", "--name", "kept"],
     ):
         result = run_shoal(command[0], "--data-dir", str(data_dir), *command[1:])
         assert_one_error_line(result, "shoal run")

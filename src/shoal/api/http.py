@@ -42,6 +42,7 @@ from shoal.api.docs_page import DOCS_HTML
 from shoal.api.folders import add_folder_routes
 from shoal.api.health import add_health_routes
 from shoal.api.keys import NODE_KEY
+from shoal.api.leases import add_lease_routes
 from shoal.api.openapi import openapi_document
 from shoal.api.ranges import Unsatisfiable, etag_matches, parse_range, strong_etag
 from shoal.api.ui import install_ui, ui_request_allowed
@@ -395,6 +396,7 @@ def make_app(node: Node, token: str) -> web.Application:
     app.router.add_get("/v1/invite", _invite)
     add_folder_routes(app)
     add_health_routes(app)
+    add_lease_routes(app)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_get("/docs", _docs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shoal.api.leases import lease_openapi_paths
 from shoal.api.ui_openapi import ui_openapi_paths
 from shoal.errors import ShoalError
 
@@ -151,6 +152,10 @@ _SCHEMAS: dict[str, Any] = {
             "blocks": {"type": "integer"},
             "bytes": {"type": "integer"},
             "files": {"type": "integer"},
+            "bytes_for_others": {
+                "type": "integer",
+                "description": "Bytes of blocks held only under other owners' leases.",
+            },
             "files_healthy": {"type": "integer", "description": "Catalog files, last check."},
             "files_degraded": {"type": "integer"},
             "files_lost": {"type": "integer"},
@@ -505,7 +510,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": {**_paths(), **ui_openapi_paths()},
+        "paths": {**_paths(), **ui_openapi_paths(), **lease_openapi_paths()},
         "components": {
             "schemas": _SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

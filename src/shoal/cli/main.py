@@ -26,6 +26,8 @@ from shoal.cli.demo import run_demo
 from shoal.cli.files import default_file_name, output_path
 from shoal.cli.health import check as check_command
 from shoal.cli.health import repair as repair_command
+from shoal.cli.leases import gc as gc_command
+from shoal.cli.leases import pin as pin_command
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
 from shoal.cli.run import NodeSettings, configure_logging, refuse_if_running, run_node
 from shoal.cli.ui import ui as ui_command
@@ -279,6 +281,23 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     help="Bytes per second background repair may move, e.g. 8MiB; 0 for no limit "
     f"(default {defaults.REPAIR_RATE >> 20} MiB).",
 )
+@click.option(
+    "--gc-grace",
+    "gc_grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Keep a block no live lease holds this long before garbage collection frees it "
+    "(default: config.toml's node.gc_grace, else 86400, 24 hours).",
+)
+@click.option(
+    "--pending-lease",
+    "pending_lease",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="How long the short lease of a put in progress lasts on its holders (default 3600).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
     data_dir: Path,
@@ -294,6 +313,8 @@ def run(
     no_mdns: bool,
     repair_delay: float | None,
     repair_rate: str | None,
+    gc_grace: float | None,
+    pending_lease: float | None,
     verbose: bool,
 ) -> None:
     """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM.
@@ -333,6 +354,8 @@ def run(
         mdns=not no_mdns,
         repair_delay=repair_delay,
         repair_rate=None if repair_rate is None else parse_size(repair_rate, what="--repair-rate"),
+        gc_grace=gc_grace,
+        pending_lease=pending_lease,
     )
     asyncio.run(run_node(data_dir, settings))
 
@@ -579,7 +602,8 @@ def ls(data_dir: Path, as_json: bool, folder: str | None) -> None:
 @data_dir_option()
 @click.argument("name")
 def rm(data_dir: Path, name: str) -> None:
-    """Remove NAME from the node's catalog (and unpin its blocks locally)."""
+    """Remove NAME from the node's catalog and release this node's leases on its blocks on
+    every node that can be reached (garbage collection then frees what no one else keeps)."""
     with Client.from_data_dir(data_dir) as client:
         client.remove(name)
     click.echo(f"removed {name}")
@@ -625,7 +649,7 @@ def status(data_dir: Path, as_json: bool) -> None:
         _print_json(info)
         return
     for key, value in info.items():
-        if key in ("bytes", "repair_bytes") and isinstance(value, int):
+        if key in ("bytes", "bytes_for_others", "repair_bytes") and isinstance(value, int):
             shown = format_size(value)
         elif isinstance(value, float):
             shown = f"{value:.1f}"
@@ -660,6 +684,8 @@ def demo(once: bool, ephemeral_ports: bool, data_root: Path | None, verbose: boo
 cli.add_command(ui_command)
 cli.add_command(check_command)
 cli.add_command(repair_command)
+cli.add_command(pin_command)
+cli.add_command(gc_command)
 
 
 def main() -> None:

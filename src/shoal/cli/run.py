@@ -87,17 +87,13 @@ class NodeSettings:
     grpc: str | None = None  # HOST:PORT of the gRPC API; None: no gRPC API
     #: False: no mDNS (``--no-mdns``); True: as config.toml says (on by default).
     mdns: bool = True
+    #: ``--gc-grace`` (None: config.toml, else 24 h) and ``--pending-lease`` (None: 1 h).
+    gc_grace: float | None = None
+    pending_lease: float | None = None
     #: ``--repair-delay`` seconds (None: config.toml, else one hour) and ``--repair-rate``
     #: bytes per second (None: the default; 0: no limit).
     repair_delay: float | None = None
     repair_rate: int | None = None
-
-
-def _options(settings: NodeSettings) -> RuntimeOptions:
-    options = RuntimeOptions(mdns=settings.mdns, repair_delay=settings.repair_delay)
-    if settings.repair_rate is not None:
-        options = dataclasses.replace(options, repair_rate=settings.repair_rate)
-    return options
 
 
 async def run_node(data_dir: Path, settings: NodeSettings) -> None:
@@ -120,7 +116,8 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
                 max_storage=settings.max_storage,
                 reserved_space=settings.reserved_space,
                 limits=settings.limits,
-                options=_options(settings),
+                options=_runtime_options(settings),
+                gc_grace=settings.gc_grace,
             ) as node,
             serve_api(node, data_dir) as api,
             _serve_grpc(node, settings.grpc, api.token, data_dir) as grpc_address,
@@ -145,6 +142,15 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
         if not started and undo is not None:
             undo()
         raise
+
+
+def _runtime_options(settings: NodeSettings) -> RuntimeOptions:
+    options = RuntimeOptions(mdns=settings.mdns, repair_delay=settings.repair_delay)
+    if settings.pending_lease is not None:
+        options = dataclasses.replace(options, pending_lease=settings.pending_lease)
+    if settings.repair_rate is not None:
+        options = dataclasses.replace(options, repair_rate=settings.repair_rate)
+    return options
 
 
 @contextlib.asynccontextmanager

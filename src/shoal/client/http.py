@@ -523,6 +523,31 @@ class Client:
             return TransportError(f"the node closed the connection mid-transfer: {exc}")
         return TransportError(f"request to the node at {self.url} failed: {exc}")
 
+    # -- leases and garbage collection (docs/leases.md) --------------------------------------
+
+    def pin(self, cap: str, name: str) -> dict[str, Any]:
+        """Keep a file someone shared: catalog ``cap`` as ``name`` and take this node's leases
+        on its blocks. Returns the entry plus ``blocks`` and ``leased``.
+
+        Raises:
+            InvalidCapability: ``cap`` is not a read cap.
+            NotFound: The file's root is on no reachable node.
+        """
+        with self._request("POST", "/v1/pins", json={"cap": cap, "name": name}) as resp:
+            resp.read()
+            result: dict[str, Any] = resp.json()
+        return result
+
+    def gc(self) -> dict[str, Any]:
+        """Run one garbage-collection pass now; returns ``blocks`` and ``bytes`` freed."""
+        result: dict[str, Any] = self._json("POST", "/v1/gc")
+        return result
+
+    def renew_leases(self) -> dict[str, Any]:
+        """Renew the leases of every object in the node's catalog now."""
+        result: dict[str, Any] = self._json("POST", "/v1/leases/renew")
+        return result
+
 
 def _exists_error(dest: Path) -> ConfigError:
     return ConfigError(f"{dest} already exists; it was not replaced")

@@ -81,13 +81,20 @@ async def put_on(
     block_id: bytes,
     data: bytes,
     hints: PresenceHints | None = None,
+    *,
+    lease: bool = False,
 ) -> None:
     """Store one block on one node (this one or a peer); returns once it is durably there.
 
     With ``hints``, a peer may first be asked whether it already holds the block (it answers
-    yes only for an intact copy), and then nothing is sent.
+    yes only for an intact copy), and then nothing is sent. With ``lease`` (a put), the node
+    gives this one a short pending lease on the block (``docs/leases.md``).
     """
     if node_id == rt.node_id:
+        if lease:
+            from shoal.node.leases import grant_pending
+
+            await grant_pending(rt, rt.node_id, [block_id])
         # An intact copy is found by one stat (the store's stamp); only a missing or damaged
         # one is written. We computed block_id from these bytes: no need to hash them again.
         if not await rt.io(rt.blocks.has, block_id, verify=True):
@@ -96,13 +103,15 @@ async def put_on(
     conn = await rt.routing.connect(node_id)
     timeout = rt.options.request_timeout
     if hints is not None and hints.should_ask(node_id):
-        answer = await conn.request(HasBlocks(block_ids=(block_id,)), timeout=timeout)
+        answer = await conn.request(
+            HasBlocks(block_ids=(block_id,), lease=lease or None), timeout=timeout
+        )
         assert isinstance(answer, HaveBlocks)
         present = len(answer.present) == 1 and answer.present[0]
         hints.answer(node_id, present=present)
         if present:
             return
-    await conn.request(PutBlock(block_id=block_id, data=data), timeout=timeout)
+    await conn.request(PutBlock(block_id=block_id, data=data, lease=lease or None), timeout=timeout)
 
 
 async def place_block(
@@ -111,11 +120,14 @@ async def place_block(
     data: bytes,
     replicas: int,
     hints: PresenceHints | None = None,
+    *,
+    lease: bool = False,
 ) -> list[bytes]:
     """Store a block on up to ``replicas`` nodes, the closest to its ID first.
 
     A node that fails is replaced by the next closest. Returns the nodes that acknowledged
-    (after fsync), at most ``replicas`` and at least one.
+    (after fsync), at most ``replicas`` and at least one. ``lease``: a put's block (each
+    holder gives this node a pending lease on it).
 
     Raises:
         StorageFull: No node could store the block because every one asked is full.
@@ -133,7 +145,8 @@ async def place_block(
         if not batch:
             break
         results = await asyncio.gather(
-            *(put_on(rt, n, block_id, data, hints) for n in batch), return_exceptions=True
+            *(put_on(rt, n, block_id, data, hints, lease=lease) for n in batch),
+            return_exceptions=True,
         )
         for node_id, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):

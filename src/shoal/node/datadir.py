@@ -63,6 +63,9 @@ class NodeConfig:
     #: Seconds a node must be unreachable before its copies count as lost
     #: (``node.repair_delay``; ``docs/repair.md``).
     repair_delay: float = defaults.REPAIR_DELAY
+    #: Seconds a block with no live lease is kept before GC frees it (``node.gc_grace``);
+    #: None: the default (24 hours).
+    gc_grace: float | None = None
     #: Transport limits changed from their defaults (the ``[limits]`` table; names as in
     #: ``shoal.transport.TransportLimits``).
     limits: dict[str, int | float] = field(default_factory=dict)
@@ -87,6 +90,8 @@ class NodeConfig:
             text += "mdns = false\n"
         if self.repair_delay != defaults.REPAIR_DELAY:
             text += f"repair_delay = {self.repair_delay!r}\n"
+        if self.gc_grace is not None:
+            text += f"gc_grace = {self.gc_grace!r}\n"
         if self.limits:
             text += "\n[limits]\n" + "".join(f"{k} = {v!r}\n" for k, v in self.limits.items())
         return text
@@ -122,6 +127,11 @@ class NodeConfig:
             or (repair_delay < 0)
         ):
             raise ConfigError(f"{source}: node.repair_delay must be a number of seconds (>= 0)")
+        gc_grace = node.get("gc_grace")
+        if gc_grace is not None and (
+            not isinstance(gc_grace, int | float) or isinstance(gc_grace, bool) or gc_grace < 0
+        ):
+            raise ConfigError(f"{source}: node.gc_grace must be a number of seconds, 0 or more")
         limits = data.get("limits", {})
         if not isinstance(limits, dict):
             raise ConfigError(f"{source}: [limits] must be a table")
@@ -136,6 +146,7 @@ class NodeConfig:
             advertise=list(advertise),
             mdns=mdns,
             repair_delay=float(repair_delay),
+            gc_grace=None if gc_grace is None else float(gc_grace),
             limits={name: getattr(checked, name) for name in limits},
         )
 

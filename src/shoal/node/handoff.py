@@ -13,7 +13,8 @@ and ``settle`` seconds after a node left the routing table (a copy may be lost: 
 soon), at most one at a time. A join waits for the periodic pass: until then reads find the
 old holders among the closest nodes they ask (``fetch_block`` widens its search).
 The local copy is kept: deleting blocks is not this module's business, and an extra copy
-only helps reads.
+only helps reads. Only blocks with a live lease are handed over, and each copy carries the
+lease rows this node knows (``transfer_leases``), so a copy lives as long as its leases say.
 
 Resource handling: the loop is a task of this object's ``TaskSet`` (``aclose`` cancels and
 awaits it); each request has the runtime's request timeout.
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from shoal.errors import NotFound, ShoalError
 from shoal.ids import short_id
+from shoal.node.leases import transfer_leases
 from shoal.protocol import HasBlocks, HaveBlocks, PutBlock
 from shoal.transport.tasks import TaskSet
 
@@ -92,8 +94,17 @@ class Handoff:
     async def run_pass(self) -> HandoffStats:
         """One pass over every local block; returns the running totals."""
         rt = self._rt
+        now = rt.options.clock.time()
+
+        def leased_ids() -> list[bytes]:
+            # Only blocks someone still leases move: a block on its way out (no live lease)
+            # is not spread again, and the copies carry their leases (docs/leases.md).
+            ids = list(rt.blocks.ids())
+            live = rt.leases.live_among(ids, now)
+            return [b for b in ids if b in live]
+
         try:
-            block_ids = await rt.io(lambda: list(rt.blocks.ids()))
+            block_ids = await rt.io(leased_ids)
         except ShoalError as exc:
             log.warning("handoff skipped: cannot list the stored blocks: %s", exc)
             return self.stats
@@ -114,6 +125,7 @@ class Handoff:
         """Send ``node_id`` those of ``block_ids`` it lacks; whether it could be done."""
         rt = self._rt
         timeout = rt.options.request_timeout
+        pushed: list[bytes] = []
         try:
             conn = await rt.routing.connect(node_id)
             answer = await conn.request(HasBlocks(block_ids=tuple(block_ids)), timeout=timeout)
@@ -130,9 +142,12 @@ class Handoff:
                 conn = await rt.routing.connect(node_id)
                 await conn.request(PutBlock(block_id=block_id, data=data), timeout=timeout)
                 self.stats.pushed += 1
+                pushed.append(block_id)
         except ShoalError as exc:
             log.debug("handoff to %s stopped: %s", short_id(node_id), exc)
+            await transfer_leases(rt, node_id, pushed)
             return False
+        await transfer_leases(rt, node_id, pushed)
         if missing:
             log.info("handed %d block(s) over to %s", len(missing), short_id(node_id))
         return True

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 from shoal.content import ManifestBuilder, ReadCap, Redundancy, seal_chunk
 from shoal.content.manifest import KIND_FILE
+from shoal.errors import ShoalError
 from shoal.ids import encode_id
 from shoal.node.blocks import PresenceHints, place_block
+from shoal.node.leases import entry_roots, lease_roots
 from shoal.node.runtime import NodeRuntime
 from shoal.node.types import StoreResult
 from shoal.node.window import OrderedWindow
@@ -46,7 +48,7 @@ async def _seal_and_place(
     rt: NodeRuntime, chunk: Buffer, replicas: int, hints: PresenceHints
 ) -> _Placed:
     sealed = await rt.cpu(seal_chunk, rt.data.convergence_secret, chunk)
-    holders = await place_block(rt, sealed.block_id, sealed.data, replicas, hints)
+    holders = await place_block(rt, sealed.block_id, sealed.data, replicas, hints, lease=True)
     return _Placed(
         sealed.block_id, len(sealed.data), sealed.key, sealed.plaintext_size, len(holders)
     )
@@ -92,7 +94,8 @@ async def place_object(
 
     async def place(block_id: bytes, data: bytes) -> None:
         nonlocal blocks, copies
-        copies = min(copies, len(await place_block(rt, block_id, data, wanted, hints)))
+        acked = await place_block(rt, block_id, data, wanted, hints, lease=True)
+        copies = min(copies, len(acked))
         blocks += 1
 
     async def finish_oldest(window: OrderedWindow[_Placed]) -> None:
@@ -176,6 +179,17 @@ async def catalog_object(
         replicas_wanted=wanted,
     )
     await rt.io(rt.catalog.put_file, entry)
+    # The put succeeded: its pending leases become long ones on the nodes that hold its
+    # blocks (docs/leases.md).
+    # A failure here is logged, not raised: the blocks are stored and cataloged, and the
+    # next renewal (soon after every start, then weekly) leases them.
+    roots: list[bytes] = []
+    try:
+        async for root in entry_roots(rt, cap, media_type):
+            roots.append(root)
+    except ShoalError as exc:
+        log.warning("could not list every object of %s to lease it: %s", name, exc)
+    await lease_roots(rt, roots, replicas=wanted)
     log.info("stored %s (%d bytes, %d blocks, cid %s)", name, size, blocks, encode_id(cap.cid))
     return StoreResult(
         name=name,

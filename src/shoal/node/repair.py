@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -147,6 +147,8 @@ class RepairContext:
         on_block: Called with each block surveyed (progress).
         on_absent: Called with each unreachable node and when it was last heard from.
         on_heard: Called with each node that answered.
+        on_copied: Awaited after each batch with the file's root and the copies made
+            (node -> block IDs): the leases that keep them go with them.
     """
 
     repair: bool = False
@@ -158,6 +160,7 @@ class RepairContext:
     on_block: Callable[[int], None] | None = None
     on_absent: Callable[[bytes, float], None] | None = None
     on_heard: Callable[[bytes], None] | None = None
+    on_copied: Callable[[bytes, dict[bytes, list[bytes]]], Awaitable[None]] | None = None
     throttle_log: LimitLog | None = None
 
 
@@ -209,10 +212,10 @@ async def check_file(rt: NodeRuntime, cid: bytes, ctx: RepairContext) -> FileRep
         async for ref in _walk(rt, cid, redundancy):
             batch.append(ref)
             if len(batch) == BATCH:
-                await _survey_children(rt, redundancy[0], batch, ctx, report)
+                await _survey_children(rt, cid, redundancy[0], batch, ctx, report)
                 batch = []
         if batch:
-            await _survey_children(rt, redundancy[0], batch, ctx, report)
+            await _survey_children(rt, cid, redundancy[0], batch, ctx, report)
     except ShoalError as exc:  # a manifest nobody has, or a tree that lies
         report.error = f"{type(exc).__name__}: {exc}"
         if redundancy:
@@ -223,6 +226,7 @@ async def check_file(rt: NodeRuntime, cid: bytes, ctx: RepairContext) -> FileRep
 
 async def _survey_children(
     rt: NodeRuntime,
+    root: bytes,
     redundancy: Redundancy,
     refs: list[BlockRef],
     ctx: RepairContext,
@@ -234,7 +238,9 @@ async def _survey_children(
     report.blocks += len(refs)
     if redundancy.kind == "replicate":
         report.wanted = redundancy.replicas
-        await _survey_replicated(rt, redundancy.replicas, refs, ctx, report)
+        copies = await _survey_replicated(rt, redundancy.replicas, refs, ctx, report)
+        if copies and ctx.on_copied is not None:
+            await ctx.on_copied(root, copies)
     else:  # pragma: no cover - no other kind can be decoded yet
         report.unchecked += len(refs)
         report.note(f"{len(refs)} block(s) kept as {redundancy.kind}: not checked here")
@@ -311,7 +317,9 @@ async def _read_copy(rt: NodeRuntime, node_id: bytes, block_id: bytes) -> bytes 
 
 async def _survey_replicated(
     rt: NodeRuntime, replicas: int, refs: list[BlockRef], ctx: RepairContext, report: FileReport
-) -> None:
+) -> dict[bytes, list[bytes]]:
+    """Check and repair a batch of replicated blocks; returns the copies made (node ->
+    block IDs)."""
     now = rt.options.clock.time()
     block_ids = list(dict.fromkeys(r.block_id for r in refs))
     chosen: dict[bytes, list[bytes]] = {}
@@ -323,6 +331,7 @@ async def _survey_replicated(
             if node_id in live:
                 to_ask.setdefault(node_id, []).append(block_id)
     answers: dict[bytes, dict[bytes, bool] | None] = {}
+    copies: dict[bytes, list[bytes]] = {}
 
     async def ask(node_id: bytes, ids: list[bytes]) -> None:
         present = await _ask(rt, node_id, ids, ctx)
@@ -343,7 +352,9 @@ async def _survey_replicated(
         if ctx.verify:
             ranked = await _verified(rt, block_id, ranked)
         plan = plan_block(ranked, replicas, wait_for_absent=ctx.wait_for_absent)
-        await _apply(rt, block_id, ranked, plan, ctx, report, now)
+        for target in await _apply(rt, block_id, ranked, plan, ctx, report, now):
+            copies.setdefault(target, []).append(block_id)
+    return copies
 
 
 async def _verified(
@@ -366,9 +377,11 @@ async def _apply(
     ctx: RepairContext,
     report: FileReport,
     now: float,
-) -> None:
-    """Count the block in ``report`` and, when repairing, make the copies ``plan`` names."""
+) -> list[bytes]:
+    """Count the block in ``report`` and, when repairing, make the copies ``plan`` names;
+    returns the nodes that took a copy."""
     copies_after = plan.copies
+    done: list[bytes] = []
     holders = [n for n, p in ranked if p is Presence.HOLDS]
     if plan.waiting and not plan.last_copy:
         report.waiting += 1
@@ -389,6 +402,7 @@ async def _apply(
                     report.note(f"block {short_id(block_id)} to {short_id(target)}: {exc}")
                     continue
                 copies_after += 1
+                done.append(target)
                 report.copied += 1
                 if target != rt.node_id:
                     report.bytes_moved += len(data)
@@ -400,6 +414,7 @@ async def _apply(
         report.min_copies_after = copies_after
     else:
         report.min_copies_after = min(report.min_copies_after, copies_after)
+    return done
 
 
 async def _source(

@@ -37,8 +37,10 @@ from typing import TYPE_CHECKING, Any
 from shoal.content import parse_cap
 from shoal.errors import InvalidCapability, ShoalError
 from shoal.ids import encode_id, short_id
+from shoal.node.leases import catalog_roots as leases_catalog_roots
 from shoal.node.repair import DEGRADED, HEALTHY, LOST, FileReport, RepairContext, check_file
 from shoal.node.repair import known_nodes as _known_nodes
+from shoal.node.repair_leases import carry_leases
 from shoal.node.repair_plan import ByteBudget, roots_in_cursor_order
 from shoal.node.repair_state import STATE_FILE, FileHealth, RepairState
 from shoal.transport.limits import LimitLog
@@ -181,8 +183,13 @@ class Repairer:
             state.absent.pop(node_id, None)
             self._handled_losses.discard(node_id)
 
+        async def copied(root: bytes, copies: dict[bytes, list[bytes]]) -> None:
+            own = root in await self.catalog_roots()
+            await carry_leases(self._rt, root, copies, own=own)
+
         return RepairContext(
             repair=repair,
+            on_copied=copied,
             verify=verify,
             delay=self.delay,
             wait_for_absent=background,
@@ -209,8 +216,11 @@ class Repairer:
         return roots
 
     async def all_roots(self) -> tuple[list[bytes], set[bytes]]:
-        """Every root to check, and which of them are in the catalog."""
-        catalog = await self.catalog_roots()
+        """Every root to check (a catalog folder's files too), and which of them are catalog
+        entries."""
+        rt = self._rt
+        entries = await rt.io(rt.catalog.list_files)
+        catalog = sorted(await leases_catalog_roots(rt, entries))
         held: list[bytes] = []
         if self.held_roots is not None:
             now = self._rt.options.clock.time()
@@ -218,7 +228,7 @@ class Repairer:
                 held = list(await self._rt.io(self.held_roots, now))
             except ShoalError as exc:
                 log.warning("repair: cannot list the files held here: %s", exc)
-        return [*catalog, *held], set(catalog)
+        return [*catalog, *held], set(await self.catalog_roots())
 
     async def run_pass(
         self,

@@ -30,7 +30,9 @@ from shoal.errors import (
 )
 from shoal.ids import decode_id, encode_id, short_id
 from shoal.node.datadir import DataDir
+from shoal.node.gc import Collector
 from shoal.node.handoff import Handoff
+from shoal.node.leases import LeaseKeeper
 from shoal.node.repair_loop import Repairer
 from shoal.node.serve import RequestHandler
 from shoal.protocol import (
@@ -38,6 +40,7 @@ from shoal.protocol import (
     Peers,
 )
 from shoal.store import BlockStore, Catalog, DataDirLock
+from shoal.store.leases import LeaseTable
 from shoal.transport import (
     Backoff,
     ConnectionManager,
@@ -108,6 +111,18 @@ class RuntimeOptions:
     #: The roots this node holds for others, given the Unix time (the lease table's
     #: ``roots_held``); None: none besides the catalog's.
     repair_held_roots: Callable[[float], Iterable[bytes]] | None = None
+    #: Leases and garbage collection (``docs/leases.md``): how long a lease lasts, how often
+    #: the catalog's leases are renewed (and when first), how long a put's pending lease
+    #: lasts, how long a block with no live lease is kept (``--gc-grace``), and GC's pace.
+    lease_duration: float = defaults.LEASE_DURATION
+    lease_renew_interval: float = defaults.LEASE_RENEW_INTERVAL
+    lease_renew_first: float = defaults.LEASE_RENEW_FIRST
+    pending_lease: float = defaults.PENDING_LEASE
+    gc_grace: float = defaults.GC_GRACE
+    gc_interval: float = defaults.GC_INTERVAL
+    gc_max_deletes: int = defaults.GC_MAX_DELETES
+    max_leases_per_owner: int = defaults.MAX_LEASES_PER_OWNER
+    max_leases: int = defaults.MAX_LEASES
 
 
 class NodeRuntime:
@@ -141,6 +156,15 @@ class NodeRuntime:
             ),
         )
         self.catalog = Catalog(data.catalog_path)
+        self.leases = LeaseTable(
+            data.catalog_path,
+            max_per_grantor=options.max_leases_per_owner,
+            max_total=options.max_leases,
+        )
+        self.lease_keeper = LeaseKeeper(
+            self, interval=options.lease_renew_interval, first=options.lease_renew_first
+        )
+        self.collector = Collector(self, interval=options.gc_interval)
         self._cpu = ThreadPoolExecutor(options.cpu_threads, thread_name_prefix="shoal-cpu")
         self._io = ThreadPoolExecutor(options.io_threads, thread_name_prefix="shoal-io")
         self.manager = ConnectionManager(
@@ -182,7 +206,7 @@ class NodeRuntime:
             interval=options.repair_interval,
             rate=options.repair_rate or None,
             settle=options.repair_settle,
-            held_roots=options.repair_held_roots,
+            held_roots=options.repair_held_roots or self.leases.roots_held,
         )
         if self.dht is not None:
             self.dht.on_node_left(self.repair.node_left)
@@ -199,6 +223,7 @@ class NodeRuntime:
             ConfigError: The listen address or a bootstrap address is invalid.
         """
         try:
+            await self.io(self._adopt_existing_blocks)
             await self.manager.start()
             for address in self.options.peers:
                 self.manager.add_bootstrap(address)
@@ -216,6 +241,8 @@ class NodeRuntime:
             if self.handoff is not None:
                 self.handoff.start()
             await self.repair.start()
+            self.lease_keeper.start()
+            self.collector.start()
         except BaseException:
             await self.aclose()
             raise
@@ -227,11 +254,25 @@ class NodeRuntime:
                 continue
             self.manager.learn(node_id, addresses, source=PeerSource.CATALOG)
 
+    def _adopt_existing_blocks(self) -> None:
+        """At the first start with leases, lease every block already on disk to this node
+        for a full lease length: upgrading never makes GC delete anything."""
+        if self.leases.adopted():
+            return
+        now = self.options.clock.time()
+        count = self.leases.adopt(
+            self.node_id, self.blocks.ids(), now + self.options.lease_duration
+        )
+        if count:
+            log.info("leased the %d block(s) already stored here to this node", count)
+
     def add_own_address(self, address: str) -> None:
         """Never dial ``address``: another service of this node (its HTTP API)."""
         self.manager.add_own_address(address)
 
     async def aclose(self) -> None:
+        await self.collector.aclose()
+        await self.lease_keeper.aclose()
         if self.mdns is not None:
             await self.mdns.aclose()
         await self.repair.aclose()
@@ -246,6 +287,7 @@ class NodeRuntime:
         self._cpu.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self._io.shutdown, wait=True)
         self.catalog.close()
+        self.leases.close()
         self._lock.release()
 
     # -- threads -------------------------------------------------------------------------------

@@ -45,7 +45,9 @@ from shoal.node.folders import (
     restore_folder,
     store_folder,
 )
+from shoal.node.gc import GcResult
 from shoal.node.get import FileStream, open_file, walk_block_ids
+from shoal.node.leases import LeaseStats, lease_entry, release_entry, stored_for_others
 from shoal.node.metrics import NodeMetrics, runtime_gauges
 from shoal.node.network import Invite, parse_invite
 from shoal.node.put import store_file
@@ -84,6 +86,8 @@ def _check_options(opts: RuntimeOptions) -> None:
         raise ConfigError(f"manifest fanout must be 2 to {MAX_CHILDREN}")
     if opts.window < 1:
         raise ConfigError("the transfer window must be at least 1")
+    if opts.gc_grace < 0 or opts.pending_lease < 0:
+        raise ConfigError("the GC grace period and the pending lease must be 0 seconds or more")
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -227,6 +231,7 @@ class Node:
         reserved_space: int | None = None,
         limits: Mapping[str, object] | None = None,
         options: RuntimeOptions | None = None,
+        gc_grace: float | None = None,
     ) -> AsyncIterator[Node]:
         """Start a node on ``data_dir`` (initialized on first use).
 
@@ -252,6 +257,8 @@ class Node:
             limits: transport limits to change, by name (``TransportLimits`` fields), over
                 config.toml's ``[limits]``.
             options: low-level tunables (timeouts, chunk size, window), mainly for tests.
+            gc_grace: seconds a block with no live lease is kept before garbage collection
+                frees it (default from config.toml's node.gc_grace, else ``options``', 24 h).
 
         Raises:
             AddressInUse: ``listen`` is taken.
@@ -281,6 +288,9 @@ class Node:
                 None if network else base.network_secret if base.network else data.network.secret
             ),
         )
+        grace = gc_grace if gc_grace is not None else config.gc_grace
+        if grace is not None:
+            opts = dataclasses.replace(opts, gc_grace=grace)
         _check_options(opts)
         runtime = NodeRuntime(data, opts)
         await runtime.start()
@@ -590,27 +600,36 @@ class Node:
         return [_file_entry(e) for e in entries]
 
     async def remove(self, name: str) -> FileEntry:
-        """Drop ``name`` from the catalog and unpin it; ``NotFound`` if absent.
+        """Drop ``name`` from the catalog and release this node's leases on its blocks on
+        every node that can be reached (unless another name here still keeps the same
+        bytes); ``NotFound`` if absent.
 
-        Blocks stay on the network until garbage collection (a later feature) frees them.
+        Garbage collection frees the blocks once no one else leases them and the grace period
+        is over; nodes that cannot be reached now keep their leases until those expire
+        (``docs/leases.md``).
         """
         entry = await self._rt.io(self._rt.catalog.remove_file, name)
         if entry is None:
             raise NotFound(f"no file named {name!r} in this node's catalog")
+        await release_entry(self._rt, entry)
         return _file_entry(entry)
 
     async def keep(self, cap: str, name: str) -> FileEntry:
         """Put a file someone shared (its read cap) in this node's catalog as ``name``.
 
         The file's root is fetched first (which proves the cap reaches a file and gives its
-        size); then the name maps to the cap and pins it, as for a file stored here. An
-        existing ``name`` is replaced.
+        size); then the name maps to the cap and pins it, and this node takes its leases on
+        the file's blocks, as for a file stored here. An existing ``name`` is replaced.
 
         Raises:
             InvalidCapability: ``cap`` is not a read cap.
             ConfigError: ``name`` is not a valid name.
             NotFound: the file's root block is on no reachable node.
         """
+        entry, _ = await self._keep(cap, name)
+        return entry
+
+    async def _keep(self, cap: str, name: str) -> tuple[FileEntry, LeaseStats]:
         name = check_name(name)
         read_cap = await self.resolve(cap)
         stream = await open_file(self._rt, read_cap)
@@ -626,7 +645,7 @@ class Node:
             created=time.time(),
         )
         await self._rt.io(self._rt.catalog.put_file, entry)
-        return _file_entry(entry)
+        return _file_entry(entry), await lease_entry(self._rt, entry)
 
     async def drop_local_copy(self, name_or_cap: str) -> int:
         """Delete this node's local blocks of a file (as the demo does); return how many."""
@@ -763,8 +782,38 @@ class Node:
             max_connections=self._rt.manager.limits.max_connections,
             lookups=self._rt.dht.stats.lookups if self._rt.dht is not None else 0,
             lookup_messages=self._rt.dht.stats.messages if self._rt.dht is not None else 0,
+            bytes_for_others=(await stored_for_others(self._rt))[1],
             **await self._repair_status(),
         )
+
+    # -- leases and garbage collection ---------------------------------------------------------
+
+    async def pin(self, cap: str, name: str) -> dict[str, Any]:
+        """Keep a file someone shared: catalog it as ``name`` (see :meth:`keep`) and take this
+        node's leases on its blocks wherever they are held.
+
+        Returns the catalog entry's fields plus ``blocks`` (walked) and ``leased`` (block
+        leases recorded, on every holder together).
+        """
+        entry, stats = await self._keep(cap, name)
+        return {**entry.to_json(), "blocks": stats.blocks, "leased": stats.leased}
+
+    async def gc(self) -> GcResult:
+        """One garbage-collection pass now: delete the local blocks that no live lease holds
+        and whose grace period is over (never a block this node's catalog needs)."""
+        return await self._rt.collector.run_pass()
+
+    async def renew_leases(self) -> dict[str, int]:
+        """Renew the leases of every object in the catalog now (the background does it weekly
+        and soon after start); returns counts of objects, blocks, leases and nodes."""
+        stats = await self._rt.lease_keeper.renew()
+        return {
+            "roots": stats.roots,
+            "blocks": stats.blocks,
+            "leased": stats.leased,
+            "nodes": len(stats.nodes),
+            "unreachable": len(stats.failed),
+        }
 
     # -- health and repair (logic in node/repair.py and node/repair_loop.py) -------------------
 

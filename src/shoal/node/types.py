@@ -116,6 +116,8 @@ class NodeStatus:
     repair_copied: int = 0
     repair_bytes: int = 0
     repair_passes: int = 0
+    #: Bytes of blocks held here only for other owners (no live lease of this node's own).
+    bytes_for_others: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,6 +137,7 @@ class NodeStatus:
             "connections": self.connections,
             "max_connections": self.max_connections,
             "lookups": self.lookups,
+            "bytes_for_others": self.bytes_for_others,
             "lookup_messages": self.lookup_messages,
             "files_healthy": self.files_healthy,
             "files_degraded": self.files_degraded,

@@ -57,6 +57,7 @@ __all__ = [
     "MAX_BLOCK_IDS",
     "MAX_ERROR_CODE_LENGTH",
     "MAX_ERROR_MESSAGE_LENGTH",
+    "MAX_LEASE_SECONDS",
     "MAX_NETWORK_LENGTH",
     "MAX_NODES",
     "MAX_NODE_ADDRS",
@@ -76,6 +77,8 @@ __all__ = [
     "HaveBlocks",
     "Hello",
     "IdListPayload",
+    "Lease",
+    "Leased",
     "Message",
     "Nodes",
     "Payload",
@@ -87,6 +90,8 @@ __all__ = [
     "PutBlockOk",
     "RawPayload",
     "Registry",
+    "Release",
+    "Released",
     "decode_message",
     "encode_message",
     "hello_version",
@@ -111,6 +116,8 @@ MAX_BLOCK_IDS: Final = 4096
 #: bounds keep every valid NODES header within the 64 KiB header limit (checked in tests).
 MAX_NODES: Final = 24
 MAX_NODE_ADDRS: Final = 2
+#: The longest lease one LEASE may ask for (a receiver caps it further at its own longest).
+MAX_LEASE_SECONDS: Final = 366 * 24 * 3600
 
 _ID: Final = Bin(ID_SIZE)
 _ADDRS: Final = Array(Text(MAX_ADDR_LENGTH), MAX_ADDRS)
@@ -292,11 +299,17 @@ class PutBlock(Message):
 
     CODE: ClassVar[int] = 16
     NAME: ClassVar[str] = "PUT_BLOCK"
-    HEADER: ClassVar[tuple[Field, ...]] = (Field("block_id", _ID),)
+    HEADER: ClassVar[tuple[Field, ...]] = (
+        Field("block_id", _ID),
+        Field("lease", Bool(), optional=True),
+    )
     PAYLOAD: ClassVar[Payload | None] = RawPayload("data")
     RESPONSE: ClassVar[type[Message] | None] = PutBlockOk
     block_id: bytes
     data: bytes
+    #: True: a put sends it, and the sender gets a short pending lease on the block (handoff
+    #: and repair copies carry transferred leases instead; ``docs/leases.md``).
+    lease: bool | None = None
 
 
 @MESSAGES.register
@@ -346,9 +359,12 @@ class HasBlocks(Message):
 
     CODE: ClassVar[int] = 20
     NAME: ClassVar[str] = "HAS_BLOCKS"
+    HEADER: ClassVar[tuple[Field, ...]] = (Field("lease", Bool(), optional=True),)
     PAYLOAD: ClassVar[Payload | None] = IdListPayload("block_ids", ID_SIZE, MAX_BLOCK_IDS)
     RESPONSE: ClassVar[type[Message] | None] = HaveBlocks
     block_ids: tuple[bytes, ...]
+    #: True: a put asks, and the sender gets a short pending lease on each block held.
+    lease: bool | None = None
 
     def answer_check(self) -> AnswerCheck:
         asked = len(self.block_ids)
@@ -359,6 +375,79 @@ class HasBlocks(Message):
             return None
 
         return check
+
+
+@MESSAGES.register
+@dataclass(frozen=True, slots=True)
+class Leased(Message):
+    """Answer to ``Lease``: ``held[i]`` tells whether ``block_ids[i]`` is held here (a lease
+    was recorded for exactly the blocks held)."""
+
+    CODE: ClassVar[int] = 23
+    NAME: ClassVar[str] = "LEASED"
+    HEADER: ClassVar[tuple[Field, ...]] = (Field("held", Array(Bool(), MAX_BLOCK_IDS)),)
+    held: tuple[bool, ...]
+
+
+@MESSAGES.register
+@dataclass(frozen=True, slots=True)
+class Lease(Message):
+    """Keep these blocks of file ``root`` for ``seconds`` (capped by the receiver at its
+    longest lease); answered by ``Leased``.
+
+    The lease's owner is the authenticated sender; with ``owner`` set (a node that copied
+    the blocks here passes on a lease it knows), the lease is that node's, and it can only
+    keep data alive: it never shortens or releases anything. The ids travel packed in the
+    payload, as in ``HasBlocks``.
+    """
+
+    CODE: ClassVar[int] = 22
+    NAME: ClassVar[str] = "LEASE"
+    HEADER: ClassVar[tuple[Field, ...]] = (
+        Field("root", _ID),
+        Field("seconds", UInt(MAX_LEASE_SECONDS)),
+        Field("owner", _ID, optional=True),
+    )
+    PAYLOAD: ClassVar[Payload | None] = IdListPayload("block_ids", ID_SIZE, MAX_BLOCK_IDS)
+    RESPONSE: ClassVar[type[Message] | None] = Leased
+    root: bytes
+    seconds: int
+    block_ids: tuple[bytes, ...]
+    owner: bytes | None = None
+
+    def answer_check(self) -> AnswerCheck:
+        asked = len(self.block_ids)
+
+        def check(answer: Message) -> str | None:
+            if isinstance(answer, Leased) and len(answer.held) != asked:
+                return f"LEASED has {len(answer.held)} entries for {asked} ids sent"
+            return None
+
+        return check
+
+
+@MESSAGES.register
+@dataclass(frozen=True, slots=True)
+class Released(Message):
+    """Answer to ``Release``: how many lease rows of the sender were dropped."""
+
+    CODE: ClassVar[int] = 25
+    NAME: ClassVar[str] = "RELEASED"
+    HEADER: ClassVar[tuple[Field, ...]] = (Field("count", UInt()),)
+    count: int
+
+
+@MESSAGES.register
+@dataclass(frozen=True, slots=True)
+class Release(Message):
+    """Drop the sender's own leases for file ``root`` (never anyone else's); answered by
+    ``Released``."""
+
+    CODE: ClassVar[int] = 24
+    NAME: ClassVar[str] = "RELEASE"
+    HEADER: ClassVar[tuple[Field, ...]] = (Field("root", _ID),)
+    RESPONSE: ClassVar[type[Message] | None] = Released
+    root: bytes
 
 
 #: Each request type and the response it expects (``Error`` may answer any request).

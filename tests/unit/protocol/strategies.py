@@ -31,6 +31,8 @@ from shoal.protocol import (
     HasBlocks,
     HaveBlocks,
     Hello,
+    Lease,
+    Leased,
     Message,
     Nodes,
     PeerAddress,
@@ -39,7 +41,10 @@ from shoal.protocol import (
     Pong,
     PutBlock,
     PutBlockOk,
+    Release,
+    Released,
 )
+from shoal.protocol.messages import MAX_LEASE_SECONDS
 from shoal.protocol.registry import IdListPayload, RawPayload
 from shoal.protocol.schema import Array, Bin, Bool, Field, Kind, Record, Text, UInt
 
@@ -84,11 +89,25 @@ messages: st.SearchStrategy[Message] = st.one_of(
     peers,
     st.builds(FindNode, target=ids),
     nodes,
-    st.builds(PutBlock, block_id=ids, data=data),
+    st.builds(PutBlock, block_id=ids, data=data, lease=st.none() | st.booleans()),
     st.builds(PutBlockOk, block_id=ids),
     st.builds(GetBlock, block_id=ids),
     st.builds(BlockData, block_id=ids, data=data),
-    st.builds(HasBlocks, block_ids=st.lists(ids, max_size=200).map(tuple)),
+    st.builds(
+        HasBlocks,
+        block_ids=st.lists(ids, max_size=200).map(tuple),
+        lease=st.none() | st.booleans(),
+    ),
+    st.builds(
+        Lease,
+        root=ids,
+        seconds=st.integers(0, MAX_LEASE_SECONDS),
+        block_ids=st.lists(ids, max_size=200).map(tuple),
+        owner=st.none() | ids,
+    ),
+    st.builds(Leased, held=st.lists(st.booleans(), max_size=4096).map(tuple)),
+    st.builds(Release, root=ids),
+    st.builds(Released, count=st.integers(0, 2**64 - 1)),
     st.builds(HaveBlocks, present=st.lists(st.booleans(), max_size=4096).map(tuple)),
 )
 

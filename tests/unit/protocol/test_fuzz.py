@@ -35,9 +35,11 @@ from shoal.protocol import (
     GetPeers,
     HasBlocks,
     Hello,
+    Lease,
     Message,
     Ping,
     PutBlock,
+    Release,
     RequestReceived,
     ResponseReceived,
     Role,
@@ -246,6 +248,8 @@ OUR_REQUESTS: list[Message] = [
     Ping(),
     HasBlocks(()),
     PutBlock(b"\x02" * 32, b"x"),
+    Lease(b"\x03" * 32, 60, (b"\x04" * 32,)),
+    Release(b"\x03" * 32),
 ]
 
 

@@ -31,6 +31,8 @@ from shoal.protocol import (
     HasBlocks,
     HaveBlocks,
     Hello,
+    Lease,
+    Leased,
     Message,
     Nodes,
     PeerAddress,
@@ -40,6 +42,8 @@ from shoal.protocol import (
     PutBlock,
     PutBlockOk,
     Registry,
+    Release,
+    Released,
     decode_message,
     encode_message,
 )
@@ -85,14 +89,17 @@ def test_round_trip_in_random_pieces(batch: list[tuple[int, Message]], cuts: lis
 def test_registry_is_the_one_table() -> None:
     """Codes, names and the request/response table all come from the registered classes."""
     classes = MESSAGES.classes
-    assert [c.CODE for c in classes] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 18, 19, 20, 21]
+    assert [c.CODE for c in classes] == [
+        *(1, 2, 3, 4, 5, 6, 7, 8, 9),
+        *(16, 17, 18, 19, 20, 21, 22, 23, 24, 25),
+    ]
     assert MESSAGES.codes == {c.CODE for c in classes}
     assert len({c.NAME for c in classes}) == len(classes)
     assert all(MESSAGES.get(c.CODE) is c for c in classes)
     assert MESSAGES.get(0) is None
     assert MESSAGES.get(99) is None
     # Which requests carry bulk data and whose answers do: the transport's service classes.
-    assert {c for c in REQUEST_TYPES if c.carries_bulk()} == {PutBlock, HasBlocks}
+    assert {c for c in REQUEST_TYPES if c.carries_bulk()} == {PutBlock, HasBlocks, Lease}
     assert {c for c in REQUEST_TYPES if c.answer_carries_bulk()} == {GetBlock}
 
 
@@ -104,6 +111,8 @@ def test_request_response_table() -> None:
         PutBlock: PutBlockOk,
         GetBlock: BlockData,
         HasBlocks: HaveBlocks,
+        Lease: Leased,
+        Release: Released,
     } == RESPONSE_FOR
     assert frozenset(RESPONSE_FOR) == REQUEST_TYPES
 
@@ -124,6 +133,18 @@ def test_has_blocks_packs_ids_in_payload() -> None:
     assert decode_message(frame) == HasBlocks(ids)
     reply = HaveBlocks(tuple(i % 3 == 0 for i in range(MAX_BLOCK_IDS)))
     assert decode_message(feed_in_pieces(b"".join(encode_message(1, reply)), [])[0]) == reply
+
+
+def test_lease_round_trip_and_answer_check() -> None:
+    ids = tuple(hashlib.sha256(i.to_bytes(2, "big")).digest() for i in range(3))
+    for msg in (Lease(ID, 60, ids), Lease(ID, 60, ids, owner=ID), Release(ID), Released(7)):
+        assert decode_message(feed_in_pieces(b"".join(encode_message(1, msg)), [])[0]) == msg
+    check = Lease(ID, 60, ids).answer_check()
+    assert check(Leased((True, False, True))) is None
+    assert check(Leased((True,))) is not None
+    # The optional lease flag is absent from the header unless set.
+    assert msgpack.unpackb(encode_message(1, HasBlocks(ids))[0][11:]) == {}
+    assert msgpack.unpackb(encode_message(1, HasBlocks(ids, lease=True))[0][11:]) == {"lease": True}
 
 
 def frame(type_: int, header: dict[str, Any], payload: bytes = b"") -> Frame:
@@ -179,6 +200,20 @@ BAD_FRAMES = [
     ("have-int", frame(HaveBlocks.CODE, {"present": [1]})),
     ("have-too-many", frame(HaveBlocks.CODE, {"present": [True] * (MAX_BLOCK_IDS + 1)})),
     ("have-payload", frame(HaveBlocks.CODE, {"present": []}, b"x")),
+    ("put-lease-int", frame(PutBlock.CODE, {"block_id": ID, "lease": 1}, b"data")),
+    ("has-lease-nil", frame(HasBlocks.CODE, {"lease": None}, bytes(32))),
+    ("lease-no-root", frame(Lease.CODE, {"seconds": 1}, bytes(32))),
+    ("lease-negative", frame(Lease.CODE, {"root": ID, "seconds": -1}, bytes(32))),
+    ("lease-too-long", frame(Lease.CODE, {"root": ID, "seconds": 366 * 86400 + 1}, b"")),
+    ("lease-float", frame(Lease.CODE, {"root": ID, "seconds": 1.5}, b"")),
+    ("lease-short-owner", frame(Lease.CODE, {"root": ID, "seconds": 1, "owner": ID[:31]})),
+    ("lease-ragged", frame(Lease.CODE, {"root": ID, "seconds": 1}, bytes(33))),
+    ("lease-too-many", frame(Lease.CODE, {"root": ID, "seconds": 1}, bytes(32 * 4097))),
+    ("lease-extra-key", frame(Lease.CODE, {"root": ID, "seconds": 1, "x": 1})),
+    ("leased-int", frame(Leased.CODE, {"held": [1]})),
+    ("release-payload", frame(Release.CODE, {"root": ID}, b"x")),
+    ("release-short", frame(Release.CODE, {"root": ID[:8]})),
+    ("released-negative", frame(Released.CODE, {"count": -1})),
 ]
 
 
@@ -257,6 +292,11 @@ def test_registering_a_bad_declaration_fails_at_import() -> None:
         GetBlock(b""),
         HasBlocks((ID,) * (MAX_BLOCK_IDS + 1)),
         HaveBlocks((1,)),  # type: ignore[arg-type]
+        Lease(ID, 1, (ID,) * (MAX_BLOCK_IDS + 1)),
+        Lease(ID, -1, ()),
+        Lease(ID, 1, (), owner=ID[:3]),
+        Release(b""),
+        Released(-1),
         Peers((PeerAddress(ID, ("a",) * 17),)),
         Peers(((ID, ()),)),  # type: ignore[arg-type]
         "not a message",

@@ -22,11 +22,13 @@ from shoal.protocol import (
     GetPeers,
     HasBlocks,
     Hello,
+    Lease,
     Message,
     PeerAddress,
     Peers,
     Ping,
     PutBlock,
+    Release,
     State,
     decode_message,
     encode_frame,
@@ -75,15 +77,20 @@ def test_limits_are_derived_from_each_schema() -> None:
     """The numbers docs/wire-format.md lists; a schema change shows up here."""
     limits = {cls.NAME: cls.schema.limits for cls in MESSAGES.classes}
     assert limits["PING"] == HeaderLimits(5, 0, 0, 0, 0, 1)
-    assert limits["PONG"] == limits["GET_PEERS"] == limits["HAS_BLOCKS"] == limits["PING"]
+    assert limits["PONG"] == limits["GET_PEERS"] == limits["PING"]
+    assert limits["HAS_BLOCKS"] == HeaderLimits(16, 5, 0, 0, 1, 1)
     assert limits["HELLO"] == HeaderLimits(16_869, 1020, 32, 16, 6, 2)
     assert limits["AUTH"] == HeaderLimits(133, 9, 64, 0, 2, 1)
     assert limits["ERROR"] == HeaderLimits(4_388, 4096, 0, 0, 2, 1)
     # PEERS could exceed 64 KiB on paper: the connection's header limit bounds it.
     assert limits["PEERS"] == HeaderLimits(4_216_084, 1020, 32, 256, 2, 514)
     assert limits["GET_BLOCK"] == HeaderLimits(55, 8, 32, 0, 1, 1)
-    assert limits["PUT_BLOCK"] == limits["PUT_BLOCK_OK"] == limits["BLOCK_DATA"]
-    assert limits["PUT_BLOCK"] == limits["GET_BLOCK"]
+    assert limits["PUT_BLOCK"] == HeaderLimits(66, 8, 32, 0, 2, 1)
+    assert limits["PUT_BLOCK_OK"] == limits["BLOCK_DATA"] == limits["GET_BLOCK"]
+    assert limits["LEASE"] == HeaderLimits(119, 7, 32, 0, 3, 1)
+    assert limits["LEASED"] == HeaderLimits(4_115, 4, 0, 4096, 1, 2)
+    assert limits["RELEASE"] == HeaderLimits(51, 4, 32, 0, 1, 1)
+    assert limits["RELEASED"] == HeaderLimits(24, 5, 0, 0, 1, 1)
     assert limits["HAVE_BLOCKS"] == HeaderLimits(4_118, 7, 0, 4096, 1, 2)
 
 
@@ -174,6 +181,8 @@ EXAMPLE_REQUESTS: dict[type[Message], Message] = {
     GetBlock: GetBlock(ID),
     PutBlock: PutBlock(ID, b"x"),
     HasBlocks: HasBlocks(()),
+    Lease: Lease(ID, 60, ()),
+    Release: Release(ID),
     Ping: Ping(),
     FindNode: FindNode(ID),
 }
