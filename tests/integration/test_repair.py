@@ -160,30 +160,30 @@ async def test_last_copy_is_copied_at_once(
     assert await copies(live, target) == 3
 
 
-async def test_owner_gone_holders_repair_by_held_roots(
+async def test_owner_gone_holders_repair_the_roots_they_hold_under_lease(
     cluster: Cluster, random_bytes: Callable[[int], bytes]
 ) -> None:
-    held: set[bytes] = set()
-    nodes = await start(
-        cluster,
-        5,
-        repair_delay=0.5,
-        repair_interval=1e6,
-        repair_held_roots=lambda now: sorted(held),
-    )
+    nodes = await start(cluster, 5, repair_delay=0.5, repair_interval=1e6)
     n0 = nodes[0]
     data = {f"f{i}": random_bytes(4000 + i) for i in range(3)}
     caps = [await n0.store(name, d) for name, d in data.items()]
-    held.update(parse_cap(c).cid for c in caps)
     blocks = [b for cap in caps for b in await block_ids(n0, cap)]
-    # The owner goes away for good, and one more holder with it.
+    # The owner goes away for good, and one more holder with it. Only the lease table tells
+    # the others which files they hold (their catalogs are empty).
     await cluster.stop(n0)
     await cluster.stop(nodes[1])
     live = nodes[2:]
+    assert [await n.list_files() for n in live] == [[], [], []]
     await wait_until(lambda: _all_have_three(live, blocks), timeout=30)
     for cap, expected in zip(caps, data.values(), strict=True):
         async with live[0].get(cap) as reader:
             assert await reader.read() == expected
+    # Every copy carries a lease of the owner's, so GC keeps it.
+    now = time.time()
+    for node in live:
+        held = [b for b in blocks if node._rt.blocks.has(b)]
+        leases = await node._rt.io(node._rt.leases.leases_of, held, now)
+        assert {lease.block_id for lease in leases} == set(held)
 
 
 async def test_cursor_survives_a_restart(

@@ -53,11 +53,38 @@ async def carry_leases(
     if own or any(row.owner == rt.node_id for row in rows):
         leases[None] = int(min(rt.options.lease_duration, MAX_LEASE_SECONDS))
     for node_id, block_ids in copies.items():
-        if node_id == rt.node_id or not block_ids:
+        if not block_ids:
+            continue
+        if node_id == rt.node_id:
+            try:
+                await rt.io(_grant_here, rt, root, leases, block_ids, now)
+            except ShoalError as exc:
+                log.warning("repair: cannot record the leases of copies made here: %s", exc)
             continue
         await transfer_leases(rt, node_id, block_ids)
         for owner, seconds in leases.items():
             await _send(rt, node_id, root, owner, seconds, block_ids)
+
+
+def _grant_here(
+    rt: NodeRuntime,
+    root: bytes,
+    leases: dict[bytes | None, int],
+    block_ids: list[bytes],
+    now: float,
+) -> None:
+    """Record ``leases`` on blocks just copied into this node's own store (as a LEASE from
+    this node would; on the I/O pool)."""
+    with rt.leases.guard_many(block_ids):
+        for owner, seconds in leases.items():
+            rt.leases.grant(
+                rt.node_id if owner is None else owner,
+                root,
+                block_ids,
+                now + min(float(seconds), rt.options.lease_duration),
+                now=now,
+                granted_by=rt.node_id,
+            )
 
 
 async def _send(
