@@ -145,3 +145,34 @@ def test_background_repair_restores_three_copies(
     status = nodes[0].status()
     assert status["files_lost"] == 0
     kill_and_read_back(shoal_net, nodes, files, tmp_path)
+
+
+def test_owner_gone_the_holders_restore_three_copies(
+    shoal_net: ShoalNet, random_file: Callable[[str, int], tuple[Path, bytes]], tmp_path: Path
+) -> None:
+    nodes = start_five(shoal_net, delay=2)
+    n0 = nodes[0]
+    files = put_files(n0, random_file)
+    blocks = set(copies(nodes))
+    # The owner goes away for good, and one more holder with it. The others keep no catalog
+    # entry: they find the files through the leases on the roots they hold.
+    n0.kill9()
+    nodes[1].kill9()
+    live = nodes[2:]
+    assert all(node.files() == [] for node in live)
+    shoal_net.wait(
+        lambda: every_block_has_three(live, blocks),
+        what=f"every block to have {REPLICAS} copies on the three nodes left",
+        timeout=90,
+    )
+    (first_cap, first_data), *rest = files.items()
+    assert live[0].get_bytes(first_cap, tmp_path / "first.bin") == first_data
+    clients = [Client.from_data_dir(node.data_dir) for node in live]
+    try:
+        for i, (cap, data) in enumerate(rest):
+            out = tmp_path / f"back{i}.bin"
+            clients[i % len(clients)].get(cap, out)
+            assert out.read_bytes() == data, f"file {i} differs"
+    finally:
+        for client in clients:
+            client.close()
