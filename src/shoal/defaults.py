@@ -110,6 +110,17 @@ DHT_CACHE_TTL: Final = 60.0
 HANDOFF_INTERVAL: Final = 600.0
 HANDOFF_SETTLE: Final = 10.0
 
+# -- repair (shoal.node.repair; see docs/repair.md) --------------------------------------------
+#: Seconds a node must be unreachable before its copies count as lost and are made again
+#: elsewhere (one hour: a reboot does not trigger repair). A block down to its last copy is
+#: copied at once.
+REPAIR_DELAY: Final = 3600.0
+#: Seconds between two full background passes over the files a node keeps and holds.
+REPAIR_INTERVAL: Final = 3600.0
+#: Bytes per second background repair may move (copies and the reads they need).
+REPAIR_RATE: Final = 16 << 20
+#: Seconds after a node went away (or a restart cut a pass short) before a pass.
+REPAIR_SETTLE: Final = 10.0
 # -- leases and garbage collection (shoal.node.leases, shoal.node.gc; docs/leases.md) ----------
 #: Seconds a lease lasts (31 days): the longest lease a node grants, whoever asks.
 LEASE_DURATION: Final = 31 * 24 * 3600.0

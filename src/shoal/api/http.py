@@ -40,6 +40,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from shoal.api.docs_page import DOCS_HTML
 from shoal.api.folders import add_folder_routes
+from shoal.api.health import add_health_routes
 from shoal.api.keys import NODE_KEY
 from shoal.api.leases import add_lease_routes
 from shoal.api.openapi import openapi_document
@@ -394,6 +395,7 @@ def make_app(node: Node, token: str) -> web.Application:
     install_ui(app, node)  # the web UI: a browser session instead of the token (api/ui.py)
     app.router.add_get("/v1/invite", _invite)
     add_folder_routes(app)
+    add_health_routes(app)
     add_lease_routes(app)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/openapi.json", _openapi)

@@ -49,6 +49,19 @@ _REF = {
     "description": "A folder's catalog name (percent-encoded) or read cap (shoal:r:...).",
     "schema": {"type": "string"},
 }
+_HEALTH_REF = {
+    "name": "ref",
+    "in": "path",
+    "required": True,
+    "description": "A file's catalog name (percent-encoded), read cap or verify cap "
+    "(shoal:v:...: no read key needed).",
+    "schema": {"type": "string"},
+}
+_NDJSON = {
+    "description": 'JSON lines: {"progress": {"blocks": N}} about every second, then '
+    '{"result": FileHealth or RepairPass} or {"error": Error}.',
+    "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+}
 _CAP = {
     "name": "cap",
     "in": "path",
@@ -143,6 +156,54 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "integer",
                 "description": "Bytes of blocks held only under other owners' leases.",
             },
+            "files_healthy": {"type": "integer", "description": "Catalog files, last check."},
+            "files_degraded": {"type": "integer"},
+            "files_lost": {"type": "integer"},
+            "files_unchecked": {"type": "integer", "description": "Not checked yet."},
+            "repair_queue": {"type": "integer", "description": "Files waiting for repair."},
+            "repair_copied": {"type": "integer", "description": "Blocks copied since start."},
+            "repair_bytes": {"type": "integer"},
+            "repair_passes": {"type": "integer"},
+        },
+    },
+    "FileHealth": {
+        "type": "object",
+        "description": "A check (or repair) of one file: a `result` line of /v1/health or "
+        "/v1/repair/{ref}. Copies are counted on the R closest live nodes of each block.",
+        "required": ["cid", "healthy", "state", "blocks", "wanted", "min_copies"],
+        "properties": {
+            "cid": {"type": "string"},
+            "cap": {"type": "string", "description": "The verify cap (shoal:v:...)."},
+            "healthy": {"type": "boolean"},
+            "state": {"type": "string", "enum": ["healthy", "degraded", "lost"]},
+            "blocks": {"type": "integer"},
+            "wanted": {"type": "integer", "description": "R, the copies wanted."},
+            "min_copies": {"type": "integer", "description": "Fewest live copies of a block."},
+            "min_copies_after": {"type": "integer", "description": "The same after repair."},
+            "waiting": {"type": "integer", "description": "Blocks waiting for absent nodes."},
+            "lost_blocks": {"type": "integer"},
+            "copied": {"type": "integer"},
+            "bytes_moved": {"type": "integer"},
+            "verified": {"type": "boolean"},
+            "unchecked": {"type": "integer"},
+            "due": {"type": ["number", "null"]},
+            "error": {"type": ["string", "null"]},
+            "unrepaired": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "RepairPass": {
+        "type": "object",
+        "description": "The `result` line of POST /v1/repair.",
+        "required": ["files", "copied", "bytes_moved", "unrepaired"],
+        "properties": {
+            "files": {"type": "integer"},
+            "healthy": {"type": "integer"},
+            "degraded": {"type": "integer"},
+            "lost": {"type": "integer"},
+            "copied": {"type": "integer"},
+            "bytes_moved": {"type": "integer"},
+            "unrepaired": {"type": "array", "items": {"type": "string"}},
+            "reports": {"type": "array", "items": _ref("FileHealth")},
         },
     },
     "Peer": {
@@ -369,6 +430,35 @@ def _paths() -> dict[str, Any]:
                     },
                     "default": _ERROR,
                 },
+            },
+        },
+        "/v1/health/{ref}": {
+            "parameters": [_HEALTH_REF],
+            "get": {
+                "summary": "Check a file's health (live copies of each block)",
+                "parameters": [
+                    {
+                        "name": "verify",
+                        "in": "query",
+                        "required": False,
+                        "description": "Also download and hash every copy counted.",
+                        "schema": {"type": "boolean"},
+                    }
+                ],
+                "responses": {"200": _NDJSON, "default": _ERROR},
+            },
+        },
+        "/v1/repair": {
+            "post": {
+                "summary": "One repair pass now over every file this node keeps or holds",
+                "responses": {"200": _NDJSON, "default": _ERROR},
+            }
+        },
+        "/v1/repair/{ref}": {
+            "parameters": [_HEALTH_REF],
+            "post": {
+                "summary": "One repair pass now over one file",
+                "responses": {"200": _NDJSON, "default": _ERROR},
             },
         },
         "/metrics": {

@@ -24,6 +24,8 @@ import click
 from shoal import defaults
 from shoal.cli.demo import run_demo
 from shoal.cli.files import default_file_name, output_path
+from shoal.cli.health import check as check_command
+from shoal.cli.health import repair as repair_command
 from shoal.cli.leases import gc as gc_command
 from shoal.cli.leases import pin as pin_command
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
@@ -264,6 +266,22 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     "config.toml's node.mdns = false; a node listening on 127.0.0.1 never uses mDNS).",
 )
 @click.option(
+    "--repair-delay",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="How long a node must be unreachable before its copies count as lost and are made "
+    "again elsewhere (default: config.toml's node.repair_delay, else "
+    f"{defaults.REPAIR_DELAY:.0f}; a block down to its last copy is copied at once).",
+)
+@click.option(
+    "--repair-rate",
+    default=None,
+    metavar="SIZE",
+    help="Bytes per second background repair may move, e.g. 8MiB; 0 for no limit "
+    f"(default {defaults.REPAIR_RATE >> 20} MiB).",
+)
+@click.option(
     "--gc-grace",
     "gc_grace",
     type=click.FloatRange(min=0),
@@ -293,6 +311,8 @@ def run(
     limit_settings: tuple[str, ...],
     grpc_address: str | None,
     no_mdns: bool,
+    repair_delay: float | None,
+    repair_rate: str | None,
     gc_grace: float | None,
     pending_lease: float | None,
     verbose: bool,
@@ -332,6 +352,8 @@ def run(
         limits=limits,
         grpc=grpc_address,
         mdns=not no_mdns,
+        repair_delay=repair_delay,
+        repair_rate=None if repair_rate is None else parse_size(repair_rate, what="--repair-rate"),
         gc_grace=gc_grace,
         pending_lease=pending_lease,
     )
@@ -627,7 +649,7 @@ def status(data_dir: Path, as_json: bool) -> None:
         _print_json(info)
         return
     for key, value in info.items():
-        if key in ("bytes", "bytes_for_others") and isinstance(value, int):
+        if key in ("bytes", "bytes_for_others", "repair_bytes") and isinstance(value, int):
             shown = format_size(value)
         elif isinstance(value, float):
             shown = f"{value:.1f}"
@@ -660,6 +682,8 @@ def demo(once: bool, ephemeral_ports: bool, data_root: Path | None, verbose: boo
 
 
 cli.add_command(ui_command)
+cli.add_command(check_command)
+cli.add_command(repair_command)
 cli.add_command(pin_command)
 cli.add_command(gc_command)
 

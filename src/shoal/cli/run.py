@@ -90,6 +90,10 @@ class NodeSettings:
     #: ``--gc-grace`` (None: config.toml, else 24 h) and ``--pending-lease`` (None: 1 h).
     gc_grace: float | None = None
     pending_lease: float | None = None
+    #: ``--repair-delay`` seconds (None: config.toml, else one hour) and ``--repair-rate``
+    #: bytes per second (None: the default; 0: no limit).
+    repair_delay: float | None = None
+    repair_rate: int | None = None
 
 
 async def run_node(data_dir: Path, settings: NodeSettings) -> None:
@@ -141,9 +145,11 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
 
 
 def _runtime_options(settings: NodeSettings) -> RuntimeOptions:
-    options = RuntimeOptions(mdns=settings.mdns)
+    options = RuntimeOptions(mdns=settings.mdns, repair_delay=settings.repair_delay)
     if settings.pending_lease is not None:
         options = dataclasses.replace(options, pending_lease=settings.pending_lease)
+    if settings.repair_rate is not None:
+        options = dataclasses.replace(options, repair_rate=settings.repair_rate)
     return options
 
 

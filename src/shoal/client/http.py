@@ -9,6 +9,7 @@ pieces, so memory stays bounded whatever the file size. The endpoints are descri
 from __future__ import annotations
 
 import contextlib
+import json
 import mimetypes
 import os
 from collections.abc import Callable, Iterator
@@ -61,11 +62,18 @@ def _error_from_response(response: httpx.Response) -> ShoalError:
     """Turn an error response into the ``ShoalError`` subclass its JSON body's code names."""
     try:
         err = response.json()["error"]
-        code, message = str(err["code"]), str(err["message"])
+        if not isinstance(err, dict) or not {"code", "message"} <= err.keys():
+            raise TypeError("no error object")
     except (ValueError, KeyError, TypeError):
         text = response.text.strip().splitlines()
         detail = text[0] if text else response.reason_phrase
         return ShoalError(f"node API answered {response.status_code}: {detail}")
+    return _error_from_body(err)
+
+
+def _error_from_body(err: dict[str, Any]) -> ShoalError:
+    """The ``ShoalError`` subclass an ``{"code", "message"}`` error object names."""
+    code, message = str(err.get("code")), str(err.get("message"))
     cls = error_class_for_code(code) or ShoalError
     if issubclass(cls, QuorumNotMet):
         placed = err.get("placed")
@@ -410,6 +418,74 @@ class Client:
             progress=progress,
         )
 
+    # -- health and repair (docs/repair.md) --------------------------------------------------
+
+    def check(
+        self,
+        name_or_cap: str,
+        *,
+        verify: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Check a file's health: the live copies of each of its blocks.
+
+        Args:
+            name_or_cap: A catalog name, a read cap or a verify cap (``shoal:v:...``).
+            verify: Also download and hash every copy counted.
+            progress: Called with the number of blocks checked so far, about every second.
+
+        Returns:
+            At least ``{"healthy", "state", "blocks", "min_copies", "wanted"}``
+            (``docs/http-api.md``).
+        """
+        query = "?verify=true" if verify else ""
+        return self._lines("GET", _health_path("/v1/health/", name_or_cap) + query, progress)
+
+    def repair(
+        self, name_or_cap: str | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> dict[str, Any]:
+        """Run one repair pass now over one file (a name or a cap; a verify cap is enough) or,
+        with None, over every file the node keeps or holds.
+
+        Returns:
+            For one file its report (``check``'s fields plus ``copied``, ``bytes_moved``,
+            ``unrepaired``); for all, ``{"files", "copied", "bytes_moved", "unrepaired",
+            "reports", ...}``.
+        """
+        if name_or_cap is None:
+            return self._lines("POST", "/v1/repair", progress)
+        report = self._lines("POST", _health_path("/v1/repair/", name_or_cap), progress)
+        files: list[dict[str, Any]] = report.get("reports", [])
+        return files[0] if len(files) == 1 else report
+
+    def _lines(
+        self, method: str, url: str, progress: Callable[[int], None] | None
+    ) -> dict[str, Any]:
+        """Read a stream of JSON lines: progress, then a result or an error."""
+        malformed = ShoalError(f"node API sent a malformed answer to {method} {url}")
+        with self._request(method, url) as resp:
+            try:
+                for line in resp.iter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        message = json.loads(line)
+                        if "progress" in message:
+                            if progress is not None:
+                                progress(int(message["progress"]["blocks"]))
+                            continue
+                    except (ValueError, TypeError, KeyError) as exc:
+                        raise malformed from exc
+                    if isinstance(message.get("result"), dict):
+                        result: dict[str, Any] = message["result"]
+                        return result
+                    if isinstance(message.get("error"), dict):
+                        raise _error_from_body(message["error"])
+                    raise malformed
+            except httpx.HTTPError as exc:
+                raise self._map_transport_error(exc, transfer=True) from exc
+        raise TransportError(f"the node's answer to {method} {url} ended before its result")
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _json(self, method: str, url: str) -> Any:
@@ -489,6 +565,15 @@ def _folder_path(name_or_cap: str) -> str:
     if not name_or_cap:
         raise ConfigError("a folder name must not be empty")
     return "/v1/folders/" + _quote_name(name_or_cap)
+
+
+def _health_path(prefix: str, name_or_cap: str) -> str:
+    if looks_like_cap(name_or_cap):
+        parse_cap(name_or_cap)  # malformed caps fail here, with the cap's own message
+        return prefix + quote(name_or_cap.strip(), safe=":")
+    if not name_or_cap:
+        raise ConfigError("a file name must not be empty")
+    return prefix + _quote_name(name_or_cap)
 
 
 def _file_path(name: str) -> str:

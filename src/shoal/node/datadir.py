@@ -60,6 +60,9 @@ class NodeConfig:
     advertise: list[str] = field(default_factory=list)
     #: Find nodes on the local network and announce this one (``node.mdns``).
     mdns: bool = True
+    #: Seconds a node must be unreachable before its copies count as lost
+    #: (``node.repair_delay``; ``docs/repair.md``).
+    repair_delay: float = defaults.REPAIR_DELAY
     #: Seconds a block with no live lease is kept before GC frees it (``node.gc_grace``);
     #: None: the default (24 hours).
     gc_grace: float | None = None
@@ -85,6 +88,8 @@ class NodeConfig:
             text += f"advertise = [{', '.join(json.dumps(a) for a in self.advertise)}]\n"
         if not self.mdns:
             text += "mdns = false\n"
+        if self.repair_delay != defaults.REPAIR_DELAY:
+            text += f"repair_delay = {self.repair_delay!r}\n"
         if self.gc_grace is not None:
             text += f"gc_grace = {self.gc_grace!r}\n"
         if self.limits:
@@ -115,6 +120,13 @@ class NodeConfig:
         mdns = node.get("mdns", True)
         if not isinstance(mdns, bool):
             raise ConfigError(f"{source}: node.mdns must be true or false")
+        repair_delay = node.get("repair_delay", defaults.REPAIR_DELAY)
+        if (
+            not isinstance(repair_delay, int | float)
+            or isinstance(repair_delay, bool)
+            or (repair_delay < 0)
+        ):
+            raise ConfigError(f"{source}: node.repair_delay must be a number of seconds (>= 0)")
         gc_grace = node.get("gc_grace")
         if gc_grace is not None and (
             not isinstance(gc_grace, int | float) or isinstance(gc_grace, bool) or gc_grace < 0
@@ -133,6 +145,7 @@ class NodeConfig:
             reserved_space=_size_setting(node, "reserved_space", source),
             advertise=list(advertise),
             mdns=mdns,
+            repair_delay=float(repair_delay),
             gc_grace=None if gc_grace is None else float(gc_grace),
             limits={name: getattr(checked, name) for name in limits},
         )

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from shoal.node.datadir import DataDir
 from shoal.node.gc import Collector
 from shoal.node.handoff import Handoff
 from shoal.node.leases import LeaseKeeper
+from shoal.node.repair_loop import Repairer
 from shoal.node.serve import RequestHandler
 from shoal.protocol import (
     GetPeers,
@@ -99,6 +100,17 @@ class RuntimeOptions:
     #: routing table (``docs/decisions/0007-handoff.md``).
     handoff_interval: float = defaults.HANDOFF_INTERVAL
     handoff_settle: float = defaults.HANDOFF_SETTLE
+    #: Repair (``docs/repair.md``): seconds a node must be unreachable before its copies
+    #: count as lost (None: config.toml's node.repair_delay, default one hour); seconds
+    #: between full passes; bytes per second background repair may move (0: no limit);
+    #: seconds after a node went away before a pass.
+    repair_delay: float | None = None
+    repair_interval: float = defaults.REPAIR_INTERVAL
+    repair_rate: float = defaults.REPAIR_RATE
+    repair_settle: float = defaults.REPAIR_SETTLE
+    #: The roots this node holds for others, given the Unix time (the lease table's
+    #: ``roots_held``); None: none besides the catalog's.
+    repair_held_roots: Callable[[float], Iterable[bytes]] | None = None
     #: Leases and garbage collection (``docs/leases.md``): how long a lease lasts, how often
     #: the catalog's leases are renewed (and when first), how long a put's pending lease
     #: lasts, how long a block with no live lease is kept (``--gc-grace``), and GC's pace.
@@ -186,6 +198,18 @@ class NodeRuntime:
             self.dht.on_node_left(self.handoff.node_left)
         else:
             raise ValueError(f"unknown routing {options.routing!r}: use 'dht' or 'mesh'")
+        self.repair = Repairer(
+            self,
+            delay=(
+                data.config.repair_delay if options.repair_delay is None else options.repair_delay
+            ),
+            interval=options.repair_interval,
+            rate=options.repair_rate or None,
+            settle=options.repair_settle,
+            held_roots=options.repair_held_roots or self.leases.roots_held,
+        )
+        if self.dht is not None:
+            self.dht.on_node_left(self.repair.node_left)
         self.mdns: MdnsDiscovery | None = None
         self.started_at = options.clock.time()
 
@@ -216,6 +240,7 @@ class NodeRuntime:
                 self.dht.start()
             if self.handoff is not None:
                 self.handoff.start()
+            await self.repair.start()
             self.lease_keeper.start()
             self.collector.start()
         except BaseException:
@@ -250,6 +275,7 @@ class NodeRuntime:
         await self.lease_keeper.aclose()
         if self.mdns is not None:
             await self.mdns.aclose()
+        await self.repair.aclose()
         if self.handoff is not None:
             await self.handoff.aclose()
         if self.dht is not None:

@@ -51,6 +51,8 @@ from shoal.node.leases import LeaseStats, lease_entry, release_entry, stored_for
 from shoal.node.metrics import NodeMetrics, runtime_gauges
 from shoal.node.network import Invite, parse_invite
 from shoal.node.put import store_file
+from shoal.node.repair import FileReport
+from shoal.node.repair_loop import PassReport
 from shoal.node.runtime import NodeRuntime, RuntimeOptions
 from shoal.node.types import (
     FileEntry,
@@ -781,6 +783,7 @@ class Node:
             lookups=self._rt.dht.stats.lookups if self._rt.dht is not None else 0,
             lookup_messages=self._rt.dht.stats.messages if self._rt.dht is not None else 0,
             bytes_for_others=(await stored_for_others(self._rt))[1],
+            **await self._repair_status(),
         )
 
     # -- leases and garbage collection ---------------------------------------------------------
@@ -811,6 +814,54 @@ class Node:
             "nodes": len(stats.nodes),
             "unreachable": len(stats.failed),
         }
+
+    # -- health and repair (logic in node/repair.py and node/repair_loop.py) -------------------
+
+    async def _repair_status(self) -> dict[str, int]:
+        repairer = self._rt.repair
+        counts = repairer.health_counts(await repairer.catalog_roots())
+        return {
+            "files_healthy": counts["healthy"],
+            "files_degraded": counts["degraded"],
+            "files_lost": counts["lost"],
+            "files_unchecked": counts["unchecked"],
+            "repair_queue": repairer.queue_length,
+            "repair_copied": repairer.stats.copied,
+            "repair_bytes": repairer.stats.bytes_moved,
+            "repair_passes": repairer.stats.passes,
+        }
+
+    async def root_of(self, name_or_cap: str) -> bytes:
+        """The root CID of a catalog name, a read cap or a verify cap."""
+        if looks_like_cap(name_or_cap):
+            return parse_cap(name_or_cap).cid
+        entry = await self._catalog_entry(name_or_cap)
+        return parse_cap(entry.cap).cid
+
+    async def check(
+        self, name_or_cap: str, *, verify: bool = False, progress: Progress | None = None
+    ) -> FileReport:
+        """How healthy a file is: the live copies of each block on the nodes placement puts
+        it on. A verify cap (``shoal:v:...``) is enough. With ``verify``, every copy counted is
+        also downloaded and hashed. ``progress`` is called with the blocks just checked.
+
+        Raises:
+            NotFound: ``name_or_cap`` is no name in the catalog.
+            InvalidCapability: The cap is malformed.
+        """
+        root = await self.root_of(name_or_cap)
+        return await self._rt.repair.check(root, verify=verify, progress=progress)
+
+    async def repair(
+        self, name_or_cap: str | None = None, *, progress: Progress | None = None
+    ) -> PassReport:
+        """One repair pass now over one file (name or cap; a verify cap is enough) or, with
+        None, over every file this node keeps or holds. Copies what is missing at once (nodes
+        unreachable for less than the repair delay are not waited for), unthrottled.
+        ``progress`` is called with the blocks just checked."""
+        repairer = self._rt.repair
+        roots = None if name_or_cap is None else [await self.root_of(name_or_cap)]
+        return await repairer.run_pass(roots, background=False, progress=progress)
 
 
 def init_data_dir(

@@ -106,6 +106,16 @@ class NodeStatus:
     #: DHT lookups run and FIND_NODE messages sent since start (placement's cost).
     lookups: int = 0
     lookup_messages: int = 0
+    #: Repair (``docs/repair.md``): the catalog's files by their last check, files waiting
+    #: to be checked, and what background and asked-for passes copied since start.
+    files_healthy: int = 0
+    files_degraded: int = 0
+    files_lost: int = 0
+    files_unchecked: int = 0
+    repair_queue: int = 0
+    repair_copied: int = 0
+    repair_bytes: int = 0
+    repair_passes: int = 0
     #: Bytes of blocks held here only for other owners (no live lease of this node's own).
     bytes_for_others: int = 0
 
@@ -129,6 +139,14 @@ class NodeStatus:
             "lookups": self.lookups,
             "bytes_for_others": self.bytes_for_others,
             "lookup_messages": self.lookup_messages,
+            "files_healthy": self.files_healthy,
+            "files_degraded": self.files_degraded,
+            "files_lost": self.files_lost,
+            "files_unchecked": self.files_unchecked,
+            "repair_queue": self.repair_queue,
+            "repair_copied": self.repair_copied,
+            "repair_bytes": self.repair_bytes,
+            "repair_passes": self.repair_passes,
         }
 
 
