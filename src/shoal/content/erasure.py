@@ -1,7 +1,7 @@
 """Erasure coding of encrypted chunks with zfec: N shares, any K of which rebuild the chunk.
 
-How it works: a stored chunk (ciphertext + tag, ``L`` bytes) is cut into ``k`` pieces of
-``s = ceil(L / k)`` bytes, the last one padded with ``pad = k * s - L`` zero bytes; zfec's
+How it works: a stored chunk (ciphertext + tag, ``L`` bytes) gets ``pad = k * s - L`` zero bytes
+appended and is cut into ``k`` pieces of ``s = ceil(L / k)`` bytes; zfec's
 systematic Reed-Solomon code (Vandermonde matrix over GF(2^8)) turns the ``k`` pieces into
 ``n`` blocks of ``s`` bytes: blocks ``0 .. k-1`` are the pieces themselves, blocks ``k .. n-1``
 are parity. Each block becomes one **share**, a stored block of its own (its ID is the SHA-256
