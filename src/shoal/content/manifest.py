@@ -101,9 +101,7 @@ KIND_DIRECTORY = "dir"
 _KIND_WORDS = {KIND_FILE: "a file", KIND_DIRECTORY: "a directory (a folder)"}
 
 # Map keys in their fixstr encoding; the encoder writes them in exactly this order.
-_K = {
-    name: msgpack.packb(name) for name in ("v", "d", "z", "f", "r", "c", "s", "t", "k", "n")
-}
+_K = {name: msgpack.packb(name) for name in ("v", "d", "z", "f", "r", "c", "s", "t", "k", "n")}
 _MANIFEST_FIELDS = 7
 _ROOT_FIELDS = 3
 _INNER_FIELDS = 1
@@ -172,7 +170,9 @@ class Redundancy:
         """
         parts = text.strip().lower().split("-of-")
         if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts):
-            raise ValueError(f"erasure coding is written K-of-N, e.g. 3-of-5 (N at most {MAX_SHARES})")
+            raise ValueError(
+                f"erasure coding is written K-of-N, e.g. 3-of-5 (N at most {MAX_SHARES})"
+            )
         return cls.erasure(int(parts[0]), int(parts[1]))
 
     @property

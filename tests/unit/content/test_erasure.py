@@ -35,7 +35,9 @@ def stripes(draw: st.DrawFn) -> tuple[bytes, int, int, list[int]]:
 
 @settings(max_examples=300, deadline=None)
 @given(stripes())
-def test_any_k_shares_rebuild_the_chunk_bit_for_bit(case: tuple[bytes, int, int, list[int]]) -> None:
+def test_any_k_shares_rebuild_the_chunk_bit_for_bit(
+    case: tuple[bytes, int, int, list[int]],
+) -> None:
     data, k, n, subset = case
     shares = encode_shares(data, k, n)
     assert len(shares) == n

@@ -272,13 +272,16 @@ MALFORMED_ERASURE = [
 def test_erasure_manifests_round_trip() -> None:
     good = Manifest.decode(raw(r=ZFEC, c=[[SHARES, 11], [SHARES, 10]]))
     assert good.redundancy == Redundancy.erasure(3, 5)
-    assert good.stripes and good.id_width == 160
-    assert good.child_id(1) == SHARES and list(good.stored_sizes) == [11, 10]
+    assert good.stripes
+    assert good.id_width == 160
+    assert good.child_id(1) == SHARES
+    assert list(good.stored_sizes) == [11, 10]
     assert Manifest.decode(good.encode()) == good
     assert good.encode() == raw(r=ZFEC, c=[[SHARES, 11], [SHARES, 10]])
     # Above depth 0 the children are manifests: plain [id, size] entries, replicated.
     inner = Manifest.decode(raw(d=1, r=ZFEC, c=[[ID, 300]]))
-    assert not inner.stripes and inner.child_id(0) == ID
+    assert not inner.stripes
+    assert inner.child_id(0) == ID
 
 
 def test_erasure_fanout_keeps_full_manifests_in_a_block() -> None:
