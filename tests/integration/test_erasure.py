@@ -137,7 +137,7 @@ async def test_a_put_that_cannot_place_k_shares_fails_and_leaves_no_name(
     cluster: Cluster, random_bytes: Callable[[int], bytes]
 ) -> None:
     nodes = await start(cluster, 2)
-    with pytest.raises(QuorumNotMet, match="only 2 of the 5 shares .* 3 are needed"):
+    with pytest.raises(QuorumNotMet, match=r"only 2 of the 5 shares .* 3 are needed"):
         await nodes[0].store("doomed.bin", random_bytes(10_000), redundancy=ERASURE)
     assert await nodes[0].list_files() == []
     # Fewer than n but at least k: stored, and reported as under-replicated.
