@@ -209,11 +209,12 @@ async def catalog_object(
     cap_text = str(cap)
     if copies < wanted:
         log.warning(
-            "stored %s with only %d of %d copies of some blocks: it does not yet survive the "
+            "stored %s with only %d of %d %s of some blocks: it does not yet survive the "
             "loss of the nodes that hold them",
             name,
             copies,
             wanted,
+            "shares" if placed.redundancy is not None else "copies",
         )
     entry = CatalogEntry(
         name=name,
@@ -224,9 +225,11 @@ async def catalog_object(
         mtime=mtime,
         replicas=copies,
         replicas_wanted=wanted,
+        erasure=None if placed.redundancy is None else str(placed.redundancy),
     )
     await rt.io(rt.catalog.put_file, entry)
     log.info("stored %s (%d bytes, %d blocks, cid %s)", name, size, blocks, encode_id(cap.cid))
+    scheme = placed.redundancy or Redundancy.replicate(wanted)
     return StoreResult(
         name=name,
         cap=cap_text,
@@ -234,4 +237,5 @@ async def catalog_object(
         blocks=blocks,
         replicas=copies,
         replicas_wanted=wanted,
+        redundancy=scheme.to_json(),
     )

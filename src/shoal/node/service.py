@@ -185,7 +185,20 @@ def _file_entry(entry: CatalogEntry) -> FileEntry:
         size=entry.size,
         media_type=entry.media_type,
         created=entry.created,
+        redundancy=_redundancy_json(entry),
     )
+
+
+def _redundancy_json(entry: CatalogEntry) -> dict[str, Any] | None:
+    """How a cataloged file is kept, from its row (None: unknown, an older row)."""
+    if entry.erasure is not None:
+        try:
+            return Redundancy.parse_erasure(entry.erasure).to_json()
+        except ValueError:
+            return None
+    if entry.replicas_wanted is not None and 1 <= entry.replicas_wanted <= MAX_REPLICAS:
+        return Redundancy.replicate(entry.replicas_wanted).to_json()
+    return None
 
 
 def _media_type(name: str, given: str | None) -> str:
