@@ -3,12 +3,16 @@ repair of lost shares."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
-from shoal import Node, QuorumNotMet
+from shoal import Client, ConfigError, Node, QuorumNotMet
+from shoal.api.http import serve_api
 from shoal.content import BlockWalk, NeedManifest, Redundancy, Stripe, parse_cap
 from shoal.content.manifest import load_manifest
 from shoal.node.blocks import fetch_block
@@ -146,3 +150,53 @@ async def test_a_put_that_cannot_place_k_shares_fails_and_leaves_no_name(
     )
     assert (result.replicas, result.replicas_wanted) == (2, 4)
     assert await read(nodes[1], result.cap) == b"x" * 1000
+
+
+async def test_the_http_api_and_client_choose_the_scheme_per_file(
+    cluster: Cluster, tmp_path: Path, random_bytes: Callable[[int], bytes]
+) -> None:
+    first = await cluster.add("n0", options=dataclasses.replace(OPTIONS, erasure=(3, 5)))
+    others = [
+        await cluster.add(f"n{i}", peers=[first.listen_address], options=OPTIONS)
+        for i in range(1, 5)
+    ]
+    await first.wait_for_peers(4, timeout=20)
+    source = tmp_path / "source.bin"
+    data = random_bytes(150_000)
+    source.write_bytes(data)
+    async with serve_api(first, cluster.root / "n0") as api:
+        with Client.from_data_dir(api.data_dir) as client:
+
+            def put(name: str, **kwargs: object) -> dict[str, object]:
+                return client.put(source, name, **kwargs)  # type: ignore[arg-type]
+
+            default = await asyncio.to_thread(put, "default.bin")
+            two = await asyncio.to_thread(put, "two.bin", replicas=2)
+            wide = await asyncio.to_thread(put, "wide.bin", erasure="2-of-4")
+            with pytest.raises(ConfigError, match="erasure coding needs 1 <= k < n"):
+                await asyncio.to_thread(put, "bad.bin", erasure="9-of-3")
+            with pytest.raises(ConfigError, match="give replicas or erasure"):
+                await asyncio.to_thread(put, "both.bin", replicas=2, erasure="2-of-4")
+            listed = await asyncio.to_thread(client.list_files)
+        async with httpx.AsyncClient(
+            base_url=api.url, headers={"Authorization": f"Bearer {api.token}"}
+        ) as http:
+            both = await http.put("/v1/files/raw.bin?replicas=1&erasure=3-of-5", content=b"x")
+            assert both.status_code == 400
+            assert both.json()["error"]["code"] == "config"
+            huge = await http.put("/v1/files/raw.bin?replicas=" + "9" * 5000, content=b"x")
+            assert huge.status_code == 400
+    assert default["redundancy"] == {"kind": "erasure", "k": 3, "n": 5, "replicas": 3}
+    assert (default["replicas"], default["replicas_wanted"]) == (5, 5)
+    assert two["redundancy"] == {"kind": "replicate", "replicas": 2}
+    assert wide["redundancy"] == {"kind": "erasure", "k": 2, "n": 4, "replicas": 3}
+    assert {e["name"]: e["redundancy"] for e in listed} == {
+        "default.bin": default["redundancy"],
+        "two.bin": two["redundancy"],
+        "wide.bin": wide["redundancy"],
+    }
+    # The scheme is part of the cap: three schemes, three caps; each reads back elsewhere.
+    caps = {str(r["cap"]) for r in (default, two, wide)}
+    assert len(caps) == 3
+    for cap in caps:
+        assert await read(others[-1], cap) == data

@@ -32,7 +32,7 @@ from shoal.content.caps import looks_like_cap
 from shoal.content.manifest import MAX_REPLICAS, Redundancy
 from shoal.errors import ConfigError, NotFound, ShoalError, StorageError
 from shoal.names import check_name, printable
-from shoal.node.datadir import load_data_dir
+from shoal.node.datadir import load_data_dir, parse_erasure
 from shoal.node.network import Invite, parse_invite
 from shoal.node.service import init_data_dir
 from shoal.transport.limits import limits_with
@@ -214,6 +214,13 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     help="Copies of each block to place (default from config, usually 3).",
 )
 @click.option(
+    "--erasure",
+    default=None,
+    metavar="K-of-N",
+    help="Erasure-code new files by default instead, e.g. 3-of-5: each chunk as N shares on N "
+    "distinct nodes, any K rebuild it (default: config.toml's node.erasure, else replicas).",
+)
+@click.option(
     "--advertise",
     "advertise",
     multiple=True,
@@ -269,6 +276,7 @@ def run(
     listen: str | None,
     peers: tuple[str, ...],
     replicas: int | None,
+    erasure: str | None,
     advertise: tuple[str, ...],
     max_storage: str | None,
     reserved_space: str | None,
@@ -292,6 +300,8 @@ def run(
     if max_connections is not None:
         limits["max_connections"] = max_connections
     limits_with(limits, source="--limit")  # bad names and values fail before anything starts
+    if erasure is not None:
+        parse_erasure(erasure, "--erasure")
     for address in advertise:
         parse_address(address)
     if grpc_address is not None:
@@ -305,6 +315,7 @@ def run(
         listen=listen,
         peers=list(peers),
         replicas=replicas,
+        erasure=erasure,
         advertise=list(advertise),
         max_storage=None if max_storage is None else parse_size(max_storage, what="--max-storage"),
         reserved_space=(
