@@ -32,7 +32,7 @@ def test_node_erasure_is_parsed_and_written_back() -> None:
 
 @pytest.mark.parametrize("value", ["5-of-3", "3-of-3", "0-of-2", "1-of-33", "three", 35, True])
 def test_bad_node_erasure_is_refused_naming_the_key(value: object) -> None:
-    with pytest.raises(ConfigError, match="node.erasure"):
+    with pytest.raises(ConfigError, match=r"node\.erasure"):
         parse(erasure=value)
 
 
