@@ -1,0 +1,55 @@
+"""`shoal put --erasure 3-of-5` on six real nodes: each chunk's shares on five distinct nodes;
+after kill -9 of two share holders, `shoal get` through another node reads every file back bit
+for bit."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ShoalNet, get_over_network
+
+pytestmark = pytest.mark.e2e
+
+MiB = 1 << 20
+
+
+def test_three_of_five_on_six_nodes_survives_two_killed_share_holders(
+    shoal_net: ShoalNet, random_file: Callable[[str, int], tuple[Path, bytes]], tmp_path: Path
+) -> None:
+    nodes = shoal_net.mesh("n0", "n1", "n2", "n3", "n4", "n5")
+    writer, reader = nodes[0], nodes[5]
+    before = {node.name: node.block_ids() for node in nodes}
+    files: dict[str, tuple[str, bytes]] = {}
+    for name, size in (("one.bin", 1), ("three.bin", 3 * MiB + 5), ("five.bin", 5 * MiB)):
+        src, data = random_file(name, size)
+        put = writer.cli("put", "--erasure", "3-of-5", str(src)).ok()
+        files[name] = (put.last_line, data)
+    # 1 + 4 + 5 chunks: 5 shares each, each share on one node; one root manifest per file,
+    # kept on n - k + 1 = 3 nodes. So 50 + 3 blocks, stored 50 + 9 times.
+    added = Counter(b for node in nodes for b in node.block_ids() - before[node.name])
+    assert len(added) == 10 * 5 + 3, len(added)
+    assert sorted(Counter(added.values()).items()) == [(1, 50), (3, 3)]
+    listed = {f["name"]: f["redundancy"] for f in writer.files()}
+    assert listed == dict.fromkeys(files, {"kind": "erasure", "k": 3, "n": 5, "replicas": 3})
+    # No node holds two shares of one chunk, and five nodes hold shares of each: the 10
+    # chunks' 50 shares spread over the six nodes with at most 10 on any node.
+    per_node = {node.name: len(node.block_ids() - before[node.name]) for node in nodes}
+    assert all(count <= 10 + 3 for count in per_node.values()), per_node
+
+    # kill -9 the two nodes (not the writer, not the reader) that hold the most blocks.
+    holders = sorted(nodes[1:5], key=lambda n: -len(n.block_ids() - before[n.name]))
+    doomed = holders[:2]
+    for node in doomed:
+        assert node.block_ids() - before[node.name], f"{node.name} holds no share"
+        node.kill9()
+    for name, (cap, data) in files.items():
+        blocks = {b for b in added if b not in before[reader.name]}
+        got = get_over_network(reader, cap, data, blocks, tmp_path / f"got-{name}")
+        assert got
+    # And by name through the writer, too.
+    for name, (_cap, data) in files.items():
+        assert writer.get_bytes(name, tmp_path / f"again-{name}") == data
