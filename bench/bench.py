@@ -213,7 +213,8 @@ def erasure_rows(
         row("five nodes, 3-of-5 erasure, HTTP API: get", eget, "five_ec_get")
         figures.update(ec_put_vs_r3=eput / put, ec_get_vs_r3=eget / get)
         print(
-            f"       (3-of-5 vs R=3 on the same nodes: put {eput / put:.2f}x, get {eget / get:.2f}x)"
+            f"       (3-of-5 vs R=3 on the same nodes: put {eput / put:.2f}x, "
+            f"get {eget / get:.2f}x)"
         )
 
 
