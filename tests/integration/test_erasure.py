@@ -200,3 +200,26 @@ async def test_the_http_api_and_client_choose_the_scheme_per_file(
     assert len(caps) == 3
     for cap in caps:
         assert await read(others[-1], cap) == data
+
+
+async def test_a_node_whose_default_is_erasure_codes_folders_too(
+    cluster: Cluster, tmp_path: Path, random_bytes: Callable[[int], bytes]
+) -> None:
+    first = await cluster.add("n0", options=dataclasses.replace(OPTIONS, erasure=(2, 4)))
+    others = [
+        await cluster.add(f"n{i}", peers=[first.listen_address], options=OPTIONS)
+        for i in range(1, 4)
+    ]
+    await first.wait_for_peers(3, timeout=20)
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.bin").write_bytes(random_bytes(100_000))
+    (folder / "sub" / "b.txt").write_bytes(b"hello")
+    result = await first.store_folder("folder", folder)
+    assert (result.replicas, result.replicas_wanted) == (4, 4)
+    (entry,) = await first.list_files()
+    assert entry.redundancy == {"kind": "erasure", "k": 2, "n": 4, "replicas": 3}
+    out = tmp_path / "out"
+    await others[-1].get_folder(result.cap, out)
+    assert (out / "a.bin").read_bytes() == (folder / "a.bin").read_bytes()
+    assert (out / "sub" / "b.txt").read_bytes() == b"hello"
