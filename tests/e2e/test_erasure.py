@@ -55,3 +55,18 @@ def test_three_of_five_on_six_nodes_survives_two_killed_share_holders(
     # And by name through the writer, too.
     for name, (_cap, data) in files.items():
         assert writer.get_bytes(name, tmp_path / f"again-{name}") == data
+
+
+def test_an_erasure_coded_round_trip_keeps_node_memory_bounded(
+    shoal_net: ShoalNet, random_file: Callable[[str, int], tuple[Path, bytes]], tmp_path: Path
+) -> None:
+    # Buffering the file (160 MiB) or its shares (267 MiB) anywhere would break the bound.
+    nodes = shoal_net.mesh("m0", "m1", "m2", "m3", "m4")
+    src, data = random_file("big.bin", 160 * MiB)
+    cap = nodes[4].cli("put", "--erasure", "3-of-5", str(src), timeout=300).ok().last_line
+    out = tmp_path / "back.bin"
+    nodes[0].cli("get", cap, "-o", str(out), timeout=300).ok()
+    assert out.read_bytes() == data
+    for node in nodes:
+        peak = node.memory().peak
+        assert peak < 200 * MiB, f"{node.name} peaked at {peak / MiB:.0f} MiB"
