@@ -66,6 +66,7 @@ async def test_three_of_five_on_six_nodes_survives_two_stopped_holders(
     for name, data in files.items():
         result = await writer.store_with_result(name, data, redundancy=ERASURE)
         assert (result.replicas, result.replicas_wanted) == (5, 5)
+        assert result.blocks == 5 * -(-len(data) // OPTIONS.chunk_size) + 1  # shares + root
         caps[name] = result.cap
     # The manifest records the scheme; each chunk has 5 shares on 5 distinct nodes.
     some_stripes = []

@@ -408,7 +408,7 @@ def put(
             failed(file, exc)
         else:
             todo.append((file, file_name))
-    under_replicated: tuple[int, int] | None = None
+    under_replicated: tuple[int, int, str] | None = None
     if todo:
         with Client.from_data_dir(data_dir) as client:
             for file, file_name in todo:
@@ -421,12 +421,15 @@ def put(
                 click.echo(f"stored {printable(result['name'])} ({size})", err=True)
                 copies, wanted = result.get("replicas"), result.get("replicas_wanted")
                 if isinstance(copies, int) and isinstance(wanted, int) and copies < wanted:
-                    under_replicated = under_replicated or (copies, wanted)
+                    scheme = result.get("redundancy")
+                    coded = isinstance(scheme, dict) and scheme.get("kind") == "erasure"
+                    what = "shares of some chunks" if coded else "copies of some blocks"
+                    under_replicated = under_replicated or (copies, wanted, what)
                 click.echo(result["cap"])
     if under_replicated is not None:
-        copies, wanted = under_replicated
+        copies, wanted, what = under_replicated
         click.echo(
-            f"warning: only {copies} of {wanted} copies of some blocks could be stored (too few "
+            f"warning: only {copies} of {wanted} {what} could be stored (too few "
             "nodes up or with room); the file does not yet survive the loss of the nodes that "
             "hold it",
             err=True,

@@ -125,6 +125,7 @@ async def place_object(
         kind=kind,
     )
     add_entry = builder.add_stripe if scheme.is_erasure else builder.add
+    blocks_per_chunk = scheme.n if scheme.is_erasure else 1  # a stripe is n blocks (shares)
     size = 0
     blocks = 0
     copies = wanted  # the fewest copies of any block so far
@@ -146,7 +147,7 @@ async def place_object(
         nonlocal blocks, copies
         placed = await window.next()
         copies = min(copies, placed.copies)
-        blocks += 1
+        blocks += blocks_per_chunk
         for block_id, data in add_entry(
             placed.block_id, placed.stored_size, placed.key, placed.plaintext_size
         ):
