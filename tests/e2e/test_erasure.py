@@ -1,6 +1,6 @@
 """`shoal put --erasure 3-of-5` on six real nodes: each chunk's shares on five distinct nodes;
 after kill -9 of two share holders, `shoal get` through another node reads every file back bit
-for bit."""
+for bit. And `shoal run --erasure` as a node's default, with bounded memory."""
 
 from __future__ import annotations
 
@@ -61,9 +61,12 @@ def test_an_erasure_coded_round_trip_keeps_node_memory_bounded(
     shoal_net: ShoalNet, random_file: Callable[[str, int], tuple[Path, bytes]], tmp_path: Path
 ) -> None:
     # Buffering the file (160 MiB) or its shares (267 MiB) anywhere would break the bound.
-    nodes = shoal_net.mesh("m0", "m1", "m2", "m3", "m4")
+    # The nodes erasure-code by default (shoal run --erasure), so put needs no flag.
+    nodes = shoal_net.mesh("m0", "m1", "m2", "m3", "m4", args=("--erasure", "3-of-5"))
     src, data = random_file("big.bin", 160 * MiB)
-    cap = nodes[4].cli("put", "--erasure", "3-of-5", str(src), timeout=300).ok().last_line
+    cap = nodes[4].cli("put", str(src), timeout=300).ok().last_line
+    (entry,) = nodes[4].files()
+    assert entry["redundancy"] == {"kind": "erasure", "k": 3, "n": 5, "replicas": 3}
     out = tmp_path / "back.bin"
     nodes[0].cli("get", cap, "-o", str(out), timeout=300).ok()
     assert out.read_bytes() == data
