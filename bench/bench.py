@@ -7,6 +7,9 @@ Run with ``make bench``. Measured in one run:
   does) and through its gRPC API (``--grpc``, a grpcio client streaming 1 MiB messages), and
   the in-process Python API;
 - three nodes (R=3): three ``shoal run`` subprocesses, put through one, get through another;
+- five nodes: erasure coding 3-of-5 beside R=3 on the same five nodes (put through one, get
+  through another; ``--erasure-only`` runs just this part, ``--erasure-rss-size`` adds the
+  peak RSS of each node for a 3-of-5 put and get of a larger file);
 - peak RSS (VmHWM) of every node process, also for a larger file (``--rss-size``);
 - the DHT simulation (``make sim``) at 100, 1,000 and 10,000 nodes (``--no-sim`` skips it).
 
@@ -183,12 +186,52 @@ def nodes(root: Path, count: int, extra: tuple[str, ...] = ()) -> Iterator[list[
             node.stop()
 
 
-def timed_put_get(put_node: NodeProcess, get_node: NodeProcess, src: Path) -> tuple[float, float]:
+def timed_put_get(
+    put_node: NodeProcess, get_node: NodeProcess, src: Path, **redundancy: object
+) -> tuple[float, float]:
+    """MiB/s of a put through one node and a get through another; ``redundancy`` is
+    ``replicas=R`` or ``erasure="K-of-N"`` (default: the node's)."""
     size = src.stat().st_size
     start = time.perf_counter()
-    cap = put_node.client.put(src)["cap"]
+    name = "-".join([src.stem, *(f"{k}{v}" for k, v in redundancy.items())]) + src.suffix
+    cap = put_node.client.put(src, name, **redundancy)["cap"]  # type: ignore[arg-type]
     put_rate = size / MiB / (time.perf_counter() - start)
     return put_rate, timed_get(get_node, cap, src)
+
+
+def erasure_rows(
+    root: Path, src: Path, row: Callable[[str, float, str], None], figures: dict[str, float]
+) -> None:
+    """3-of-5 erasure coding beside R=3, on the same five nodes (put through the last, get
+    through the first); their ratios."""
+    with nodes(root / "five", 5) as five:
+        put, get = timed_put_get(five[4], five[0], src, replicas=3)
+        row("five nodes, R=3, HTTP API: put", put, "five_r3_put")
+        row("five nodes, R=3, HTTP API: get (other node)", get, "five_r3_get")
+        eput, eget = timed_put_get(five[4], five[0], src, erasure="3-of-5")
+        row("five nodes, 3-of-5 erasure, HTTP API: put", eput, "five_ec_put")
+        row("five nodes, 3-of-5 erasure, HTTP API: get", eget, "five_ec_get")
+        figures.update(ec_put_vs_r3=eput / put, ec_get_vs_r3=eget / get)
+        print(
+            f"       (3-of-5 vs R=3 on the same nodes: put {eput / put:.2f}x, "
+            f"get {eget / get:.2f}x)"
+        )
+
+
+def erasure_rss(root: Path, size_mib: int, figures: dict[str, float]) -> None:
+    """Peak RSS of each of five nodes for a 3-of-5 put and get of a ``size_mib`` file."""
+    src = root / "ec-rss.bin"
+    make_file(src, size_mib * MiB)
+    with nodes(root / "ec-rss", 5) as five:
+        put, get = timed_put_get(five[4], five[0], src, erasure="3-of-5")
+        rss = [n.peak_rss_mib() for n in five]
+    src.unlink()
+    figures["ec_rss_max"] = max(rss)
+    print(
+        f"peak RSS of each node ({size_mib} MiB file, 3-of-5): "
+        + ", ".join(f"{r:.0f} MiB" for r in rss)
+        + f"  (put {put:.0f}, get {get:.0f} MiB/s)"
+    )
 
 
 def timed_reput(put_node: NodeProcess, src: Path) -> float:
@@ -294,6 +337,17 @@ def main() -> None:
     parser.add_argument(
         "--grpc-only", action="store_true", help="only the gRPC API figures (one node)"
     )
+    parser.add_argument(
+        "--erasure-only",
+        action="store_true",
+        help="only the 3-of-5 erasure coding vs R=3 figures (five nodes)",
+    )
+    parser.add_argument(
+        "--erasure-rss-size",
+        type=int,
+        default=0,
+        help="file size in MiB for the 3-of-5 RSS check (default 0: skip)",
+    )
     parser.add_argument("--no-sim", action="store_true", help="skip the DHT simulation (make sim)")
     args = parser.parse_args()
     base = args.dir or Path(tempfile.gettempdir())
@@ -313,6 +367,13 @@ def main() -> None:
 
         if args.grpc_only:
             grpc_rows(root, src, row)
+            if args.json:
+                print(json.dumps(figures, indent=2))
+            return
+        if args.erasure_only:
+            erasure_rows(root, src, row, figures)
+            if args.erasure_rss_size:
+                erasure_rss(root, args.erasure_rss_size, figures)
             if args.json:
                 print(json.dumps(figures, indent=2))
             return
@@ -356,6 +417,7 @@ def main() -> None:
         print(
             f"peak RSS of each node ({args.size} MiB file): " + ", ".join(f"{r:.0f}" for r in rss)
         )
+        erasure_rows(root, src, row, figures)
         if args.rss_size:
             src.unlink()
             make_file(src, args.rss_size * MiB)
@@ -369,6 +431,8 @@ def main() -> None:
                 + ", ".join(f"{r:.0f} MiB" for r in rss)
                 + f"  (put {put:.0f}, get {get:.0f} MiB/s)"
             )
+        if args.erasure_rss_size:
+            erasure_rss(root, args.erasure_rss_size, figures)
         if args.json:
             print(json.dumps(figures, indent=2))
     finally:

@@ -6,6 +6,7 @@ The public API is what this module exports: ``Node`` (asyncio, runs a node in-pr
 
 from shoal.client.http import Client
 from shoal.content.directory import DirEntry, EntryKind
+from shoal.content.manifest import Redundancy
 from shoal.errors import (
     AddressInUse,
     ConfigError,
@@ -48,6 +49,7 @@ __all__ = [
     "PeerUnavailable",
     "ProtocolError",
     "QuorumNotMet",
+    "Redundancy",
     "RequestTimeout",
     "RestoreResult",
     "ShoalError",

@@ -81,8 +81,10 @@ def manifest(
     sealed: dict[str, Any],
     *,
     version: int = VERSION,
+    redundancy: dict[str, Any] | None = None,
 ) -> tuple[bytes, bytes, bytes]:
-    """(block id, block bytes, manifest key) of one manifest."""
+    """(block id, block bytes, manifest key) of one manifest (``redundancy``: the "r" map,
+    default replicate ``replicas``)."""
     sealed_plain = pack(sealed)
     key = prf(SECRET, MANIFEST_LABEL, sealed_plain)
     block = pack(
@@ -91,7 +93,7 @@ def manifest(
             "d": depth,
             "z": chunk_size,
             "f": fanout,
-            "r": {"t": "replicate", "r": replicas},
+            "r": redundancy or {"t": "replicate", "r": replicas},
             "c": [[bid, stored] for bid, stored, _ in entries],
             "s": seal(key, sealed_plain),
         }
@@ -237,9 +239,12 @@ def root_over(
     fanout: int = 4,
     version: int = VERSION,
     kind: str = "file",
+    redundancy: dict[str, Any] | None = None,
 ) -> tuple[bytes, bytes, bytes]:
     sealed = sealed_map([key for _, _, key in entries], size, kind)
-    return manifest(depth, chunk_size, fanout, 3, entries, sealed, version=version)
+    return manifest(
+        depth, chunk_size, fanout, 3, entries, sealed, version=version, redundancy=redundancy
+    )
 
 
 def build_refused() -> dict[str, Any]:
@@ -341,6 +346,25 @@ def build_refused() -> dict[str, Any]:
     long_id = hashlib.sha256(long_form).digest()
     add("non-canonical", "the depth written as uint8: not the canonical encoding", "integrity",
         [*data_blocks, (long_id, long_form)], read_cap(long_id, good_key))  # fmt: skip
+
+    # Erasure coding (zfec 3-of-5, docs/content-format.md 3.8). The shares are never fetched:
+    # each tree is refused on its manifests, so placeholder share IDs do.
+    zfec = {"t": "zfec", "k": 3, "n": 5}
+    stripes: list[Entry] = [
+        (b"".join(hashlib.sha256(b"share %d %d" % (c, i)).digest() for i in range(5)), size, k)
+        for c, (size, (_, _, k)) in enumerate(zip((11, 11, 10), entries, strict=True))
+    ]  # chunks of 4, 4, 2 bytes: shares of 4 + ceil(20 / 3) = 11 and 4 + ceil(18 / 3) = 10
+    bid, block, key = root_over(stripes, 10, redundancy={"t": "zfec", "k": 3, "n": 33})
+    add("zfec-too-many-shares", "a 3-of-33 root: more shares than 32", "integrity",
+        [(bid, block)], read_cap(bid, key))  # fmt: skip
+    liar = [*stripes[:2], (stripes[2][0], 11, stripes[2][2])]
+    bid, block, key = root_over(liar, 10, redundancy=zfec)
+    add("zfec-share-size", "a 3-of-5 root whose last chunk's shares are too big for 2 bytes",
+        "integrity", [(bid, block)], read_cap(bid, key))  # fmt: skip
+    bid, block, key = root_over(refs, 32, depth=1, redundancy=zfec)  # refs: the two halves
+    add("zfec-over-replicated", "a 3-of-5 root over replicated manifests (one scheme per file)",
+        "integrity", [*full_blocks, *(h[:2] for h in halves), (bid, block)],
+        read_cap(bid, key))  # fmt: skip
 
     return {
         "profile": PROFILE,

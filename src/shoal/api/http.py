@@ -49,6 +49,7 @@ from shoal.api.ui import install_ui, ui_request_allowed
 from shoal.client.api_info import API_FILE_NAME, ApiInfo, remove_api_info, write_api_info
 from shoal.client.http import check_read_cap
 from shoal.content.caps import looks_like_cap, parse_cap
+from shoal.content.manifest import MAX_REPLICAS, Redundancy
 from shoal.errors import (
     ConfigError,
     NotFound,
@@ -202,6 +203,7 @@ async def _put_file(request: web.Request) -> web.Response:
     if media_type is not None:
         media_type = check_media_type(media_type)
 
+    redundancy = _put_redundancy(request)
     node = request.app[_NODE_KEY]
     piece_size = node.chunk_size
 
@@ -222,7 +224,11 @@ async def _put_file(request: web.Request) -> web.Response:
 
     try:
         result = await node.store_with_result(
-            name, body(), media_type=media_type, expected_size=request.content_length
+            name,
+            body(),
+            media_type=media_type,
+            expected_size=request.content_length,
+            redundancy=redundancy,
         )
     except _UploadInterrupted as exc:
         # The client went away (e.g. Ctrl-C on `shoal put`): nothing was cataloged and
@@ -240,8 +246,30 @@ async def _put_file(request: web.Request) -> web.Response:
         "blocks": result.blocks,
         "replicas": result.replicas,
         "replicas_wanted": result.replicas_wanted,
+        "redundancy": result.redundancy,
     }
     return web.json_response(answer, status=201)
+
+
+def _put_redundancy(request: web.Request) -> Redundancy | None:
+    """``?replicas=R`` or ``?erasure=K-of-N`` (at most one); None: the node's default."""
+    replicas = request.query.getall("replicas", [])
+    erasure = request.query.getall("erasure", [])
+    if len(replicas) + len(erasure) > 1:
+        raise ConfigError("give at most one of the query parameters replicas and erasure, once")
+    if replicas:
+        text = replicas[0].strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 3) or not (
+            1 <= int(text) <= MAX_REPLICAS
+        ):
+            raise ConfigError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}")
+        return Redundancy.replicate(int(text))
+    if erasure:
+        try:
+            return Redundancy.parse_erasure(erasure[0])
+        except ValueError as exc:
+            raise ConfigError(f"erasure: {exc}") from None
+    return None
 
 
 async def _get_file(request: web.Request) -> web.StreamResponse:

@@ -228,6 +228,10 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "inode/directory for a folder (list it with /v1/folders/).",
             },
             "created": {"type": "number"},
+            "redundancy": {
+                "description": "How it is kept; null if unknown (stored by an older Shoal).",
+                "oneOf": [{"$ref": "#/components/schemas/Redundancy"}, {"type": "null"}],
+            },
         },
     },
     "PutResult": {
@@ -238,8 +242,26 @@ _SCHEMAS: dict[str, Any] = {
             "cap": {"type": "string"},
             "size": {"type": "integer"},
             "blocks": {"type": "integer"},
+            "replicas": {
+                "type": "integer",
+                "description": "The fewest copies of any block (erasure coding: shares of any "
+                "chunk; docs/erasure.md).",
+            },
+            "replicas_wanted": {"type": "integer", "description": "R, or N for K-of-N."},
+            "redundancy": {"$ref": "#/components/schemas/Redundancy"},
+        },
+    },
+    "Redundancy": {
+        "type": "object",
+        "description": "How a file is kept: R copies of each block, or K-of-N erasure coding "
+        "(each chunk as N shares on N distinct nodes, any K rebuild it; its manifests have "
+        "N - K + 1 copies, given as replicas).",
+        "required": ["kind", "replicas"],
+        "properties": {
+            "kind": {"type": "string", "enum": ["replicate", "erasure"]},
             "replicas": {"type": "integer"},
-            "replicas_wanted": {"type": "integer"},
+            "k": {"type": "integer"},
+            "n": {"type": "integer"},
         },
     },
     "FolderResult": {
@@ -362,7 +384,24 @@ def _paths() -> dict[str, Any]:
             "put": {
                 "summary": "Store a file",
                 "description": "The body is the file, streamed (Content-Length or chunked). "
-                "Content-Type, if given, becomes its media type.",
+                "Content-Type, if given, becomes its media type. ?replicas=R or "
+                "?erasure=K-of-N (at most one) overrides the node's redundancy for this file.",
+                "parameters": [
+                    {
+                        "name": "replicas",
+                        "in": "query",
+                        "required": False,
+                        "description": "Copies of each block, 1 to 255.",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 255},
+                    },
+                    {
+                        "name": "erasure",
+                        "in": "query",
+                        "required": False,
+                        "description": "Erasure coding K-of-N, 1 <= K < N <= 32 (e.g. 3-of-5).",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,2}-of-[0-9]{1,2}$"},
+                    },
+                ],
                 "requestBody": {"required": True, "content": _BYTES},
                 "responses": {"201": _json(_ref("PutResult"), "Stored."), "default": _ERROR},
             },

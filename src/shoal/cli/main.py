@@ -33,9 +33,10 @@ from shoal.cli.run import NodeSettings, configure_logging, refuse_if_running, ru
 from shoal.cli.ui import ui as ui_command
 from shoal.client.http import Client, check_read_cap
 from shoal.content.caps import looks_like_cap
+from shoal.content.manifest import MAX_REPLICAS, Redundancy
 from shoal.errors import ConfigError, NotFound, ShoalError, StorageError
 from shoal.names import check_name, printable
-from shoal.node.datadir import load_data_dir
+from shoal.node.datadir import load_data_dir, parse_erasure
 from shoal.node.network import Invite, parse_invite
 from shoal.node.service import init_data_dir
 from shoal.transport.limits import limits_with
@@ -47,6 +48,7 @@ __all__ = ["cli", "main"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -216,6 +218,13 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     help="Copies of each block to place (default from config, usually 3).",
 )
 @click.option(
+    "--erasure",
+    default=None,
+    metavar="K-of-N",
+    help="Erasure-code new files by default instead, e.g. 3-of-5: each chunk as N shares on N "
+    "distinct nodes, any K rebuild it (default: config.toml's node.erasure, else replicas).",
+)
+@click.option(
     "--advertise",
     "advertise",
     multiple=True,
@@ -304,6 +313,7 @@ def run(
     listen: str | None,
     peers: tuple[str, ...],
     replicas: int | None,
+    erasure: str | None,
     advertise: tuple[str, ...],
     max_storage: str | None,
     reserved_space: str | None,
@@ -331,6 +341,8 @@ def run(
     if max_connections is not None:
         limits["max_connections"] = max_connections
     limits_with(limits, source="--limit")  # bad names and values fail before anything starts
+    if erasure is not None:
+        parse_erasure(erasure, "--erasure")
     for address in advertise:
         parse_address(address)
     if grpc_address is not None:
@@ -344,6 +356,7 @@ def run(
         listen=listen,
         peers=list(peers),
         replicas=replicas,
+        erasure=erasure,
         advertise=list(advertise),
         max_storage=None if max_storage is None else parse_size(max_storage, what="--max-storage"),
         reserved_space=(
@@ -378,13 +391,34 @@ def run(
     help="Store folders: each FILE is a folder, stored whole as one cap (symbolic links and "
     "special files are skipped).",
 )
-def put(data_dir: Path, files: tuple[str, ...], name: str | None, recursive: bool) -> None:
+@click.option(
+    "--replicas",
+    default=None,
+    metavar="R",
+    help="Keep R copies of each block (1 to 255; default: the node's setting, usually 3).",
+)
+@click.option(
+    "--erasure",
+    default=None,
+    metavar="K-of-N",
+    help="Erasure-code each chunk into N shares on N distinct nodes, any K of which rebuild "
+    "it, e.g. 3-of-5 (1 <= K < N <= 32; see docs/erasure.md).",
+)
+def put(
+    data_dir: Path,
+    files: tuple[str, ...],
+    name: str | None,
+    recursive: bool,
+    replicas: str | None,
+    erasure: str | None,
+) -> None:
     """Store each FILE ('-' for standard input) through the running node.
 
     Prints each file's read cap on stdout, one line per file stored, and "stored NAME (SIZE)"
     on stderr. When one of several files fails, its error is reported and the others are
     still stored; the exit code is then 1. With -r, each FILE is a folder.
     """
+    redundancy = _put_redundancy(replicas, erasure, recursive=recursive)
     if recursive:
         _put_folders(data_dir, files, name)
         return
@@ -419,12 +453,12 @@ def put(data_dir: Path, files: tuple[str, ...], name: str | None, recursive: boo
             failed(file, exc)
         else:
             todo.append((file, file_name))
-    under_replicated: tuple[int, int] | None = None
+    under_replicated: tuple[int, int, str] | None = None
     if todo:
         with Client.from_data_dir(data_dir) as client:
             for file, file_name in todo:
                 try:
-                    result = _put_one(client, file, file_name)
+                    result = _put_one(client, file, file_name, **redundancy)
                 except ShoalError as exc:
                     failed(file, exc)
                     continue
@@ -432,12 +466,15 @@ def put(data_dir: Path, files: tuple[str, ...], name: str | None, recursive: boo
                 click.echo(f"stored {printable(result['name'])} ({size})", err=True)
                 copies, wanted = result.get("replicas"), result.get("replicas_wanted")
                 if isinstance(copies, int) and isinstance(wanted, int) and copies < wanted:
-                    under_replicated = under_replicated or (copies, wanted)
+                    scheme = result.get("redundancy")
+                    coded = isinstance(scheme, dict) and scheme.get("kind") == "erasure"
+                    what = "shares of some chunks" if coded else "copies of some blocks"
+                    under_replicated = under_replicated or (copies, wanted, what)
                 click.echo(result["cap"])
     if under_replicated is not None:
-        copies, wanted = under_replicated
+        copies, wanted, what = under_replicated
         click.echo(
-            f"warning: only {copies} of {wanted} copies of some blocks could be stored (too few "
+            f"warning: only {copies} of {wanted} {what} could be stored (too few "
             "nodes up or with room); the file does not yet survive the loss of the nodes that "
             "hold it",
             err=True,
@@ -486,12 +523,44 @@ def _put_folders(data_dir: Path, folders: tuple[str, ...], name: str | None) -> 
         raise click.exceptions.Exit(EXIT_ERROR)
 
 
-def _put_one(client: Client, file: str, name: str) -> dict[str, Any]:
+def _put_one(client: Client, file: str, name: str, **redundancy: Any) -> dict[str, Any]:
     """Store one file (or standard input for ``-``) as ``name``, with a progress bar."""
     with transfer_progress(f"put {printable(name)}") as bar:
         if file == "-":
-            return client.put(sys.stdin.buffer, name=name, progress=bar)
-        return client.put(Path(file), name=name, progress=bar)
+            return client.put(sys.stdin.buffer, name=name, progress=bar, **redundancy)
+        return client.put(Path(file), name=name, progress=bar, **redundancy)
+
+
+def _put_redundancy(
+    replicas: str | None, erasure: str | None, *, recursive: bool
+) -> dict[str, Any]:
+    """``put --replicas R`` / ``--erasure K-of-N`` as ``Client.put`` arguments; a bad value is
+    one ``error:`` line and exit code 2 (bad usage)."""
+
+    def usage(message: str) -> click.exceptions.Exit:
+        click.echo(f"error: {message}", err=True)
+        return click.exceptions.Exit(EXIT_USAGE)
+
+    if replicas is None and erasure is None:
+        return {}
+    if replicas is not None and erasure is not None:
+        raise usage("give --replicas or --erasure, not both")
+    if recursive:
+        raise usage("--replicas and --erasure apply to files; folders (-r) use the node's setting")
+    if replicas is not None:
+        text = replicas.strip()
+        if (
+            not (text.isascii() and text.isdigit() and len(text) <= 3)
+            or not 1 <= int(text) <= MAX_REPLICAS
+        ):
+            raise usage(f"--replicas must be a whole number from 1 to {MAX_REPLICAS}")
+        return {"replicas": int(text)}
+    assert erasure is not None
+    try:
+        scheme = Redundancy.parse_erasure(erasure)
+    except ValueError as exc:
+        raise usage(f"--erasure: {exc}") from None
+    return {"erasure": str(scheme)}
 
 
 def _check_input_file(file: Path) -> None:

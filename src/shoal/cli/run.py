@@ -80,6 +80,8 @@ class NodeSettings:
     listen: str | None = None
     peers: Sequence[str] = ()
     replicas: int | None = None
+    #: ``--erasure K-of-N``: erasure-code new files by default (else config.toml's).
+    erasure: str | None = None
     advertise: Sequence[str] = ()
     max_storage: int | None = None
     reserved_space: int | None = None
@@ -112,6 +114,7 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
                 listen=settings.listen,
                 peers=settings.peers,
                 replicas=settings.replicas,
+                erasure=settings.erasure,
                 advertise=settings.advertise,
                 max_storage=settings.max_storage,
                 reserved_space=settings.reserved_space,

@@ -193,6 +193,9 @@ class Client:
         path_or_fileobj: str | os.PathLike[str] | IO[bytes],
         name: str | None = None,
         progress: TransferProgress | None = None,
+        *,
+        replicas: int | None = None,
+        erasure: str | None = None,
     ) -> dict[str, Any]:
         """Store a file through the node, streaming it in 1 MiB pieces.
 
@@ -201,10 +204,18 @@ class Client:
             name: Name in the catalog; defaults to the file's base name. It is checked with
                 :func:`shoal.names.check_name` before anything is sent.
             progress: Called as ``progress(bytes_sent, total_or_None)`` after each piece.
+            replicas: Keep this many copies of each block (1 to 255) instead of the node's
+                default.
+            erasure: Erasure-code the file instead, ``"K-of-N"`` (e.g. ``"3-of-5"``: each
+                chunk becomes N shares on N distinct nodes, any K rebuild it). At most one of
+                ``replicas`` and ``erasure``.
 
         Returns:
-            ``{"name", "cap", "size", "blocks", "replicas", "replicas_wanted"}``; ``cap`` is
-            the read cap string.
+            ``{"name", "cap", "size", "blocks", "replicas", "replicas_wanted",
+            "redundancy"}``; ``cap`` is the read cap string; ``redundancy`` is
+            ``{"kind": "replicate", "replicas": R}`` or ``{"kind": "erasure", "k", "n",
+            "replicas"}`` (for erasure coding, ``replicas`` counts shares: see
+            docs/erasure.md).
 
         Raises:
             ConfigError: The name is invalid (empty, control characters, too long), or none
@@ -214,13 +225,20 @@ class Client:
         """
         if name is not None:
             check_name(name)
+        params: dict[str, str] = {}
+        if replicas is not None and erasure is not None:
+            raise ConfigError("give replicas or erasure, not both")
+        if replicas is not None:
+            params["replicas"] = str(replicas)
+        if erasure is not None:
+            params["erasure"] = erasure
         if isinstance(path_or_fileobj, str | os.PathLike):
             path = Path(path_or_fileobj)
             if name is None:
                 name = check_name(path.name)
             try:
                 with path.open("rb") as fileobj:
-                    return self._put_fileobj(fileobj, name, progress)
+                    return self._put_fileobj(fileobj, name, progress, params)
             except OSError as exc:
                 raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
         if name is None:
@@ -228,10 +246,14 @@ class Client:
             if not isinstance(raw_name, str) or not os.path.basename(raw_name):
                 raise ConfigError("put needs a name for a file object without one")
             name = check_name(os.path.basename(raw_name))
-        return self._put_fileobj(path_or_fileobj, name, progress)
+        return self._put_fileobj(path_or_fileobj, name, progress, params)
 
     def _put_fileobj(
-        self, fileobj: IO[bytes], name: str, progress: TransferProgress | None
+        self,
+        fileobj: IO[bytes],
+        name: str,
+        progress: TransferProgress | None,
+        params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         total = _remaining_size(fileobj)
         headers = {"Content-Type": mimetypes.guess_type(name)[0] or "application/octet-stream"}
@@ -251,7 +273,9 @@ class Client:
             if total is not None and sent != total:
                 raise StorageError(f"{name} shrank while it was being uploaded")
 
-        with self._request("PUT", _file_path(name), content=pieces(), headers=headers) as resp:
+        with self._request(
+            "PUT", _file_path(name), content=pieces(), headers=headers, params=params or None
+        ) as resp:
             resp.read()
             result: dict[str, Any] = resp.json()
             return result

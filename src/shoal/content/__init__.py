@@ -44,6 +44,8 @@ from shoal.content.walk import (
     FileWalk,
     NeedManifest,
     OpenedManifest,
+    Stripe,
+    StripeRef,
 )
 
 __all__ = [
@@ -72,6 +74,8 @@ __all__ = [
     "Redundancy",
     "SealedChunk",
     "SealedPart",
+    "Stripe",
+    "StripeRef",
     "TreeReader",
     "VerifyCap",
     "block_id",

@@ -39,6 +39,7 @@ from shoal.content.crypto import (
     decrypt,
     keyed_digest,
 )
+from shoal.content.erasure import MAX_SHARES, share_size
 from shoal.errors import CorruptBlock, IntegrityError
 from shoal.ids import ID_SIZE, encode_id, sha256
 
@@ -54,6 +55,9 @@ __all__ = [
     "MAX_FILE_SIZE",
     "MAX_MANIFEST_SIZE",
     "MAX_REPLICAS",
+    "MAX_SHARES",
+    "REDUNDANCY_REPLICATE",
+    "REDUNDANCY_ZFEC",
     "ChildRef",
     "Manifest",
     "Redundancy",
@@ -97,33 +101,121 @@ KIND_DIRECTORY = "dir"
 _KIND_WORDS = {KIND_FILE: "a file", KIND_DIRECTORY: "a directory (a folder)"}
 
 # Map keys in their fixstr encoding; the encoder writes them in exactly this order.
-_K = {name: msgpack.packb(name) for name in ("v", "d", "z", "f", "r", "c", "s", "t", "k")}
+_K = {name: msgpack.packb(name) for name in ("v", "d", "z", "f", "r", "c", "s", "t", "k", "n")}
 _MANIFEST_FIELDS = 7
 _ROOT_FIELDS = 3
 _INNER_FIELDS = 1
-_REDUNDANCY_KINDS = {"replicate": 2}  # kind -> number of fields in its map
+REDUNDANCY_REPLICATE = "replicate"
+REDUNDANCY_ZFEC = "zfec"
+_REDUNDANCY_KINDS = {REDUNDANCY_REPLICATE: 2, REDUNDANCY_ZFEC: 3}  # kind -> fields in its map
 _MIN_CHILD_ENTRY = 36  # 0x92, 0xc4 0x20, 32-byte id, a 1-byte uint
 _MIN_KEY_ENTRY = 34  # 0xc4 0x20, 32-byte key
+# Bounds on one erasure-coded data child's bytes in a manifest: its entry
+# (0x92, bin8/bin16 header, n IDs, uint32 share size) and its key in the sealed part, and on
+# everything else a depth-0 manifest holds; so a full one fits in a block (max_fanout).
+_STRIPE_ENTRY_OVERHEAD = 1 + 3 + 5 + _MIN_KEY_ENTRY
+_MANIFEST_OVERHEAD = 128
 
 
 @dataclass(frozen=True, slots=True)
 class Redundancy:
-    """How a manifest's children are kept: ``kind="replicate"`` with ``replicas`` copies.
+    """How a manifest's children are kept.
 
-    Encoded as a map so that erasure coding (``kind="zfec"`` with ``k`` and ``n``) can be added.
+    ``kind="replicate"``: every child block has ``replicas`` copies on distinct nodes.
+    ``kind="zfec"``: every data chunk becomes ``n`` shares on ``n`` distinct nodes, any ``k`` of
+    which rebuild it (:mod:`shoal.content.erasure`); manifests are replicated with
+    ``replicas = n - k + 1`` copies, so they survive as many losses as a stripe. Make one with
+    :meth:`replicate` or :meth:`erasure`.
     """
 
-    kind: str = "replicate"
+    kind: str = REDUNDANCY_REPLICATE
     replicas: int = defaults.REPLICAS
+    k: int = 0
+    n: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in _REDUNDANCY_KINDS:
             raise ValueError(f"unsupported redundancy kind {self.kind!r}")
         if type(self.replicas) is not int or not 1 <= self.replicas <= MAX_REPLICAS:
             raise ValueError(f"replicas must be 1..{MAX_REPLICAS}, got {self.replicas!r}")
+        if self.kind == REDUNDANCY_ZFEC:
+            if type(self.k) is not int or type(self.n) is not int:
+                raise ValueError("k and n must be integers")
+            if not 1 <= self.k < self.n <= MAX_SHARES:
+                raise ValueError(
+                    f"erasure coding needs 1 <= k < n <= {MAX_SHARES}, got {self.k}-of-{self.n}"
+                )
+            if self.replicas != self.n - self.k + 1:
+                raise ValueError("a zfec file's manifests have n - k + 1 copies")
+        elif (self.k, self.n) != (0, 0):
+            raise ValueError("k and n are for kind 'zfec' only")
+
+    @classmethod
+    def replicate(cls, replicas: int = defaults.REPLICAS) -> Redundancy:
+        """``replicas`` copies of every block."""
+        return cls(REDUNDANCY_REPLICATE, replicas)
+
+    @classmethod
+    def erasure(cls, k: int, n: int) -> Redundancy:
+        """``k``-of-``n`` zfec shares of every data chunk; manifests with n - k + 1 copies."""
+        replicas = n - k + 1 if type(k) is int and type(n) is int and 1 <= k < n else 1
+        return cls(REDUNDANCY_ZFEC, replicas, k, n)
+
+    @classmethod
+    def parse_erasure(cls, text: str) -> Redundancy:
+        """Parse ``"K-of-N"`` (e.g. ``"3-of-5"``).
+
+        Raises:
+            ValueError: Not of that form, or out of range; the message says what is expected.
+        """
+        parts = text.strip().lower().split("-of-")
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts):
+            raise ValueError(
+                f"erasure coding is written K-of-N, e.g. 3-of-5 (N at most {MAX_SHARES})"
+            )
+        return cls.erasure(int(parts[0]), int(parts[1]))
+
+    @property
+    def is_erasure(self) -> bool:
+        """Whether data chunks are erasure-coded (else replicated)."""
+        return self.kind == REDUNDANCY_ZFEC
+
+    @property
+    def wanted(self) -> int:
+        """Copies (replicate) or shares (zfec) each data chunk should have: R or N."""
+        return self.n if self.is_erasure else self.replicas
+
+    @property
+    def max_fanout(self) -> int:
+        """Largest fanout whose full manifests fit in a block (only erasure lowers it)."""
+        if not self.is_erasure:
+            return MAX_CHILDREN
+        per_child = _STRIPE_ENTRY_OVERHEAD + ID_SIZE * self.n
+        return min(MAX_CHILDREN, (MAX_MANIFEST_SIZE - _MANIFEST_OVERHEAD) // per_child)
+
+    def data_size(self, plaintext_size: int) -> int:
+        """The stored size a data child of ``plaintext_size`` bytes has in a manifest entry:
+        the block (plaintext + tag) when replicated, each share's when erasure-coded."""
+        if self.is_erasure:
+            return share_size(plaintext_size + TAG_SIZE, self.k)
+        return plaintext_size + TAG_SIZE
+
+    def __str__(self) -> str:
+        if self.is_erasure:
+            return f"{self.k}-of-{self.n}"
+        return f"{self.replicas} replicas"
+
+    def to_json(self) -> dict[str, Any]:
+        """What the APIs show: ``{"kind": "replicate", "replicas": R}`` or
+        ``{"kind": "erasure", "k": K, "n": N, "replicas": N - K + 1}``."""
+        if self.is_erasure:
+            return {"kind": "erasure", "k": self.k, "n": self.n, "replicas": self.replicas}
+        return {"kind": REDUNDANCY_REPLICATE, "replicas": self.replicas}
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack map form."""
+        if self.is_erasure:
+            return {"t": self.kind, "k": self.k, "n": self.n}
         return {"t": self.kind, "r": self.replicas}
 
 
@@ -147,8 +239,11 @@ class Manifest:
         chunk_size: Plaintext bytes of every chunk of the file but the last.
         fanout: Children of every full manifest of the file.
         redundancy: How the children are kept.
-        child_ids: The children's block IDs, 32 bytes each, in file order.
-        stored_sizes: The children's stored sizes, same order.
+        child_ids: The children's block IDs, 32 bytes each, in file order; for the data
+            children of an erasure-coded file (depth 0), ``n`` share IDs (``32 * n`` bytes,
+            in share order) per child.
+        stored_sizes: The children's stored sizes, same order (each share's size for the data
+            children of an erasure-coded file).
         sealed: AES-256-GCM ciphertext of the sealed part.
     """
 
@@ -165,9 +260,20 @@ class Manifest:
         """Number of children."""
         return len(self.stored_sizes)
 
+    @property
+    def stripes(self) -> bool:
+        """Whether the children are erasure-coded stripes (an erasure-coded file's depth 0)."""
+        return self.depth == 0 and self.redundancy.is_erasure
+
+    @property
+    def id_width(self) -> int:
+        """Bytes of IDs per child: 32, or ``32 * n`` for stripes (:attr:`stripes`)."""
+        return ID_SIZE * self.redundancy.n if self.stripes else ID_SIZE
+
     def child_id(self, index: int) -> bytes:
-        """Block ID of child ``index``."""
-        return self.child_ids[index * ID_SIZE : (index + 1) * ID_SIZE]
+        """Block ID of child ``index`` (for a stripe: its ``n`` share IDs joined)."""
+        width = self.id_width
+        return self.child_ids[index * width : (index + 1) * width]
 
     @property
     def children(self) -> tuple[ChildRef, ...]:
@@ -197,7 +303,7 @@ class Manifest:
 
     def encode(self) -> bytes:
         """The block bytes: a msgpack map with keys ``v d z f r c s`` in that order."""
-        ids = self.child_ids
+        ids, width = self.child_ids, self.id_width
         packed: bytes = msgpack.packb(
             {
                 "v": MANIFEST_VERSION,
@@ -206,7 +312,7 @@ class Manifest:
                 "f": self.fanout,
                 "r": self.redundancy.to_wire(),
                 "c": [
-                    [ids[i * ID_SIZE : (i + 1) * ID_SIZE], size]
+                    [ids[i * width : (i + 1) * width], size]
                     for i, size in enumerate(self.stored_sizes)
                 ],
                 "s": self.sealed,
@@ -253,22 +359,45 @@ def _decode(reader: Reader) -> Manifest:
     fanout = reader.uint("fanout", 2, MAX_CHILDREN)
     reader.key(_K["r"], "r", what)
     redundancy = _decode_redundancy(reader)
+    if fanout > redundancy.max_fanout:
+        raise Malformed(
+            f"fanout {fanout} is larger than {redundancy.max_fanout}, the most whose manifests "
+            f"fit in a block with {redundancy.n} shares per chunk"
+        )
     reader.key(_K["c"], "c", what)
-    count = reader.array_header("children", fanout, _MIN_CHILD_ENTRY)
-    high = chunk_size + TAG_SIZE if depth == 0 else MAX_MANIFEST_SIZE
-    child_ids, stored_sizes = reader.id_size_pairs("children", count, high)
+    full = redundancy.data_size(chunk_size)
+    if depth == 0 and redundancy.is_erasure:
+        count = reader.array_header("children", fanout, ID_SIZE * redundancy.n + 4)
+        child_ids, stored_sizes = _stripe_entries(reader, count, redundancy.n, full)
+    else:
+        count = reader.array_header("children", fanout, _MIN_CHILD_ENTRY)
+        high = full if depth == 0 else MAX_MANIFEST_SIZE
+        child_ids, stored_sizes = reader.id_size_pairs("children", count, high)
     reader.key(_K["s"], "s", what)
     sealed = reader.bin("sealed part", TAG_SIZE, MAX_MANIFEST_SIZE)
     reader.expect_end(what)
     if depth > 0 and count == 0:
         raise Malformed("an inner manifest (depth > 0) must have children")
     if depth == 0 and count:
-        if min(stored_sizes) <= TAG_SIZE:
+        if min(stored_sizes) < redundancy.data_size(1):
             raise Malformed("a data block of 0 bytes: a file's chunks are never empty")
-        full = chunk_size + TAG_SIZE
         if stored_sizes[:-1].count(full) != count - 1:
             raise Malformed("a data block other than the last is not a full chunk")
     return Manifest(depth, chunk_size, fanout, redundancy, child_ids, stored_sizes, sealed)
+
+
+def _stripe_entries(reader: Reader, count: int, n: int, high: int) -> tuple[bytes, array[int]]:
+    """``count`` entries ``[bin(32 * n): the share IDs, uint 1..high: each share's size]``."""
+    width = ID_SIZE * n
+    ids = bytearray()
+    sizes: array[int] = array("L")
+    for index in range(count):
+        what = f"child {index}"
+        if reader.array_header(what, 2, 1) != 2:
+            raise Malformed(f"{what}: expected [share ids, share size]")
+        ids += reader.bin(f"{what} share ids", width, width)
+        sizes.append(reader.uint(f"{what} share size", 1, high))
+    return bytes(ids), sizes
 
 
 def _version_problem(version: int) -> str:
@@ -295,6 +424,12 @@ def _decode_redundancy(reader: Reader) -> Redundancy:
         raise Malformed("unsupported redundancy kind; a newer Shoal may be needed")
     if fields != _REDUNDANCY_KINDS[kind]:
         raise Malformed(f"{what}: {fields} fields, expected {_REDUNDANCY_KINDS[kind]}")
+    if kind == REDUNDANCY_ZFEC:
+        reader.key(_K["k"], "k", what)
+        k = reader.uint("k", 1, MAX_SHARES - 1)
+        reader.key(_K["n"], "n", what)
+        n = reader.uint("n", k + 1, MAX_SHARES)
+        return Redundancy.erasure(k, n)
     reader.key(_K["r"], "r", what)
     replicas = reader.uint("replicas", 1, MAX_REPLICAS)
     return Redundancy(kind, replicas)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from shoal.content.caps import ReadCap
-from shoal.content.crypto import CHUNK_SIZE, KEY_SIZE, TAG_SIZE, encrypt
+from shoal.content.crypto import CHUNK_SIZE, KEY_SIZE, encrypt
 from shoal.content.manifest import (
     DEFAULT_FANOUT,
     KIND_FILE,
@@ -31,7 +31,16 @@ from shoal.content.manifest import (
     encode_sealed,
     manifest_key,
 )
-from shoal.content.walk import BlockRef, BlockWalk, DataRef, FileInfo, FileWalk, NeedManifest
+from shoal.content.walk import (
+    BlockRef,
+    BlockWalk,
+    DataRef,
+    FileInfo,
+    FileWalk,
+    NeedManifest,
+    Stripe,
+    StripeRef,
+)
 from shoal.ids import ID_SIZE, sha256
 
 __all__ = [
@@ -78,7 +87,10 @@ class ManifestBuilder:
             secret: The owner's 32-byte convergence secret (derives the manifest keys).
             chunk_size: Plaintext bytes of every chunk but the last, 1..:data:`MAX_CHUNK_SIZE`.
             fanout: Children per manifest, 2..:data:`MAX_CHILDREN`.
-            redundancy: Recorded in every manifest; default: replicate, 3 copies.
+            redundancy: Recorded in every manifest; default: replicate, 3 copies. With
+                erasure coding, data chunks are added with :meth:`add_stripe`, and a fanout
+                above ``redundancy.max_fanout`` is lowered to it (so a full manifest of
+                stripes still fits in a block).
             kind: The object kind sealed in the root: ``"file"``, or ``"dir"`` for the
                 listing of a directory (:mod:`shoal.content.directory`).
         """
@@ -90,8 +102,8 @@ class ManifestBuilder:
             raise ValueError(f"fanout must be 2..{MAX_CHILDREN}, got {fanout!r}")
         self._secret = secret
         self._chunk_size = chunk_size
-        self._fanout = fanout
         self._redundancy = redundancy if redundancy is not None else Redundancy()
+        self._fanout = min(fanout, self._redundancy.max_fanout)
         self._kind = kind
         self._levels: list[_Node] = [_Node()]
         self._size = 0
@@ -118,16 +130,48 @@ class ManifestBuilder:
         Returns:
             Manifest blocks completed by this entry, as ``(block_id, block_bytes)`` (often none).
         """
+        if self._redundancy.is_erasure:
+            raise ValueError("an erasure-coded file's chunks are added with add_stripe()")
+        if len(block_id) != ID_SIZE:
+            raise ValueError("block id must be 32 bytes")
+        return self._add(block_id, stored_size, key, plaintext_size)
+
+    def add_stripe(
+        self, share_ids: bytes, share_size: int, key: bytes, plaintext_size: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Append the next data chunk of an erasure-coded file, as its ``n`` shares.
+
+        Args:
+            share_ids: The shares' IDs joined, in share order (``32 * n`` bytes).
+            share_size: Length of each share (``erasure.share_size(plaintext + 16, k)``).
+            key: The chunk key.
+            plaintext_size: As in :meth:`add`.
+
+        Returns:
+            Manifest blocks completed by this entry (often none).
+        """
+        if not self._redundancy.is_erasure:
+            raise ValueError("add_stripe() is for erasure-coded files")
+        if len(share_ids) != ID_SIZE * self._redundancy.n:
+            raise ValueError(f"a stripe has {self._redundancy.n} share ids of 32 bytes")
+        return self._add(share_ids, share_size, key, plaintext_size)
+
+    def _add(
+        self, block_id: bytes, stored_size: int, key: bytes, plaintext_size: int
+    ) -> list[tuple[bytes, bytes]]:
         if self._finished:
             raise ValueError("add() after finish()")
-        if len(block_id) != ID_SIZE or len(key) != KEY_SIZE:
-            raise ValueError("block id and key must be 32 bytes")
+        if len(key) != KEY_SIZE:
+            raise ValueError("key must be 32 bytes")
         if not _is_int(plaintext_size) or not 1 <= plaintext_size <= self._chunk_size:
             raise ValueError(f"a chunk holds 1..{self._chunk_size} bytes, got {plaintext_size}")
         if self._short_chunk_seen:
             raise ValueError("only the last chunk of a file may be shorter than the chunk size")
-        if stored_size != plaintext_size + TAG_SIZE:
-            raise ValueError("a replicated data block stores plaintext + 16-byte tag")
+        if stored_size != self._redundancy.data_size(plaintext_size):
+            raise ValueError(
+                "a data entry's stored size is plaintext + 16-byte tag (replicated) or each "
+                "share's size (erasure-coded)"
+            )
         if self._size + plaintext_size > MAX_FILE_SIZE:
             raise ValueError(f"a file holds at most {MAX_FILE_SIZE} bytes")
         self._short_chunk_seen = plaintext_size < self._chunk_size
@@ -192,7 +236,7 @@ class ManifestBuilder:
         return ChildRef(block_id, len(data)), key
 
 
-def _drive(walk: FileWalk, fetch: Fetch) -> Iterator[DataRef]:
+def _drive(walk: FileWalk, fetch: Fetch) -> Iterator[DataRef | StripeRef]:
     while (step := walk.next()) is not None:
         if isinstance(step, NeedManifest):
             walk.feed(step.open(fetch(step.block_id)))
@@ -234,16 +278,16 @@ class TreeReader:
         self.info: FileInfo = self._walk.info
         self.root: Manifest = self._walk.root
 
-    def __iter__(self) -> Iterator[DataRef]:
+    def __iter__(self) -> Iterator[DataRef | StripeRef]:
         return _drive(self._walk, self._fetch)
 
 
-def iter_tree(root_cap: ReadCap, fetch: Fetch) -> Iterator[DataRef]:
+def iter_tree(root_cap: ReadCap, fetch: Fetch) -> Iterator[DataRef | StripeRef]:
     """Yield a file's data blocks in order; shorthand for ``iter(TreeReader(root_cap, fetch))``."""
     return iter(TreeReader(root_cap, fetch))
 
 
-def walk_blocks(cid: bytes, fetch: Fetch) -> Iterator[BlockRef]:
+def walk_blocks(cid: bytes, fetch: Fetch) -> Iterator[BlockRef | Stripe]:
     """Yield every block of a file (manifests and data, root first) from its CID alone.
 
     This is what a verify cap allows: each manifest is fetched, hash-checked and decoded once,

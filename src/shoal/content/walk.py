@@ -6,7 +6,9 @@ How it works: a walk is a small state machine. ``next()`` returns what the calle
   the node runs it on its CPU pool; it checks the hash *first* and raises ``CorruptBlock`` only
   for a hash mismatch), and hand the result to ``feed()``;
 - a :class:`DataRef` (:class:`FileWalk`) or :class:`BlockRef` (:class:`BlockWalk`): a block
-  found by the walk, in order;
+  found by the walk, in order; for an erasure-coded file's data chunks, a :class:`StripeRef`
+  (:class:`FileWalk`: the shares, key and place of a chunk) or a :class:`Stripe`
+  (:class:`BlockWalk`: the shares only);
 - ``None``: the walk is complete.
 
 :class:`FileWalk` walks a read cap's tree in file order and yields each data block with its key,
@@ -16,11 +18,11 @@ fails at the first lie with ``IntegrityError``: the root's sealed part gives the
 ``ceil(B / (chunk_size * fanout**d))`` children, every child but the last covering
 ``chunk_size * fanout**d`` bytes and the last the rest (so children's sizes always add up, and
 no child is empty except in an empty file, which has no children); every child is one level
-less deep and has the root's chunk size and fanout; the root is as shallow as its size allows (a
-root of depth > 0 has at least two children). The work and the bytes of a walk are thus bounded
-by the size the root reports. Memory is bounded too: a stack of at most ``MAX_DEPTH + 1`` opened
-manifests, plus a small cache so that a child listed many times (equal chunks dedupe, so this is
-legal) is fetched and decoded once.
+less deep and has the root's chunk size, fanout and redundancy; the root is as shallow as its
+size allows (a root of depth > 0 has at least two children). The work and the bytes of a walk
+are thus bounded by the size the root reports. Memory is bounded too: a stack of at most
+``MAX_DEPTH + 1`` opened manifests, plus a small cache so that a child listed many times
+(equal chunks dedupe, so this is legal) is fetched and decoded once.
 
 :class:`BlockWalk` needs only the CID (what a verify cap allows: repair, dropping a local copy).
 It opens no sealed part; it yields every manifest once (a subtree already walked is not walked
@@ -35,20 +37,24 @@ distinct manifest walked.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from shoal.content.caps import ReadCap
-from shoal.content.crypto import TAG_SIZE, AuthenticationFailed, Buffer, open_chunk
+from shoal.content.crypto import TAG_SIZE, AuthenticationFailed, Buffer, decrypt, open_chunk
+from shoal.content.erasure import ShareHeader, check_share, decode_shares, rebuild_shares
+from shoal.content.erasure import stripe_id as _stripe_id
 from shoal.content.manifest import (
     KIND_FILE,
     MAX_FILE_SIZE,
     Manifest,
+    Redundancy,
     SealedPart,
     decode_named,
     open_sealed,
 )
 from shoal.errors import CorruptBlock, IntegrityError, InvalidCapability
-from shoal.ids import encode_id, sha256
+from shoal.ids import ID_SIZE, encode_id, sha256
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
@@ -59,6 +65,8 @@ __all__ = [
     "FileWalk",
     "NeedManifest",
     "OpenedManifest",
+    "Stripe",
+    "StripeRef",
 ]
 
 DEFAULT_CACHE_SIZE = 4
@@ -108,6 +116,108 @@ class DataRef:
 
 
 @dataclass(frozen=True, slots=True)
+class Stripe:
+    """An erasure-coded data chunk as its manifest lists it: ``n`` shares, any ``k`` rebuild it.
+
+    Needs no key: what a keyless walk yields, and all that checking, counting and rebuilding
+    shares takes (:mod:`shoal.content.erasure`).
+
+    Attributes:
+        share_ids: The ``n`` share IDs joined, in share order (``32 * n`` bytes).
+        share_size: Length of each share's stored bytes.
+        k: Shares needed to rebuild the chunk.
+        n: Shares made.
+    """
+
+    share_ids: bytes
+    share_size: int
+    k: int
+    n: int
+
+    def share_id(self, index: int) -> bytes:
+        """The ID of share ``index``."""
+        return self.share_ids[index * ID_SIZE : (index + 1) * ID_SIZE]
+
+    @property
+    def ids(self) -> list[bytes]:
+        """The share IDs, in share order."""
+        return [self.share_id(i) for i in range(self.n)]
+
+    @property
+    def stripe_id(self) -> bytes:
+        """The ID placement uses: share ``i`` goes to the ``i``-th closest node to it."""
+        return _stripe_id(self.share_ids)
+
+    def check_share(self, index: int, data: Buffer) -> ShareHeader:
+        """Check fetched bytes of share ``index`` (pure; for a CPU pool): hash first.
+
+        Raises:
+            CorruptBlock: The bytes do not hash to the share's ID.
+            IntegrityError: The share is intact but not what the manifest says.
+        """
+        return check_share(
+            self.share_id(index), data, k=self.k, n=self.n, index=index, size=self.share_size
+        )
+
+    def rebuild(self, shares: Mapping[int, Buffer], wanted: Iterable[int]) -> dict[int, bytes]:
+        """Rebuild shares ``wanted`` from ``k`` checked shares; each is checked against its ID.
+
+        Raises:
+            NotFound: Fewer than ``k`` shares given.
+            IntegrityError: The shares do not rebuild the ones the manifest lists (the stripe
+                was made wrong: every holder has the same bytes).
+        """
+        rebuilt = rebuild_shares(shares, self.k, self.n, wanted)
+        for index, data in rebuilt.items():
+            if sha256(data) != self.share_id(index):
+                raise IntegrityError(
+                    f"share {index} of stripe {encode_id(self.stripe_id)} rebuilt from the "
+                    "others does not match its ID: the stripe's shares do not belong together"
+                )
+        return rebuilt
+
+
+@dataclass(frozen=True, slots=True)
+class StripeRef:
+    """An erasure-coded data block of a file, as a :class:`FileWalk` found it.
+
+    Attributes:
+        stripe: Its shares.
+        key: Its chunk key (hidden from ``repr``).
+        plaintext_size: Length of its plaintext.
+        offset: Where its plaintext starts in the file.
+    """
+
+    stripe: Stripe
+    key: bytes = field(repr=False)
+    plaintext_size: int
+    offset: int
+
+    def open(self, shares: Mapping[int, Buffer]) -> bytes:
+        """Decode ``k`` checked shares and decrypt the chunk (pure; for a CPU pool).
+
+        Raises:
+            NotFound: Fewer than ``k`` shares given.
+            IntegrityError: The shares do not decode to a chunk of the size the manifest says
+                that the key opens.
+        """
+        stripe = self.stripe
+        data = decode_shares(shares, stripe.k, stripe.n)
+        name = encode_id(stripe.stripe_id)
+        if len(data) != self.plaintext_size + TAG_SIZE:
+            raise IntegrityError(
+                f"stripe {name} decodes to {len(data)} bytes, its manifest says "
+                f"{self.plaintext_size + TAG_SIZE}"
+            )
+        try:
+            return decrypt(self.key, data)
+        except AuthenticationFailed:
+            raise IntegrityError(
+                f"stripe {name} is intact but the key its manifest gives does not open it"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
 class BlockRef:
     """A block of a file, as a :class:`BlockWalk` found it (``manifest``: is it one)."""
 
@@ -124,6 +234,7 @@ class _Expect:
     key: bytes | None = field(default=None, repr=False)  # None: a keyless walk
     depth: int = 0
     chunk_size: int = 0
+    redundancy: Redundancy | None = None  # below the root: the parent's (every manifest alike)
     fanout: int = 0
     stored_size: int | None = None  # None at the root: nothing lists it
     size: int = 0  # keyed walks, below the root: the bytes it covers
@@ -206,11 +317,6 @@ def _child_span(manifest: Manifest) -> int:
     return span
 
 
-def _data_stored_size(plaintext_size: int) -> int:
-    # Replication stores the chunk's ciphertext and tag; erasure coding will add its own rule.
-    return plaintext_size + TAG_SIZE
-
-
 def _check_shape(block_id: bytes, manifest: Manifest, size: int) -> None:
     """``manifest`` must list exactly the children that ``size`` bytes below it need."""
     span = _child_span(manifest)
@@ -222,7 +328,7 @@ def _check_shape(block_id: bytes, manifest: Manifest, size: int) -> None:
             f"{size} bytes below it need {needed}"
         )
     if manifest.depth == 0 and count:
-        last = _data_stored_size(size - (count - 1) * span)
+        last = manifest.redundancy.data_size(size - (count - 1) * span)
         if manifest.stored_sizes[-1] != last:
             raise IntegrityError(
                 f"manifest block {encode_id(block_id)}: its last data block is "
@@ -239,6 +345,11 @@ def _check_root_depth(block_id: bytes, manifest: Manifest) -> None:
 
 
 def _check_level(block_id: bytes, manifest: Manifest, expect: _Expect) -> None:
+    if expect.redundancy is not None and manifest.redundancy != expect.redundancy:
+        raise IntegrityError(
+            f"manifest block {encode_id(block_id)} does not fit its parent: redundancy "
+            f"{manifest.redundancy}, expected {expect.redundancy}"
+        )
     if (manifest.depth, manifest.chunk_size, manifest.fanout) != (
         expect.depth,
         expect.chunk_size,
@@ -260,8 +371,8 @@ def _check_fit(block_id: bytes, manifest: Manifest, expect: _Expect) -> None:
 def _is_full(manifest: Manifest) -> bool:
     """Whether a depth-0 manifest is full: ``fanout`` full chunks."""
     count = manifest.child_count
-    return count == manifest.fanout and manifest.stored_sizes[-1] == _data_stored_size(
-        manifest.chunk_size
+    return count == manifest.fanout and manifest.stored_sizes[-1] == (
+        manifest.redundancy.data_size(manifest.chunk_size)
     )
 
 
@@ -334,7 +445,7 @@ class FileWalk:
         self.info: FileInfo | None = None
         self.root: Manifest | None = None
 
-    def next(self) -> NeedManifest | DataRef | None:
+    def next(self) -> NeedManifest | DataRef | StripeRef | None:
         """The next step: a manifest to fetch (until fed, the same one), a data block, or None."""
         if self._pending is not None:
             return self._pending
@@ -353,6 +464,9 @@ class FileWalk:
             block_id = manifest.child_id(index)
             stored = manifest.stored_sizes[index]
             key = frame.part.key(index)
+            if manifest.stripes:
+                r = manifest.redundancy
+                return StripeRef(Stripe(block_id, stored, r.k, r.n), key, size, offset)
             if manifest.depth == 0:
                 return DataRef(block_id, stored, key, size, offset)
             expect = _Expect(
@@ -360,6 +474,7 @@ class FileWalk:
                 key=key,
                 depth=manifest.depth - 1,
                 chunk_size=manifest.chunk_size,
+                redundancy=manifest.redundancy,
                 fanout=manifest.fanout,
                 stored_size=stored,
                 size=size,
@@ -434,7 +549,7 @@ class BlockWalk:
         # Each distinct manifest walked: depth << 1 | full, or _WALKING.
         self._seen: dict[bytes, int] = {}
 
-    def next(self) -> NeedManifest | BlockRef | None:
+    def next(self) -> NeedManifest | BlockRef | Stripe | None:
         """The next step: a manifest to fetch (until fed, the same one), a block, or None."""
         if self._pending is not None:
             return self._pending
@@ -455,6 +570,9 @@ class BlockWalk:
             if frame.data_seen is not None:
                 if block_id not in frame.data_seen:
                     frame.data_seen.add(block_id)
+                    if manifest.stripes:
+                        r = manifest.redundancy
+                        return Stripe(block_id, stored, r.k, r.n)
                     return BlockRef(block_id, stored, manifest=False)
                 continue
             is_last = index == count - 1
@@ -467,6 +585,7 @@ class BlockWalk:
                         root=False,
                         depth=manifest.depth - 1,
                         chunk_size=manifest.chunk_size,
+                        redundancy=manifest.redundancy,
                         fanout=manifest.fanout,
                         stored_size=stored,
                         must_be_full=must_be_full,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import defaults
+from shoal.content.manifest import Redundancy
 from shoal.errors import ConfigError
 from shoal.node.network import Invite, NetworkMembership
 from shoal.store.files import write_file_atomic
@@ -48,6 +49,9 @@ class NodeConfig:
     listen: str = defaults.LISTEN
     peers: list[str] = field(default_factory=list)
     replicas: int = defaults.REPLICAS
+    #: Erasure coding for new files by default (``node.erasure = "3-of-5"``): ``(k, n)``;
+    #: None: ``replicas`` copies (``docs/erasure.md``).
+    erasure: tuple[int, int] | None = None
     network: str = defaults.OPEN_NETWORK
     #: Most bytes of blocks the node keeps (``node.max_storage``); None: no limit but the
     #: reserve.
@@ -80,6 +84,8 @@ class NodeConfig:
             f"replicas = {self.replicas}\n"
             f'network = "{self.network}"\n'
         )
+        if self.erasure is not None:
+            text += f'erasure = "{self.erasure[0]}-of-{self.erasure[1]}"\n'
         if self.max_storage is not None:
             text += f"max_storage = {_size_toml(self.max_storage)}\n"
         if self.reserved_space is not None:
@@ -132,6 +138,9 @@ class NodeConfig:
             not isinstance(gc_grace, int | float) or isinstance(gc_grace, bool) or gc_grace < 0
         ):
             raise ConfigError(f"{source}: node.gc_grace must be a number of seconds, 0 or more")
+        erasure = node.get("erasure")
+        if erasure is not None and not isinstance(erasure, str):
+            raise ConfigError(f'{source}: node.erasure must be a string like "3-of-5"')
         limits = data.get("limits", {})
         if not isinstance(limits, dict):
             raise ConfigError(f"{source}: [limits] must be a table")
@@ -140,6 +149,7 @@ class NodeConfig:
             listen=listen,
             peers=list(peers),
             replicas=replicas,
+            erasure=None if erasure is None else parse_erasure(erasure, f"{source}: node.erasure"),
             network=network,
             max_storage=_size_setting(node, "max_storage", source),
             reserved_space=_size_setting(node, "reserved_space", source),
@@ -299,3 +309,16 @@ def load_data_dir(path: Path) -> DataDir:
     return DataDir(
         path=path, identity=identity, convergence_secret=secret, config=config, network=network
     )
+
+
+def parse_erasure(text: str, what: str = "erasure") -> tuple[int, int]:
+    """``"K-of-N"`` as ``(k, n)``, checked (1 <= k < n <= 32).
+
+    Raises:
+        ConfigError: Not that form or out of range; the message says what is expected.
+    """
+    try:
+        redundancy = Redundancy.parse_erasure(text)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    return redundancy.k, redundancy.n

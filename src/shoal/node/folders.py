@@ -52,7 +52,7 @@ from shoal.errors import ConfigError, IntegrityError, StorageError
 from shoal.names import printable
 from shoal.node.folder_disk import ScanItem, Staging, scan_folder
 from shoal.node.get import open_file
-from shoal.node.put import PlacedObject, catalog_object, place_object
+from shoal.node.put import PlacedObject, catalog_object, object_redundancy, place_object
 from shoal.node.runtime import NodeRuntime
 from shoal.node.window import OrderedWindow
 
@@ -149,7 +149,7 @@ class FolderBuilder:
         self.files = 0
         self.directories = 1
         self.blocks = 0
-        self.copies = rt.options.replicas
+        self.copies = object_redundancy(rt).wanted
 
     def _dir(self, parts: tuple[str, ...]) -> _Dir:
         """The directory at ``parts``, made (with default metadata) if needed."""
@@ -455,7 +455,15 @@ async def store_folder(
         await put_items(rt, builder, source, chunks_of, now_ns=now_ns, progress=progress)
         mtime = None
     cap, size = await builder.finish()
-    placed = PlacedObject(cap, size, builder.blocks, builder.copies, rt.options.replicas)
+    scheme = object_redundancy(rt)  # the node's default: R copies, or K-of-N shares
+    placed = PlacedObject(
+        cap,
+        size,
+        builder.blocks,
+        builder.copies,
+        scheme.wanted,
+        scheme if scheme.is_erasure else None,
+    )
     result = await catalog_object(rt, name, placed, media_type=FOLDER_MEDIA_TYPE, mtime=mtime)
     return FolderResult(
         name=name,

@@ -12,6 +12,10 @@ work of a get is bounded by the size its root reports.
 A ranged get (``start``, ``end``) fetches only the data blocks that hold bytes of the range
 (the manifests above the skipped ones are still read: one per ``fanout`` chunks) and trims
 the first and last chunk.
+
+An erasure-coded chunk (a :class:`~shoal.content.StripeRef`) is fetched as its ``k`` fastest
+shares and decoded and decrypted on the CPU pool (:func:`shoal.node.erasure.fetch_stripe`);
+everything else (window, order, ranges) is the same.
 """
 
 from __future__ import annotations
@@ -19,21 +23,26 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from shoal.content import BlockWalk, DataRef, FileWalk, NeedManifest, ReadCap
+from shoal.content import BlockWalk, DataRef, FileWalk, NeedManifest, ReadCap, Stripe, StripeRef
 from shoal.content.manifest import KIND_FILE
 from shoal.errors import IntegrityError, OutOfRange
 from shoal.ids import short_id
 from shoal.node.blocks import fetch_block
+from shoal.node.erasure import fetch_stripe
 from shoal.node.runtime import NodeRuntime
 from shoal.node.window import OrderedWindow
 
+Leaf = DataRef | StripeRef
 
-async def fetch_chunk(rt: NodeRuntime, ref: DataRef) -> bytes:
-    """One data block, verified and decrypted (CPU work on the pool)."""
+
+async def fetch_chunk(rt: NodeRuntime, ref: Leaf) -> bytes:
+    """One data block (or stripe), verified and decrypted (CPU work on the pool)."""
+    if isinstance(ref, StripeRef):
+        return await fetch_stripe(rt, ref)
     return await fetch_block(rt, ref.block_id, ref.open)
 
 
-async def walk_leaves(rt: NodeRuntime, walk: FileWalk) -> AsyncGenerator[DataRef, None]:
+async def walk_leaves(rt: NodeRuntime, walk: FileWalk) -> AsyncGenerator[Leaf, None]:
     """Drive ``walk``: fetch the manifests it needs, yield its data blocks in file order."""
     while (step := walk.next()) is not None:
         if isinstance(step, NeedManifest):
@@ -46,17 +55,21 @@ async def walk_block_ids(rt: NodeRuntime, cid: bytes) -> AsyncGenerator[bytes, N
     """Every block ID of a file (manifests and data, root first), from its CID alone.
 
     Streams in bounded memory: each distinct manifest is fetched and decoded once, and a
-    manifest's ID is yielded only after its bytes were read (so deleting it is safe).
+    manifest's ID is yielded only after its bytes were read (so deleting it is safe). An
+    erasure-coded chunk yields its ``n`` share IDs.
     """
     walk = BlockWalk(cid)
     while (step := walk.next()) is not None:
         if isinstance(step, NeedManifest):
             walk.feed(await fetch_block(rt, step.block_id, step.open))
+        elif isinstance(step, Stripe):
+            for share_id in step.ids:
+                yield share_id
         else:
             yield step.block_id
 
 
-async def _fetch_range(rt: NodeRuntime, ref: DataRef, start: int, end: int) -> bytes:
+async def _fetch_range(rt: NodeRuntime, ref: Leaf, start: int, end: int) -> bytes:
     """The bytes of ``ref``'s chunk that lie in ``[start, end)`` of the file."""
     chunk = await fetch_chunk(rt, ref)
     if ref.offset >= start and ref.offset + len(chunk) <= end:
@@ -75,7 +88,7 @@ class FileStream:
     rt: NodeRuntime
     cid: bytes
     size: int
-    leaves: AsyncGenerator[DataRef, None]
+    leaves: AsyncGenerator[Leaf, None]
     start: int = 0
     end: int | None = None  # None: the end of the file
 

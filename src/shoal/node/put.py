@@ -10,6 +10,13 @@ Each block goes to the R nodes closest to its ID; when fewer could take it (peer
 full, none left to replace them), the put still succeeds with the copies it placed, says so in
 ``StoreResult.replicas`` (the fewest copies of any block) and logs a warning. It fails only
 when some block could be placed nowhere.
+
+Erasure-coded files (``Redundancy.erasure(k, n)``): each sealed chunk is cut into ``n`` shares
+on the CPU pool and the shares go to ``n`` distinct nodes (:func:`shoal.node.erasure.
+place_stripe`), driven by the same window; manifests are replicated with ``n - k + 1`` copies.
+The put fails only when fewer than ``k`` shares of some chunk could be placed. For these files
+``StoreResult.replicas`` is the fewest shares of any chunk out of ``n`` (a manifest's ``c``
+copies count as ``c + k - 1``: both measure the losses a file survives, plus ``k``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from shoal.errors import ShoalError
 from shoal.ids import encode_id
 from shoal.node.blocks import PresenceHints, place_block
 from shoal.node.leases import entry_roots, lease_roots
+from shoal.node.erasure import place_stripe, seal_and_encode
 from shoal.node.runtime import NodeRuntime
 from shoal.node.types import StoreResult
 from shoal.node.window import OrderedWindow
@@ -54,6 +62,32 @@ async def _seal_and_place(
     )
 
 
+async def _seal_and_place_stripe(
+    rt: NodeRuntime, chunk: Buffer, redundancy: Redundancy, hints: PresenceHints
+) -> _Placed:
+    sealed = await rt.cpu(
+        seal_and_encode, rt.data.convergence_secret, chunk, redundancy.k, redundancy.n
+    )
+    stripe = sealed.stripe
+    holders = await place_stripe(rt, stripe, sealed.shares, hints)
+    placed = sum(holder is not None for holder in holders)
+    return _Placed(stripe.share_ids, stripe.share_size, sealed.key, sealed.plaintext_size, placed)
+
+
+def object_redundancy(
+    rt: NodeRuntime, replicas: int | None = None, redundancy: Redundancy | None = None
+) -> Redundancy:
+    """The redundancy of a new object: ``redundancy``, else ``replicas`` copies, else the
+    node's default (``node.erasure`` if set, else ``node.replicas``)."""
+    if redundancy is not None:
+        return redundancy
+    if replicas is not None:
+        return Redundancy.replicate(replicas)
+    if rt.options.erasure is not None:
+        return Redundancy.erasure(*rt.options.erasure)
+    return Redundancy.replicate(rt.options.replicas)
+
+
 @dataclass(frozen=True, slots=True)
 class PlacedObject:
     """A file or directory object whose blocks are all placed (nothing cataloged)."""
@@ -61,8 +95,9 @@ class PlacedObject:
     cap: ReadCap
     size: int
     blocks: int
-    copies: int  # the fewest copies of any block
+    copies: int  # the fewest copies of any block (erasure: shares, see the module docstring)
     wanted: int
+    redundancy: Redundancy | None = None  # None: replicated, ``wanted`` copies
 
 
 async def place_object(
@@ -72,21 +107,27 @@ async def place_object(
     kind: str = KIND_FILE,
     progress: Callable[[int], None] | None = None,
     replicas: int | None = None,
+    redundancy: Redundancy | None = None,
 ) -> PlacedObject:
     """Encrypt and place one object's chunks and manifests (the root last); catalog nothing.
 
     ``chunks`` yields pieces of exactly ``rt.options.chunk_size`` bytes in order, the last one
     possibly shorter. ``kind`` is sealed in the root: ``"file"``, or ``"dir"`` for a listing.
-    ``replicas`` overrides the node's setting for this object.
+    ``replicas`` or ``redundancy`` overrides the node's setting for this object.
     """
-    wanted = rt.options.replicas if replicas is None else replicas
+    scheme = object_redundancy(rt, replicas, redundancy)
+    wanted = scheme.wanted
+    # A manifest's copies, on the scale of a stripe's shares (see the module docstring).
+    manifest_slack = scheme.k - 1 if scheme.is_erasure else 0
     builder = ManifestBuilder(
         rt.data.convergence_secret,
         chunk_size=rt.options.chunk_size,
         fanout=rt.options.manifest_fanout,
-        redundancy=Redundancy(replicas=wanted),
+        redundancy=scheme,
         kind=kind,
     )
+    add_entry = builder.add_stripe if scheme.is_erasure else builder.add
+    blocks_per_chunk = scheme.n if scheme.is_erasure else 1  # a stripe is n blocks (shares)
     size = 0
     blocks = 0
     copies = wanted  # the fewest copies of any block so far
@@ -94,16 +135,22 @@ async def place_object(
 
     async def place(block_id: bytes, data: bytes) -> None:
         nonlocal blocks, copies
-        acked = await place_block(rt, block_id, data, wanted, hints, lease=True)
-        copies = min(copies, len(acked))
+        acked = await place_block(rt, block_id, data, scheme.replicas, hints, lease=True)
+        copies = min(copies, len(acked) + manifest_slack)
         blocks += 1
+
+    def start(window: OrderedWindow[_Placed], chunk: Buffer) -> None:
+        if scheme.is_erasure:
+            window.start(_seal_and_place_stripe(rt, chunk, scheme, hints))
+        else:
+            window.start(_seal_and_place(rt, chunk, scheme.replicas, hints))
 
     async def finish_oldest(window: OrderedWindow[_Placed]) -> None:
         nonlocal blocks, copies
         placed = await window.next()
         copies = min(copies, placed.copies)
-        blocks += 1
-        for block_id, data in builder.add(
+        blocks += blocks_per_chunk
+        for block_id, data in add_entry(
             placed.block_id, placed.stored_size, placed.key, placed.plaintext_size
         ):
             await place(block_id, data)
@@ -116,14 +163,14 @@ async def place_object(
             if window.full:
                 await finish_oldest(window)
             size += len(chunk)
-            window.start(_seal_and_place(rt, chunk, wanted, hints))
+            start(window, chunk)
         while window:
             await finish_oldest(window)
 
     manifest_blocks, cap = builder.finish()
     for block_id, data in manifest_blocks:  # the root is last
         await place(block_id, data)
-    return PlacedObject(cap, size, blocks, copies, wanted)
+    return PlacedObject(cap, size, blocks, copies, wanted, scheme if scheme.is_erasure else None)
 
 
 async def store_file(
@@ -135,15 +182,18 @@ async def store_file(
     mtime: float | None = None,
     progress: Callable[[int], None] | None = None,
     replicas: int | None = None,
+    redundancy: Redundancy | None = None,
 ) -> StoreResult:
     """Encrypt, place and catalog one file.
 
     ``chunks`` yields pieces of exactly ``rt.options.chunk_size`` bytes in order, the last one
     possibly shorter. The cap depends only on the bytes, the owner's secret and the chunk size,
-    fanout and replicas: ``name``, ``media_type`` and ``mtime`` go to the catalog only.
-    ``replicas`` overrides the node's setting for this file.
+    fanout and redundancy: ``name``, ``media_type`` and ``mtime`` go to the catalog only.
+    ``replicas`` or ``redundancy`` overrides the node's setting for this file.
     """
-    placed = await place_object(rt, chunks, progress=progress, replicas=replicas)
+    placed = await place_object(
+        rt, chunks, progress=progress, replicas=replicas, redundancy=redundancy
+    )
     return await catalog_object(rt, name, placed, media_type=media_type, mtime=mtime)
 
 
@@ -162,11 +212,12 @@ async def catalog_object(
     cap_text = str(cap)
     if copies < wanted:
         log.warning(
-            "stored %s with only %d of %d copies of some blocks: it does not yet survive the "
+            "stored %s with only %d of %d %s of some blocks: it does not yet survive the "
             "loss of the nodes that hold them",
             name,
             copies,
             wanted,
+            "shares" if placed.redundancy is not None else "copies",
         )
     entry = CatalogEntry(
         name=name,
@@ -177,6 +228,7 @@ async def catalog_object(
         mtime=mtime,
         replicas=copies,
         replicas_wanted=wanted,
+        erasure=None if placed.redundancy is None else str(placed.redundancy),
     )
     await rt.io(rt.catalog.put_file, entry)
     # The put succeeded: its pending leases become long ones on the nodes that hold its
@@ -191,6 +243,7 @@ async def catalog_object(
         log.warning("could not list every object of %s to lease it: %s", name, exc)
     await lease_roots(rt, roots, replicas=wanted)
     log.info("stored %s (%d bytes, %d blocks, cid %s)", name, size, blocks, encode_id(cap.cid))
+    scheme = placed.redundancy or Redundancy.replicate(wanted)
     return StoreResult(
         name=name,
         cap=cap_text,
@@ -198,4 +251,5 @@ async def catalog_object(
         blocks=blocks,
         replicas=copies,
         replicas_wanted=wanted,
+        redundancy=scheme.to_json(),
     )

@@ -62,6 +62,9 @@ class RuntimeOptions:
     listen: str = defaults.LISTEN
     peers: tuple[str, ...] = ()
     replicas: int = defaults.REPLICAS
+    #: Erasure coding ``(k, n)`` for new files by default instead of ``replicas`` copies;
+    #: None: replicate (``docs/erasure.md``).
+    erasure: tuple[int, int] | None = None
     #: The network to be in; None: the data dir's (its network.key, else the open network).
     network: str | None = None
     network_secret: bytes | None = None

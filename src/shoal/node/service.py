@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from shoal import defaults
-from shoal.content import Chunker, ReadCap, looks_like_cap, parse_cap
+from shoal.content import Chunker, ReadCap, Redundancy, looks_like_cap, parse_cap
 from shoal.content.directory import DirEntry, EnterDir, FolderWalk, LeaveDir, PutFile
 from shoal.content.manifest import MAX_CHILDREN, MAX_CHUNK_SIZE, MAX_REPLICAS
 from shoal.errors import ConfigError, InvalidCapability, NotFound, StorageError
 from shoal.ids import encode_id
 from shoal.names import check_media_type, check_name
 from shoal.node.activity import ActivityFeed, Transfer, TransferKind
-from shoal.node.datadir import NodeConfig
+from shoal.node.datadir import NodeConfig, parse_erasure
 from shoal.node.datadir import init_data_dir as _init_data_dir
 from shoal.node.folders import (
     FolderItem,
@@ -88,6 +88,24 @@ def _check_options(opts: RuntimeOptions) -> None:
         raise ConfigError("the transfer window must be at least 1")
     if opts.gc_grace < 0 or opts.pending_lease < 0:
         raise ConfigError("the GC grace period and the pending lease must be 0 seconds or more")
+
+
+def _erasure_option(
+    erasure: str | tuple[int, int] | None,
+    replicas: int | None,
+    config: NodeConfig,
+    base: RuntimeOptions,
+) -> tuple[int, int] | None:
+    """The node's default erasure coding: the argument, else (unless ``replicas`` was given)
+    the options', else config.toml's."""
+    if isinstance(erasure, str):
+        return parse_erasure(erasure)
+    if erasure is not None:
+        k, n = erasure
+        return parse_erasure(f"{k}-of-{n}")
+    if replicas is not None:
+        return None
+    return base.erasure if base.erasure is not None else config.erasure
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -173,7 +191,20 @@ def _file_entry(entry: CatalogEntry) -> FileEntry:
         size=entry.size,
         media_type=entry.media_type,
         created=entry.created,
+        redundancy=_redundancy_json(entry),
     )
+
+
+def _redundancy_json(entry: CatalogEntry) -> dict[str, Any] | None:
+    """How a cataloged file is kept, from its row (None: unknown, an older row)."""
+    if entry.erasure is not None:
+        try:
+            return Redundancy.parse_erasure(entry.erasure).to_json()
+        except ValueError:
+            return None
+    if entry.replicas_wanted is not None and 1 <= entry.replicas_wanted <= MAX_REPLICAS:
+        return Redundancy.replicate(entry.replicas_wanted).to_json()
+    return None
 
 
 def _media_type(name: str, given: str | None) -> str:
@@ -223,6 +254,7 @@ class Node:
         listen: str | None = None,
         peers: Sequence[str] = (),
         replicas: int | None = None,
+        erasure: str | tuple[int, int] | None = None,
         network: str | None = None,
         join: Invite | str | None = None,
         open_network: bool = False,
@@ -240,6 +272,9 @@ class Node:
             listen: ``host:port`` to listen on; default from config.toml, else 127.0.0.1:0.
             peers: bootstrap peers, ``host:port``, added to those in config.toml.
             replicas: copies of each block (default 3, capped by the number of live nodes).
+            erasure: erasure-code new files by default instead, ``"K-of-N"`` or ``(k, n)``
+                (default: config.toml's ``node.erasure``; else ``replicas`` copies). An
+                explicit ``replicas`` turns config.toml's ``node.erasure`` off.
             network: the name of an open network to be in instead of the data dir's network
                 (a closed network made by ``shoal init``, or the open one); nodes of
                 different networks refuse each other.
@@ -273,6 +308,7 @@ class Node:
             listen=listen or config.listen,
             peers=tuple(dict.fromkeys([*config.peers, *base.peers, *peers])),
             replicas=replicas if replicas is not None else config.replicas,
+            erasure=_erasure_option(erasure, replicas, config, base),
             advertise=tuple(advertise) or tuple(config.advertise) or base.advertise,
             max_storage=max_storage if max_storage is not None else base.max_storage,
             reserved_space=reserved_space if reserved_space is not None else base.reserved_space,
@@ -308,15 +344,20 @@ class Node:
         *,
         media_type: str | None = None,
         progress: Progress | None = None,
+        redundancy: Redundancy | None = None,
     ) -> str:
         """Store ``data`` under ``name``; return the read cap string.
 
         ``data`` may be bytes, a binary file object, a path or an async iterable of bytes; it
         is read in chunks, never whole. Succeeds only when every block is on R nodes (R =
         replicas, capped by live nodes); raises ``QuorumNotMet`` otherwise, and then no
-        catalog entry is written.
+        catalog entry is written. ``redundancy`` (``Redundancy.replicate(r)`` or
+        ``Redundancy.erasure(k, n)``) overrides the node's default for this file; an
+        erasure-coded put fails only when fewer than ``k`` shares of a chunk could be placed.
         """
-        result = await self.store_with_result(name, data, media_type=media_type, progress=progress)
+        result = await self.store_with_result(
+            name, data, media_type=media_type, progress=progress, redundancy=redundancy
+        )
         return result.cap
 
     async def store_with_result(
@@ -329,12 +370,13 @@ class Node:
         progress: Progress | None = None,
         replicas: int | None = None,
         expected_size: int | None = None,
+        redundancy: Redundancy | None = None,
     ) -> StoreResult:
         """Like ``store`` but returns the full ``StoreResult`` (size, blocks, replicas).
 
         ``mtime`` (Unix seconds) is kept in the catalog; for a path it defaults to the file's.
         ``replicas`` (1 to 255) overrides the node's setting for this file (it is part of the
-        file's cap).
+        file's cap); so does ``redundancy`` (give one of the two).
         ``expected_size`` (e.g. an HTTP ``Content-Length``) only lets :attr:`activity` show
         the bytes to go; the stored size is what ``data`` holds.
         """
@@ -342,6 +384,8 @@ class Node:
         media_type = _media_type(name, media_type)
         if replicas is not None and not 1 <= replicas <= MAX_REPLICAS:
             raise ConfigError(f"replicas must be 1 to {MAX_REPLICAS}, got {replicas}")
+        if replicas is not None and redundancy is not None:
+            raise ConfigError("give replicas or redundancy, not both")
         close: IO[bytes] | None = None
         source: Any = data
         if isinstance(data, os.PathLike):
@@ -369,6 +413,7 @@ class Node:
                         mtime=mtime,
                         progress=progress,
                         replicas=replicas,
+                        redundancy=redundancy,
                     )
             self.metrics.bytes_in.inc(result.size)
             return result

@@ -23,6 +23,9 @@ class FileEntry:
     size: int
     media_type: str
     created: float
+    #: How it is kept (``StoreResult.redundancy``'s form); None if unknown (stored by an
+    #: older Shoal).
+    redundancy: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -31,6 +34,7 @@ class FileEntry:
             "size": self.size,
             "media_type": self.media_type,
             "created": self.created,
+            "redundancy": self.redundancy,
         }
 
 
@@ -160,6 +164,10 @@ class StoreResult:
     blocks: int
     replicas: int
     replicas_wanted: int
+    #: How the file is kept: ``{"kind": "replicate", "replicas": R}`` or ``{"kind":
+    #: "erasure", "k": K, "n": N, "replicas": N - K + 1}`` (then ``replicas`` and
+    #: ``replicas_wanted`` above count shares); None if unknown.
+    redundancy: dict[str, Any] | None = None
 
     @property
     def under_replicated(self) -> bool:

@@ -5,11 +5,13 @@ serializes writers anyway, and one connection keeps the page cache warm). The sc
 lives in ``PRAGMA user_version``; on open, every migration newer than it runs in one
 transaction each, so a crash mid-migration leaves the previous version intact.
 
-Schema (version 2; ``docs/storage.md`` has the tables column by column):
+Schema (version 3; ``docs/storage.md`` has the tables column by column):
 
 - ``files``: one row per name: cap, CID, size, media type, ``created`` (time of the put),
   ``mtime`` (the source file's, if known), ``replicas`` (copies placed: the fewest of any
   block) and ``replicas_wanted``. Both are NULL for files stored before version 2 (unknown).
+  ``erasure`` (version 3): ``"K-of-N"`` for an erasure-coded file (then the two counts are
+  shares), NULL for a replicated one.
 - ``pins``: CIDs this node keeps. Pins follow names: each name pins the CID of its cap, and a
   CID stays pinned while any name refers to it. The CID is kept in its own indexed column of
   ``files`` so that check is cheap.
@@ -66,6 +68,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE peers ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX peers_last_seen ON peers (last_seen)",
     ),
+    ("ALTER TABLE files ADD COLUMN erasure TEXT",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -77,7 +80,7 @@ MAX_PEERS = defaults.CATALOG_MAX_PEERS
 MAX_PEER_ADDRESSES = 32
 MAX_ADDRESS_LENGTH = 300
 
-_FILE_COLUMNS = "name, cap, size, media_type, created, mtime, replicas, replicas_wanted"
+_FILE_COLUMNS = "name, cap, size, media_type, created, mtime, replicas, replicas_wanted, erasure"
 _PEER_COLUMNS = "node_id, addresses, last_seen, last_failure, failures"
 
 
@@ -95,6 +98,8 @@ class CatalogEntry:
         replicas: copies placed when it was stored (the fewest of any of its blocks); None
             if unknown (stored before catalog version 2).
         replicas_wanted: copies it should have; None if unknown.
+        erasure: ``"K-of-N"`` for an erasure-coded file (the counts above are then shares
+            out of N); None for a replicated one.
     """
 
     name: str
@@ -105,6 +110,7 @@ class CatalogEntry:
     mtime: float | None = None
     replicas: int | None = None
     replicas_wanted: int | None = None
+    erasure: str | None = None
 
     @property
     def under_replicated(self) -> bool:
@@ -309,7 +315,7 @@ class Catalog:
             row = conn.execute("SELECT cid FROM files WHERE name = ?", (entry.name,)).fetchone()
             conn.execute(
                 f"INSERT OR REPLACE INTO files ({_FILE_COLUMNS}, cid) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     entry.name,
                     entry.cap,
@@ -319,6 +325,7 @@ class Catalog:
                     entry.mtime,
                     entry.replicas,
                     entry.replicas_wanted,
+                    entry.erasure,
                     cid,
                 ),
             )
@@ -565,7 +572,7 @@ class Catalog:
 
 
 def _entry(row: Any) -> CatalogEntry:
-    name, cap, size, media_type, created, mtime, replicas, wanted = row
+    name, cap, size, media_type, created, mtime, replicas, wanted, erasure = row
     return CatalogEntry(
         name=str(name),
         cap=str(cap),
@@ -575,6 +582,7 @@ def _entry(row: Any) -> CatalogEntry:
         mtime=None if mtime is None else float(mtime),
         replicas=None if replicas is None else int(replicas),
         replicas_wanted=None if wanted is None else int(wanted),
+        erasure=None if erasure is None else str(erasure),
     )
 
 

@@ -154,7 +154,21 @@ def test_load_manifest_checks_the_hash_first() -> None:
 def test_redundancy_validation() -> None:
     assert Redundancy() == Redundancy("replicate", 3)
     with pytest.raises(ValueError, match="unsupported"):
+        Redundancy("lrc", 3)
+    with pytest.raises(ValueError, match="1 <= k < n"):
         Redundancy("zfec", 3)
+    with pytest.raises(ValueError, match="n - k \\+ 1 copies"):
+        Redundancy("zfec", 2, 3, 5)
+    with pytest.raises(ValueError, match="for kind 'zfec' only"):
+        Redundancy("replicate", 3, 3, 5)
+    assert Redundancy.erasure(3, 5) == Redundancy("zfec", 3, 3, 5)
+    assert Redundancy.parse_erasure(" 3-OF-5 ") == Redundancy.erasure(3, 5)
+    for bad in ("3of5", "3-of-", "5-of-3", "0-of-2", "3-of-33", "-1-of-5", "3-of-5-of-6", "३-of-5"):
+        with pytest.raises(ValueError):
+            Redundancy.parse_erasure(bad)
+    assert Redundancy.erasure(3, 5).wanted == 5
+    assert Redundancy.replicate(2).wanted == 2
+    assert str(Redundancy.erasure(3, 5)) == "3-of-5"
     with pytest.raises(ValueError, match="replicas"):
         Redundancy("replicate", 0)
 
@@ -204,7 +218,7 @@ MALFORMED = [
     (raw(f=1), "fanout: 1"),
     (raw(f=32769), "fanout: 32769"),
     (raw(r=[3]), "expected a small map"),
-    (raw(r={"t": "zfec", "k": 3, "n": 5}), "unsupported redundancy kind"),
+    (raw(r={"t": "lrc", "k": 3, "n": 5}), "unsupported redundancy kind"),
     (raw(r={"t": "replicate"}), "1 fields, expected 2"),
     (raw(r={"t": "replicate", "r": 3, "x": 1}), "3 fields, expected 2"),
     (raw(r={"t": "replicate", "r": 0}), "replicas: 0"),
@@ -229,6 +243,65 @@ MALFORMED = [
     (b"\x87\xa1v" + DEEP, "version: expected an unsigned integer at byte 3, found an array"),
     (b"\x87\xa1v\xcc\x02", "not in its shortest form"),
 ]
+
+
+ZFEC = {"t": "zfec", "k": 3, "n": 5}
+SHARES = ID * 5  # a stripe's 5 share IDs; with z = 4: full shares are 4 + ceil(20 / 3) = 11
+
+MALFORMED_ERASURE = [
+    (raw(r={"t": "zfec", "k": 3}), "2 fields, expected 3"),
+    (raw(r={"t": "zfec", "k": 3, "n": 5, "r": 3}), "4 fields, expected 3"),
+    (raw(r={"t": "zfec", "n": 5, "k": 3}), "expected the field 'k'"),
+    (raw(r={"t": "zfec", "k": 0, "n": 5}), "k: 0 .* out of range 1..31"),
+    (raw(r={"t": "zfec", "k": 3, "n": 3}), "n: 3 .* out of range 4..32"),
+    (raw(r={"t": "zfec", "k": 3, "n": 33}), "n: 33"),
+    (raw(r={"t": "zfec", "k": 3, "n": 5.0}), "n: expected an unsigned integer"),
+    (raw(r=ZFEC, c=[[ID, 11]]), "children: 1 entries at byte 31 cannot fit"),
+    (raw(r=ZFEC, c=[[SHARES + ID, 11]]), "child 0 share ids: 192 bytes"),
+    (raw(r=ZFEC, c=[[SHARES, 12]]), "child 0 share size: 12 .* out of range 1..11"),
+    (raw(r=ZFEC, c=[[SHARES, 9]]), "a data block of 0 bytes"),
+    (raw(r=ZFEC, c=[[SHARES, 10], [SHARES, 11]]), "other than the last is not a full chunk"),
+    (raw(r=ZFEC, c=[[SHARES, 11, 1]]), "child 0: 3 entries .* at most 2"),
+    (raw(r=ZFEC, c=[[SHARES]]), "child 0: expected \\[share ids, share size\\]"),
+    (raw(r=ZFEC, c=[[SHARES.hex(), 11]]), "child 0 share ids: expected a byte string"),
+    (raw(r=ZFEC, c=[SHARES]), "child 0: expected an array"),
+    (raw(r={"t": "zfec", "k": 1, "n": 32}, f=32768), "fanout 32768 is larger than 3930"),
+]
+
+
+def test_erasure_manifests_round_trip() -> None:
+    good = Manifest.decode(raw(r=ZFEC, c=[[SHARES, 11], [SHARES, 10]]))
+    assert good.redundancy == Redundancy.erasure(3, 5)
+    assert good.stripes
+    assert good.id_width == 160
+    assert good.child_id(1) == SHARES
+    assert list(good.stored_sizes) == [11, 10]
+    assert Manifest.decode(good.encode()) == good
+    assert good.encode() == raw(r=ZFEC, c=[[SHARES, 11], [SHARES, 10]])
+    # Above depth 0 the children are manifests: plain [id, size] entries, replicated.
+    inner = Manifest.decode(raw(d=1, r=ZFEC, c=[[ID, 300]]))
+    assert not inner.stripes
+    assert inner.child_id(0) == ID
+
+
+def test_erasure_fanout_keeps_full_manifests_in_a_block() -> None:
+    for n in (2, 5, 8, 32):
+        redundancy = Redundancy.erasure(1, n)
+        f = redundancy.max_fanout
+        full = Manifest.build(
+            0, MAX_CHUNK_SIZE, f, redundancy,
+            [ChildRef(bytes(32 * n), redundancy.data_size(MAX_CHUNK_SIZE))] * f,
+            bytes(f * 34 + 64),
+        )  # fmt: skip
+        assert len(full.encode()) <= MAX_MANIFEST_SIZE
+    assert Redundancy.erasure(3, 5).max_fanout >= 16384  # the default fanout fits
+
+
+@pytest.mark.parametrize(("data", "message"), MALFORMED_ERASURE)
+def test_malformed_erasure_manifests_are_rejected(data: bytes, message: str) -> None:
+    with pytest.raises(IntegrityError, match=message) as info:
+        Manifest.decode(data)
+    assert len(str(info.value)) < 200
 
 
 @pytest.mark.parametrize(("data", "message"), MALFORMED)

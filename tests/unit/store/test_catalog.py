@@ -290,7 +290,7 @@ def user_version(path: Path) -> int:
 def test_migration_from_v1_keeps_every_row(db_path: Path) -> None:
     make_v1(db_path)
     with Catalog(db_path) as cat:
-        assert user_version(db_path) == catalog_module.SCHEMA_VERSION == 2
+        assert user_version(db_path) == catalog_module.SCHEMA_VERSION == 3
         old = cat.get_file("old.txt")
         assert old == CatalogEntry(
             name="old.txt", cap=cap(7), size=123, media_type="text/plain", created=50.0
