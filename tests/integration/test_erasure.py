@@ -224,3 +224,53 @@ async def test_a_node_whose_default_is_erasure_codes_folders_too(
     await others[-1].get_folder(result.cap, out)
     assert (out / "a.bin").read_bytes() == (folder / "a.bin").read_bytes()
     assert (out / "sub" / "b.txt").read_bytes() == b"hello"
+
+
+async def test_every_share_is_leased_on_its_holder_and_repair_rebuilds_leased_shares(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    """The lease and repair wiring of erasure-coded files: shares live on the nodes closest
+    to their stripe (not to their own IDs), and that is where the put's leases go; `repair`
+    (the Node API that `shoal repair` calls) rebuilds lost shares, which get leases too, so
+    garbage collection never frees a share of a kept file."""
+    nodes = await start(cluster, 7)
+    data = random_bytes(400_000)
+    cap = await nodes[0].store("e.bin", data, redundancy=ERASURE)
+    stripes = await stripes_of(nodes[0], cap)
+
+    def unleased_shares(among: list[Node]) -> list[str]:
+        out = []
+        for stripe in stripes:
+            for share_id in stripe.ids:
+                for node in holders(among, share_id):
+                    now = node._rt.options.clock.time()
+                    if not node._rt.leases.is_live(share_id, now):
+                        out.append(f"{node.node_id[:8]}:{share_id.hex()[:8]}")
+        return out
+
+    assert unleased_shares(nodes) == []
+    check = await nodes[0].check(cap)
+    assert (check.healthy, check.wanted, check.min_copies) == (True, 5, 5)
+    # Two share holders go (not the owner); a check sees the stripes degraded.
+    doomed = [n for n in nodes[1:] if holders([n], stripes[0].share_id(0))]
+    doomed += [n for n in nodes[1:] if n not in doomed and holders([n], stripes[0].share_id(1))]
+    for node in doomed[:2]:
+        await cluster.stop(node)
+    survivors = cluster.nodes
+    before = {n.node_id: set(n._rt.blocks.ids()) for n in survivors}
+    degraded = await nodes[0].check(cap)
+    assert not degraded.healthy
+    assert 3 <= (degraded.min_copies or 0) < 5
+    # One repair pass by a node that is not the owner, with the verify cap only.
+    repairer = survivors[-1]
+    verify_cap = str(parse_cap(cap).verify_cap)
+    report = await repairer.repair(verify_cap)
+    assert report.to_json()["copied"] >= 2
+    after = await repairer.check(verify_cap)
+    assert (after.healthy, after.min_copies) == (True, 5), after.to_json()
+    for stripe in stripes:
+        assert sorted(len(holders(survivors, s)) for s in stripe.ids) == [1] * 5
+    assert unleased_shares(survivors) == []
+    for node in survivors:  # copies only: nothing deleted
+        assert before[node.node_id] <= set(node._rt.blocks.ids())
+    assert await read(survivors[1], cap) == data

@@ -134,7 +134,7 @@ async def place_stripe(
     while pending:
         results = await asyncio.gather(
             *(
-                put_on(rt, node, stripe.share_id(i), shares[i], hints)
+                put_on(rt, node, stripe.share_id(i), shares[i], hints, lease=True)
                 for i, node in pending.items()
             ),
             return_exceptions=True,
@@ -460,6 +460,7 @@ async def repair_stripe(
     n: int,
     *,
     hints: PresenceHints | None = None,
+    stored_on: dict[bytes, list[bytes]] | None = None,
 ) -> tuple[int, int]:
     """Rebuild the shares missing from a stripe's placement nodes and store them there.
 
@@ -475,6 +476,8 @@ async def repair_stripe(
         k: Shares needed to rebuild.
         n: Shares made.
         hints: Optional presence hints shared across calls.
+        stored_on: Filled with the shares stored (node -> share IDs), for the caller to send
+            the leases that keep them.
 
     Returns:
         ``(shares rebuilt and stored, bytes moved)``: bytes moved counts the shares fetched
@@ -525,6 +528,8 @@ async def repair_stripe(
             )
             continue
         stored += 1
+        if stored_on is not None:
+            stored_on.setdefault(node, []).append(stripe.share_id(index))
         if node != rt.node_id:
             moved += len(rebuilt[index])
     if stored:

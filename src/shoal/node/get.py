@@ -69,6 +69,29 @@ async def walk_block_ids(rt: NodeRuntime, cid: bytes) -> AsyncGenerator[bytes, N
             yield step.block_id
 
 
+async def walk_placements(
+    rt: NodeRuntime, cid: bytes
+) -> AsyncGenerator[tuple[bytes, bytes, int | None], None]:
+    """Every block of a file with where placement puts it: ``(block_id, placement_id,
+    stripe_n)``.
+
+    A replicated block (and every manifest) lives on the nodes closest to its own ID
+    (``stripe_n`` None); an erasure-coded share on the ``n`` nodes closest to its stripe's ID.
+    Leases, renewals and releases go there. Same order and memory bound as
+    :func:`walk_block_ids`.
+    """
+    walk = BlockWalk(cid)
+    while (step := walk.next()) is not None:
+        if isinstance(step, NeedManifest):
+            walk.feed(await fetch_block(rt, step.block_id, step.open))
+        elif isinstance(step, Stripe):
+            stripe_id = step.stripe_id
+            for share_id in step.ids:
+                yield share_id, stripe_id, step.n
+        else:
+            yield step.block_id, step.block_id, None
+
+
 async def _fetch_range(rt: NodeRuntime, ref: Leaf, start: int, end: int) -> bytes:
     """The bytes of ``ref``'s chunk that lie in ``[start, end)`` of the file."""
     chunk = await fetch_chunk(rt, ref)

@@ -5,7 +5,8 @@ nodes that hold its blocks; each holder records a lease for the blocks it holds 
 which those are. The holders of a block are found as a put places it: among
 ``rt.routing.closest(block_id, R + spare)``; asking a node that lacks a block costs nothing but
 the question. A file's block IDs come from the keyless walk of its manifests
-(``walk_block_ids``), so a verify cap is enough, and folders are walked for the roots of every
+(``walk_placements``: an erasure-coded share lives on the nodes closest to its stripe's
+ID, not its own), so a verify cap is enough, and folders are walked for the roots of every
 file and directory in them (each object is leased under its own root CID, so a file stored
 twice, alone and in a folder, stays leased while either is kept).
 
@@ -272,18 +273,21 @@ async def lease_roots(
     A block none of whose possible holders can be walked to stops that object's walk with a
     WARNING; the other objects are still leased.
     """
-    from shoal.node.get import walk_block_ids
+    from shoal.node.get import walk_placements
 
     stats = stats if stats is not None else LeaseStats()
     length = int(min(seconds or rt.options.lease_duration, MAX_LEASE_SECONDS))
-    count = _holder_count(rt, replicas)
     for root in roots:
         batches = _Batches(rt, root, length, stats)
+        placement: tuple[bytes, list[bytes]] = (b"", [])
         try:
-            async for block_id in walk_block_ids(rt, root):
+            async for block_id, placement_id, stripe_n in walk_placements(rt, root):
                 stats.blocks += 1
                 await batches.add(rt.node_id, block_id)
-                for node_id in await rt.routing.closest(block_id, count):
+                if placement_id != placement[0]:  # the shares of one stripe share their nodes
+                    count = _holder_count(rt, stripe_n or replicas)
+                    placement = (placement_id, await rt.routing.closest(placement_id, count))
+                for node_id in placement[1]:
                     if node_id != rt.node_id:
                         await batches.add(node_id, block_id)
         except ShoalError as exc:
@@ -299,16 +303,20 @@ async def release_roots(
 ) -> LeaseStats:
     """Drop this node's leases of the objects ``roots`` here and on every node that may hold
     one of their blocks and can be reached (the others keep them until they expire)."""
-    from shoal.node.get import walk_block_ids
+    from shoal.node.get import walk_placements
 
     stats = LeaseStats()
-    count = _holder_count(rt, replicas)
     for root in roots:
-        nodes: set[bytes] = set(await rt.routing.closest(root, count))
+        nodes: set[bytes] = set(await rt.routing.closest(root, _holder_count(rt, replicas)))
+        last_placement = b""
         try:
-            async for block_id in walk_block_ids(rt, root):
+            async for _block_id, placement_id, stripe_n in walk_placements(rt, root):
                 stats.blocks += 1
-                nodes.update(await rt.routing.closest(block_id, count))
+                if placement_id == last_placement:
+                    continue  # the other shares of one stripe: the same nodes
+                last_placement = placement_id
+                count = _holder_count(rt, stripe_n or replicas)
+                nodes.update(await rt.routing.closest(placement_id, count))
         except ShoalError as exc:
             log.warning(
                 "could not walk every block of %s: releasing on the nodes found: %s",

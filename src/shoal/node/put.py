@@ -31,8 +31,8 @@ from shoal.content.manifest import KIND_FILE
 from shoal.errors import ShoalError
 from shoal.ids import encode_id
 from shoal.node.blocks import PresenceHints, place_block
-from shoal.node.leases import entry_roots, lease_roots
 from shoal.node.erasure import place_stripe, seal_and_encode
+from shoal.node.leases import entry_roots, lease_roots
 from shoal.node.runtime import NodeRuntime
 from shoal.node.types import StoreResult
 from shoal.node.window import OrderedWindow

@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.content import BlockWalk, NeedManifest
 from shoal.content.manifest import Redundancy
-from shoal.content.walk import BlockRef, OpenedManifest
+from shoal.content.walk import BlockRef, OpenedManifest, Stripe
 from shoal.errors import CorruptBlock, NotFound, ShoalError
 from shoal.ids import encode_id, sha256, short_id
 from shoal.node.blocks import fetch_block, put_on
+from shoal.node.erasure import count_stripe, repair_stripe
 from shoal.node.repair_plan import (
     BlockPlan,
     ByteBudget,
@@ -85,7 +86,7 @@ class FileReport:
     copied: int = 0
     bytes_moved: int = 0
     verified: bool = False
-    unchecked: int = 0  # blocks of a kind this module does not check (erasure-coded)
+    unchecked: int = 0  # blocks of a kind this module cannot check (none so far)
     due: float | None = None
     error: str | None = None
     unrepaired: list[str] = field(default_factory=list)
@@ -189,7 +190,7 @@ def known_nodes(rt: NodeRuntime, remembered: dict[bytes, float]) -> dict[bytes, 
 
 async def _walk(
     rt: NodeRuntime, cid: bytes, redundancy: list[Redundancy]
-) -> AsyncGenerator[BlockRef, None]:
+) -> AsyncGenerator[BlockRef | Stripe, None]:
     """Every block of the file (root first); ``redundancy`` gets the root's scheme."""
     walk = BlockWalk(cid)
     while (step := walk.next()) is not None:
@@ -207,7 +208,7 @@ async def check_file(rt: NodeRuntime, cid: bytes, ctx: RepairContext) -> FileRep
     it finds: a tree that cannot be walked is the report's ``error``."""
     report = FileReport(cid=cid, verified=ctx.verify)
     redundancy: list[Redundancy] = []
-    batch: list[BlockRef] = []
+    batch: list[BlockRef | Stripe] = []
     try:
         async for ref in _walk(rt, cid, redundancy):
             batch.append(ref)
@@ -228,24 +229,101 @@ async def _survey_children(
     rt: NodeRuntime,
     root: bytes,
     redundancy: Redundancy,
-    refs: list[BlockRef],
+    refs: list[BlockRef | Stripe],
     ctx: RepairContext,
     report: FileReport,
 ) -> None:
     """Check (and repair) a batch of a file's blocks: the one place that dispatches on how
-    the file is kept. Replicated blocks are handled here; erasure-coded stripes go to
-    ``node/erasure.py`` (``count_stripe`` / ``repair_stripe``), wired at merge."""
+    the file is kept. Replicated blocks are handled here; erasure-coded stripes by
+    ``node/erasure.py`` (``count_stripe`` / ``repair_stripe``), their manifests as replicated
+    blocks with ``n - k + 1`` copies."""
     report.blocks += len(refs)
+    copies: dict[bytes, list[bytes]] = {}
     if redundancy.kind == "replicate":
         report.wanted = redundancy.replicas
-        copies = await _survey_replicated(rt, redundancy.replicas, refs, ctx, report)
-        if copies and ctx.on_copied is not None:
-            await ctx.on_copied(root, copies)
-    else:  # pragma: no cover - no other kind can be decoded yet
-        report.unchecked += len(refs)
-        report.note(f"{len(refs)} block(s) kept as {redundancy.kind}: not checked here")
+        blocks = [r for r in refs if isinstance(r, BlockRef)]
+        copies = await _survey_replicated(rt, redundancy.replicas, blocks, ctx, report)
+    else:
+        report.wanted = redundancy.n
+        manifests = [r for r in refs if isinstance(r, BlockRef)]
+        if manifests:
+            # A manifest with c copies survives as many losses as a stripe with c + k - 1
+            # shares: counted that way, so `min_copies` compares with n.
+            sub = FileReport(cid=root, verified=report.verified)
+            copies = await _survey_replicated(rt, redundancy.replicas, manifests, ctx, sub)
+            _merge_reports(report, sub, offset=redundancy.k - 1)
+        for ref in refs:
+            if isinstance(ref, Stripe):
+                await _survey_stripe(rt, ref, ctx, report, copies)
+    if copies and ctx.on_copied is not None:
+        await ctx.on_copied(root, copies)
     if ctx.on_block is not None:
         ctx.on_block(len(refs))
+
+
+def _merge_reports(report: FileReport, sub: FileReport, *, offset: int) -> None:
+    """Add ``sub`` (some blocks of the same file) to ``report``, its copies counted plus
+    ``offset``."""
+    for before, after in ((sub.min_copies, sub.min_copies_after),):
+        if before is not None:
+            _count_copies(report, before + offset, (after or 0) + offset)
+    report.waiting += sub.waiting
+    report.lost_blocks += sub.lost_blocks
+    report.copied += sub.copied
+    report.bytes_moved += sub.bytes_moved
+    if sub.due is not None:
+        report.due = sub.due if report.due is None else min(report.due, sub.due)
+    report.unrepaired.extend(sub.unrepaired)
+
+
+def _count_copies(report: FileReport, before: int, after: int) -> None:
+    report.min_copies = before if report.min_copies is None else min(report.min_copies, before)
+    report.min_copies_after = (
+        after if report.min_copies_after is None else min(report.min_copies_after, after)
+    )
+
+
+async def _survey_stripe(
+    rt: NodeRuntime,
+    stripe: Stripe,
+    ctx: RepairContext,
+    report: FileReport,
+    copies: dict[bytes, list[bytes]],
+) -> None:
+    """Count one erasure-coded chunk's shares on its placement and, when repairing, rebuild
+    the missing ones there (``copies`` gets node -> share IDs stored).
+
+    Hysteresis as for copies: in the background, a stripe that still has more than ``k``
+    shares waits while some node is unreachable for less than the repair delay (it may hold
+    a share: counting shares asks only the reachable nodes); at ``k`` it is rebuilt at once.
+    """
+    count = await count_stripe(rt, stripe.share_ids, k=stripe.k, n=stripe.n)
+    after = count
+    if count < stripe.n:
+        now = rt.options.clock.time()
+        recent = [t for t in ctx.known.values() if now - t < ctx.delay]
+        if ctx.wait_for_absent and count > stripe.k and recent:
+            report.waiting += 1
+            due = min(recent) + ctx.delay
+            report.due = due if report.due is None else min(report.due, due)
+        elif ctx.repair and count >= stripe.k:
+            await _pace(rt, ctx, stripe.share_size * stripe.k)
+            try:
+                stored, moved = await repair_stripe(
+                    rt, stripe.share_ids, stripe.share_size, stripe.k, stripe.n, stored_on=copies
+                )
+            except ShoalError as exc:
+                report.note(f"stripe {short_id(stripe.stripe_id)}: {exc}")
+            else:
+                after += stored
+                report.copied += stored
+                report.bytes_moved += moved
+    if after < stripe.k:
+        report.lost_blocks += 1
+        report.note(
+            f"stripe {short_id(stripe.stripe_id)}: {after} share(s) left, {stripe.k} needed"
+        )
+    _count_copies(report, count, after)
 
 
 async def _candidates(
