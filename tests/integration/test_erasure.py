@@ -274,3 +274,21 @@ async def test_every_share_is_leased_on_its_holder_and_repair_rebuilds_leased_sh
     for node in survivors:  # copies only: nothing deleted
         assert before[node.node_id] <= set(node._rt.blocks.ids())
     assert await read(survivors[1], cap) == data
+
+
+async def test_shares_are_leased_where_they_live_in_a_network_wider_than_the_lease_fanout(
+    cluster: Cluster, random_bytes: Callable[[int], bytes]
+) -> None:
+    """With more nodes than a lease reaches (n + 8 = 13 closest), only leases sent to the
+    nodes closest to each stripe's ID (where its shares are) keep the shares alive."""
+    nodes = await start(cluster, 16)
+    data = random_bytes(600_000)
+    cap = await nodes[0].store("w.bin", data, redundancy=ERASURE)
+    stripes = await stripes_of(nodes[0], cap)
+    unleased = []
+    for stripe in stripes:
+        for share_id in stripe.ids:
+            for node in holders(nodes, share_id):
+                if not node._rt.leases.is_live(share_id, node._rt.options.clock.time()):
+                    unleased.append(share_id.hex()[:8])
+    assert unleased == []
