@@ -31,6 +31,7 @@ from shoal.errors import (
 from shoal.ids import decode_id, encode_id, short_id
 from shoal.node.datadir import DataDir
 from shoal.node.handoff import Handoff
+from shoal.node.scrub import Scrub
 from shoal.node.serve import RequestHandler
 from shoal.protocol import (
     GetPeers,
@@ -96,6 +97,12 @@ class RuntimeOptions:
     #: routing table (``docs/decisions/0007-handoff.md``).
     handoff_interval: float = defaults.HANDOFF_INTERVAL
     handoff_settle: float = defaults.HANDOFF_SETTLE
+    #: Bytes per second the handoff may send (rebalancing's throttle, ``docs/scrub.md``).
+    handoff_rate: float = defaults.HANDOFF_RATE
+    #: Mean seconds between scrub passes (randomized per node) and the bytes per second a
+    #: pass may read (``docs/scrub.md``).
+    scrub_interval: float = defaults.SCRUB_INTERVAL
+    scrub_rate: float = defaults.SCRUB_RATE
 
 
 class NodeRuntime:
@@ -157,12 +164,16 @@ class NodeRuntime:
             self.dht = KademliaRouting(self.manager, options=options.dht)
             self.routing = self.dht
             self.handoff = Handoff(
-                self, interval=options.handoff_interval, settle=options.handoff_settle
+                self,
+                interval=options.handoff_interval,
+                settle=options.handoff_settle,
+                rate=options.handoff_rate,
             )
             self.dht.on_node_left(self.handoff.node_left)
         else:
             raise ValueError(f"unknown routing {options.routing!r}: use 'dht' or 'mesh'")
         self.mdns: MdnsDiscovery | None = None
+        self.scrub = Scrub(self, interval=options.scrub_interval, rate=options.scrub_rate)
         self.started_at = options.clock.time()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -191,6 +202,7 @@ class NodeRuntime:
                 self.dht.start()
             if self.handoff is not None:
                 self.handoff.start()
+            await self.scrub.start()
         except BaseException:
             await self.aclose()
             raise
@@ -209,6 +221,7 @@ class NodeRuntime:
     async def aclose(self) -> None:
         if self.mdns is not None:
             await self.mdns.aclose()
+        await self.scrub.aclose()
         if self.handoff is not None:
             await self.handoff.aclose()
         if self.dht is not None:

@@ -55,6 +55,8 @@ from shoal.node.types import (
     NodeStatus,
     PeerState,
     PeerStatus,
+    ScrubReport,
+    ScrubStatus,
     StorageStatus,
     StoreResult,
 )
@@ -761,7 +763,25 @@ class Node:
             max_connections=self._rt.manager.limits.max_connections,
             lookups=self._rt.dht.stats.lookups if self._rt.dht is not None else 0,
             lookup_messages=self._rt.dht.stats.messages if self._rt.dht is not None else 0,
+            scrub=self._rt.scrub.status(),
         )
+
+    # -- scrub (node/scrub.py, docs/scrub.md) ----------------------------------------------------
+
+    def scrub_status(self) -> ScrubStatus:
+        """The scrub: the pass under way (progress), the last finished one, the next due."""
+        return self._rt.scrub.status()
+
+    def start_scrub(self) -> int:
+        """Start a whole scrub pass now (one under way starts over); return its number.
+
+        It is done when ``scrub_status().last.pass_number`` reaches that number.
+        """
+        return self._rt.scrub.request_pass()
+
+    async def scrub(self) -> ScrubReport:
+        """Run a whole scrub pass now (throttled as usual) and return what it found."""
+        return await self._rt.scrub.run_pass()
 
 
 def init_data_dir(
