@@ -74,7 +74,7 @@ def test_a_cancelled_take_books_nothing() -> None:
     run_virtual(main)
 
 
-@pytest.mark.parametrize("rate, burst", [(0, None), (-1, None), (10, 0)])
+@pytest.mark.parametrize(("rate", "burst"), [(0, None), (-1, None), (10, 0)])
 def test_a_budget_needs_a_positive_rate_and_burst(rate: float, burst: float | None) -> None:
     with pytest.raises(ValueError, match="positive"):
         ByteBudget(rate, burst=burst)

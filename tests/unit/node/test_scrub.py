@@ -104,7 +104,8 @@ def test_a_pass_replaces_rotten_blocks_from_their_holders_and_nothing_else(
             status = a.scrub_status()
             assert not status.running
             assert status.last == report
-            assert status.next_pass is not None and status.next_pass > report.finished
+            assert status.next_pass is not None
+            assert status.next_pass > report.finished
             for node in (a, b, c):
                 async with node.get(cap) as reader:
                     assert await reader.read() == data
@@ -174,7 +175,8 @@ def test_a_restart_resumes_the_pass_at_its_cursor(
             await wait_for(lambda: node.scrub_status().checked >= 20, timeout=600)
             await net.stop(node)
             saved = json.loads((tmp_path / "a" / STATE_FILE).read_bytes())
-            assert saved["started"] is not None and saved["cursor"]
+            assert saved["started"] is not None
+            assert saved["cursor"]
             done_before = saved["checked"]
             assert 20 <= done_before < total
 
@@ -206,6 +208,7 @@ def test_a_damaged_state_file_starts_afresh(tmp_path: Path) -> None:
             (tmp_path / "a" / STATE_FILE).write_bytes(b"{not json")
             node = await net.add("a", "10.0.0.1", replicas=1, **QUIET)
             report = await node.scrub()
-            assert report.checked == 4 and report.pass_number == 1
+            assert report.checked == 4
+            assert report.pass_number == 1
 
     run_virtual(main)
