@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shoal.api.scrub import SCRUB_STATUS_SCHEMA, scrub_openapi_paths
 from shoal.api.ui_openapi import ui_openapi_paths
 from shoal.errors import ShoalError
 
@@ -138,6 +139,7 @@ _SCHEMAS: dict[str, Any] = {
             "blocks": {"type": "integer"},
             "bytes": {"type": "integer"},
             "files": {"type": "integer"},
+            "scrub": {"oneOf": [SCRUB_STATUS_SCHEMA, {"type": "null"}]},
         },
     },
     "Peer": {
@@ -415,7 +417,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": {**_paths(), **ui_openapi_paths()},
+        "paths": {**_paths(), **ui_openapi_paths(), **scrub_openapi_paths()},
         "components": {
             "schemas": _SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

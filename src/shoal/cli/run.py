@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -86,6 +87,8 @@ class NodeSettings:
     grpc: str | None = None  # HOST:PORT of the gRPC API; None: no gRPC API
     #: False: no mDNS (``--no-mdns``); True: as config.toml says (on by default).
     mdns: bool = True
+    #: ``RuntimeOptions`` fields a flag set (timers and rates: ``--scrub-rate``, ...).
+    options: Mapping[str, object] = field(default_factory=dict)
 
 
 async def run_node(data_dir: Path, settings: NodeSettings) -> None:
@@ -108,7 +111,10 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
                 max_storage=settings.max_storage,
                 reserved_space=settings.reserved_space,
                 limits=settings.limits,
-                options=RuntimeOptions(mdns=settings.mdns),
+                options=dataclasses.replace(
+                    RuntimeOptions(mdns=settings.mdns),
+                    **settings.options,  # type: ignore[arg-type]
+                ),
             ) as node,
             serve_api(node, data_dir) as api,
             _serve_grpc(node, settings.grpc, api.token, data_dir) as grpc_address,
