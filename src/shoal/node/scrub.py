@@ -259,13 +259,10 @@ class Scrub:
 
         The pass is done when ``status().last.pass_number`` reaches the number returned.
         """
-        if self._state.running:
-            self._restart = True
-            number = self._state.pass_number + 1
-        else:
-            number = self._state.pass_number + 1
+        # Under way: it starts over as the next number; idle: the loop wakes and begins it.
+        self._restart = self._state.running
         self._wake.set()
-        return number
+        return self._state.pass_number + 1
 
     async def run_pass(self) -> ScrubReport:
         """Run a whole pass now and return it (``request_pass`` and wait)."""
