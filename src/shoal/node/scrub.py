@@ -60,6 +60,8 @@ STATE_FILE: Final = "scrub.json"
 _STATE_VERSION: Final = 1
 #: Block IDs listed per trip to the I/O pool.
 BATCH: Final = 256
+#: Seconds before a pass the disk stopped (the walk failed) is tried again.
+RETRY_AFTER: Final = 3600.0
 #: Blocks found corrupt that no holder could supply yet, remembered for the next pass.
 MAX_PENDING: Final = 1024
 _BASE32: Final = frozenset("abcdefghijklmnopqrstuvwxyz234567")
@@ -219,6 +221,7 @@ class Scrub:
         self._rng = rng or random.Random()
         self._save_every = save_every
         self._save_seconds = save_seconds
+        self._retry = min(interval, RETRY_AFTER)
         self._path = rt.data.path / STATE_FILE
         self._state = _State()
         self._wake = asyncio.Event()
@@ -297,6 +300,12 @@ class Scrub:
             except asyncio.CancelledError:
                 await self._save()  # the cursor: a restart resumes the pass here
                 raise
+            except (OSError, ShoalError) as exc:
+                # The disk failed under the walk (not one block: those are counted): keep the
+                # cursor, try again later rather than give up scrubbing for good.
+                log.warning("scrub pass stopped (%s); retrying in %g s", exc, self._retry)
+                await self._save()
+                await clock.sleep(self._retry)
 
     def _begin(self) -> None:
         clock = self._rt.options.clock

@@ -212,3 +212,33 @@ def test_a_damaged_state_file_starts_afresh(tmp_path: Path) -> None:
             assert report.pass_number == 1
 
     run_virtual(main)
+
+
+def test_a_disk_error_under_the_walk_is_retried_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from shoal.node import scrub as scrub_module
+
+    real = scrub_module.ids_after
+    failures = [OSError(errno.EIO, "Input/output error")]
+
+    def flaky(root: Path, after: str | None, limit: int) -> list[bytes]:
+        if failures:
+            raise failures.pop()
+        return real(root, after, limit)
+
+    monkeypatch.setattr(scrub_module, "ids_after", flaky)
+
+    async def main(clock: VirtualClock) -> None:
+        async with nodes(tmp_path, clock) as net:
+            node = await net.add("a", "10.0.0.1", replicas=1, **QUIET)
+            await node.store("f.bin", os.urandom(CHUNK * 3))
+            started = clock.monotonic()
+            report = await node.scrub()
+            assert report.checked == 4
+            assert clock.monotonic() - started >= scrub_module.RETRY_AFTER
+
+    run_virtual(main)
+    assert "scrub pass stopped" in caplog.text
