@@ -294,6 +294,8 @@ class Scrub:
                         await self._wake.wait()
                 self._wake.clear()
                 self._begin()
+            elif self._restart:  # asked for while resuming or waiting to retry
+                self._begin()
             self._restart = False
             try:
                 await self._pass()
@@ -305,7 +307,10 @@ class Scrub:
                 # cursor, try again later rather than give up scrubbing for good.
                 log.warning("scrub pass stopped (%s); retrying in %g s", exc, self._retry)
                 await self._save()
-                await clock.sleep(self._retry)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._retry):
+                        await self._wake.wait()  # or at once, on request
+                self._wake.clear()
 
     def _begin(self) -> None:
         clock = self._rt.options.clock

@@ -242,3 +242,23 @@ def test_a_disk_error_under_the_walk_is_retried_later(
 
     run_virtual(main)
     assert "scrub pass stopped" in caplog.text
+
+
+def test_a_pass_asked_for_while_one_runs_starts_over_and_checks_everything(
+    tmp_path: Path,
+) -> None:
+    rate = 4 * (CHUNK + 16)
+
+    async def main(clock: VirtualClock) -> None:
+        async with nodes(tmp_path, clock) as net:
+            node = await net.add("a", "10.0.0.1", replicas=1, scrub_rate=rate, **QUIET)
+            await node.store("f.bin", os.urandom(CHUNK * 30))
+            first = node.start_scrub()
+            await wait_for(lambda: node.scrub_status().checked >= 10, timeout=600)
+            assert node.scrub_status().running
+            report = await node.scrub()
+            assert report.pass_number == first + 1
+            assert report.checked == 31  # from the start again, not from where the first was
+            assert node._rt.scrub.checked_here >= 41
+
+    run_virtual(main)
