@@ -139,3 +139,15 @@ GC_MAX_DELETES: Final = 10000
 #: Lease rows charged to one node (the owner, or the node that transferred them), and in all.
 MAX_LEASES_PER_OWNER: Final = 1 << 21
 MAX_LEASES: Final = 1 << 23
+#: Bytes per second a handoff pass may send (rebalancing: blocks moving to the nodes now
+#: closest to them); a burst of one maximal block goes at once.
+HANDOFF_RATE: Final = 10 << 20
+
+# -- scrub (node/scrub.py; see docs/scrub.md) ---------------------------------------------------
+#: Seconds between two scrub passes of one node (every local block re-hashed): about a month,
+#: randomized per node (times U(0.75, 1.25); the first pass of a new node after U(0, 1) of it)
+#: so the nodes of a network do not scrub in step.
+SCRUB_INTERVAL: Final = 30 * 24 * 3600.0
+#: Bytes per second a scrub pass reads: about 10% of a hard disk's sequential bandwidth
+#: (~100 MiB/s), still 25 TiB a month; a small share of any SSD's.
+SCRUB_RATE: Final = 10 << 20

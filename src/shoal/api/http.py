@@ -45,6 +45,7 @@ from shoal.api.keys import NODE_KEY
 from shoal.api.leases import add_lease_routes
 from shoal.api.openapi import openapi_document
 from shoal.api.ranges import Unsatisfiable, etag_matches, parse_range, strong_etag
+from shoal.api.scrub import add_scrub_routes
 from shoal.api.ui import install_ui, ui_request_allowed
 from shoal.client.api_info import API_FILE_NAME, ApiInfo, remove_api_info, write_api_info
 from shoal.client.http import check_read_cap
@@ -425,6 +426,7 @@ def make_app(node: Node, token: str) -> web.Application:
     add_folder_routes(app)
     add_health_routes(app)
     add_lease_routes(app)
+    add_scrub_routes(app)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_get("/docs", _docs)

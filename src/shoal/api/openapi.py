@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoal.api.leases import lease_openapi_paths
+from shoal.api.scrub import SCRUB_STATUS_SCHEMA, scrub_openapi_paths
 from shoal.api.ui_openapi import ui_openapi_paths
 from shoal.errors import ShoalError
 
@@ -152,6 +153,7 @@ _SCHEMAS: dict[str, Any] = {
             "blocks": {"type": "integer"},
             "bytes": {"type": "integer"},
             "files": {"type": "integer"},
+            "scrub": {"oneOf": [SCRUB_STATUS_SCHEMA, {"type": "null"}]},
             "bytes_for_others": {
                 "type": "integer",
                 "description": "Bytes of blocks held only under other owners' leases.",
@@ -549,7 +551,12 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": {**_paths(), **ui_openapi_paths(), **lease_openapi_paths()},
+        "paths": {
+            **_paths(),
+            **ui_openapi_paths(),
+            **lease_openapi_paths(),
+            **scrub_openapi_paths(),
+        },
         "components": {
             "schemas": _SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

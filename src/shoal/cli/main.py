@@ -30,6 +30,8 @@ from shoal.cli.leases import gc as gc_command
 from shoal.cli.leases import pin as pin_command
 from shoal.cli.output import format_age, format_size, format_table, transfer_progress
 from shoal.cli.run import NodeSettings, configure_logging, refuse_if_running, run_node
+from shoal.cli.scrub import format_scrub, parse_rate
+from shoal.cli.scrub import scrub as scrub_command
 from shoal.cli.ui import ui as ui_command
 from shoal.client.http import Client, check_read_cap
 from shoal.content.caps import looks_like_cap
@@ -307,6 +309,36 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     metavar="SECONDS",
     help="How long the short lease of a put in progress lasts on its holders (default 3600).",
 )
+@click.option(
+    "--scrub-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Mean time between scrub passes (every block re-hashed), randomized per node "
+    f"(default {defaults.SCRUB_INTERVAL / 86400:g} days).",
+)
+@click.option(
+    "--scrub-rate",
+    default=None,
+    metavar="SIZE",
+    help="Bytes per second a scrub pass may read, e.g. 10MiB "
+    f"(default {defaults.SCRUB_RATE >> 20} MiB).",
+)
+@click.option(
+    "--handoff-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Time between handoff passes, which move blocks to the nodes now closest to them "
+    f"(default {defaults.HANDOFF_INTERVAL:g}).",
+)
+@click.option(
+    "--handoff-rate",
+    default=None,
+    metavar="SIZE",
+    help="Bytes per second the handoff (rebalancing) may send, e.g. 10MiB "
+    f"(default {defaults.HANDOFF_RATE >> 20} MiB).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
     data_dir: Path,
@@ -325,6 +357,10 @@ def run(
     repair_rate: str | None,
     gc_grace: float | None,
     pending_lease: float | None,
+    scrub_interval: float | None,
+    scrub_rate: str | None,
+    handoff_interval: float | None,
+    handoff_rate: str | None,
     verbose: bool,
 ) -> None:
     """Run a node (initializing the data dir if needed) until Ctrl-C or SIGTERM.
@@ -369,6 +405,16 @@ def run(
         repair_rate=None if repair_rate is None else parse_size(repair_rate, what="--repair-rate"),
         gc_grace=gc_grace,
         pending_lease=pending_lease,
+        options={
+            name: value
+            for name, value in {
+                "scrub_interval": scrub_interval,
+                "scrub_rate": parse_rate(scrub_rate, what="--scrub-rate"),
+                "handoff_interval": handoff_interval,
+                "handoff_rate": parse_rate(handoff_rate, what="--handoff-rate"),
+            }.items()
+            if value is not None
+        },
     )
     asyncio.run(run_node(data_dir, settings))
 
@@ -720,6 +766,8 @@ def status(data_dir: Path, as_json: bool) -> None:
     for key, value in info.items():
         if key in ("bytes", "bytes_for_others", "repair_bytes") and isinstance(value, int):
             shown = format_size(value)
+        elif key == "scrub":
+            shown = format_scrub(value)
         elif isinstance(value, float):
             shown = f"{value:.1f}"
         elif isinstance(value, str | int):
@@ -755,6 +803,7 @@ cli.add_command(check_command)
 cli.add_command(repair_command)
 cli.add_command(pin_command)
 cli.add_command(gc_command)
+cli.add_command(scrub_command)
 
 
 def main() -> None:

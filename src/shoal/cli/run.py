@@ -96,6 +96,8 @@ class NodeSettings:
     #: bytes per second (None: the default; 0: no limit).
     repair_delay: float | None = None
     repair_rate: int | None = None
+    #: ``RuntimeOptions`` fields a flag set (timers and rates: ``--scrub-rate``, ...).
+    options: Mapping[str, object] = field(default_factory=dict)
 
 
 async def run_node(data_dir: Path, settings: NodeSettings) -> None:
@@ -119,7 +121,10 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
                 max_storage=settings.max_storage,
                 reserved_space=settings.reserved_space,
                 limits=settings.limits,
-                options=_runtime_options(settings),
+                options=dataclasses.replace(
+                    _runtime_options(settings),
+                    **settings.options,  # type: ignore[arg-type]
+                ),
                 gc_grace=settings.gc_grace,
             ) as node,
             serve_api(node, data_dir) as api,

@@ -572,6 +572,24 @@ class Client:
         result: dict[str, Any] = self._json("POST", "/v1/leases/renew")
         return result
 
+    # -- scrub (docs/scrub.md) -----------------------------------------------------------------
+
+    def scrub_status(self) -> dict[str, Any]:
+        """Return the scrub's status: ``running``, ``pass``, progress, ``last`` (or None)."""
+        result: dict[str, Any] = self._json("GET", "/v1/scrub")
+        return result
+
+    def start_scrub(self) -> int:
+        """Start a whole scrub pass now (one under way starts over); return its number.
+
+        It is done when ``scrub_status()["last"]["pass"]`` reaches that number.
+        """
+        answer = self._json("POST", "/v1/scrub")
+        number = answer.get("pass") if isinstance(answer, dict) else None
+        if not isinstance(number, int):
+            raise ShoalError("node API sent a malformed answer to POST /v1/scrub")
+        return number
+
 
 def _exists_error(dest: Path) -> ConfigError:
     return ConfigError(f"{dest} already exists; it was not replaced")

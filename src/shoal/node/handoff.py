@@ -14,7 +14,14 @@ soon), at most one at a time. A join waits for the periodic pass: until then rea
 old holders among the closest nodes they ask (``fetch_block`` widens its search).
 The local copy is kept: deleting blocks is not this module's business, and an extra copy
 only helps reads. Only blocks with a live lease are handed over, and each copy carries the
-lease rows this node knows (``transfer_leases``), so a copy lives as long as its leases say.
+lease rows this node knows (``transfer_leases``), so a copy lives as long as its leases say
+(an extra copy off the placement ages out when they do). This is also rebalancing: when joins and
+leaves change the closest set of a block, the pass moves (copies) it there.
+
+Throttle: the bytes sent (PUT_BLOCK payloads) are paid from a ``ByteBudget`` of ``rate``
+bytes per second, so a join that makes a node the new home of many blocks, or a pass after a
+leave, never floods the disks and links of the senders (``docs/scrub.md``). HAS_BLOCKS
+questions are small and not counted.
 
 Resource handling: the loop is a task of this object's ``TaskSet`` (``aclose`` cancels and
 awaits it); each request has the runtime's request timeout.
@@ -28,8 +35,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shoal.errors import NotFound, ShoalError
+from shoal.errors import CorruptBlock, NotFound, ShoalError
 from shoal.ids import short_id
+from shoal.node.budget import ByteBudget
 from shoal.node.leases import transfer_leases
 from shoal.protocol import HasBlocks, HaveBlocks, PutBlock
 from shoal.transport.tasks import TaskSet
@@ -51,6 +59,7 @@ class HandoffStats:
     checked: int = 0  # (block, node) pairs checked
     pushed: int = 0  # blocks sent to a node that lacked them
     failed: int = 0  # nodes that could not be asked or sent to during a pass
+    bytes: int = 0  # bytes of the blocks pushed
 
 
 class Handoff:
@@ -60,12 +69,14 @@ class Handoff:
         rt: The node.
         interval: Seconds between two passes.
         settle: Seconds after a node left the routing table before an early pass.
+        rate: Bytes per second the pushes may send (one second's worth at once).
     """
 
-    def __init__(self, rt: NodeRuntime, *, interval: float, settle: float) -> None:
+    def __init__(self, rt: NodeRuntime, *, interval: float, settle: float, rate: float) -> None:
         self._rt = rt
         self.interval = interval
         self.settle = settle
+        self.budget = ByteBudget(rate, clock=rt.options.clock)
         self.stats = HandoffStats()
         self._changed = asyncio.Event()
         self._tasks = TaskSet("handoff")
@@ -139,10 +150,14 @@ class Handoff:
                     data = await rt.io(rt.blocks.get, block_id)
                 except NotFound:
                     continue  # removed meanwhile
+                except CorruptBlock:
+                    continue  # moved aside (logged); the scrub fetches it again
+                await self.budget.take(len(data))
                 conn = await rt.routing.connect(node_id)
                 await conn.request(PutBlock(block_id=block_id, data=data), timeout=timeout)
                 self.stats.pushed += 1
                 pushed.append(block_id)
+                self.stats.bytes += len(data)
         except ShoalError as exc:
             log.debug("handoff to %s stopped: %s", short_id(node_id), exc)
             await transfer_leases(rt, node_id, pushed)

@@ -34,6 +34,7 @@ from shoal.node.gc import Collector
 from shoal.node.handoff import Handoff
 from shoal.node.leases import LeaseKeeper
 from shoal.node.repair_loop import Repairer
+from shoal.node.scrub import Scrub
 from shoal.node.serve import RequestHandler
 from shoal.protocol import (
     GetPeers,
@@ -126,6 +127,12 @@ class RuntimeOptions:
     gc_max_deletes: int = defaults.GC_MAX_DELETES
     max_leases_per_owner: int = defaults.MAX_LEASES_PER_OWNER
     max_leases: int = defaults.MAX_LEASES
+    #: Bytes per second the handoff may send (rebalancing's throttle, ``docs/scrub.md``).
+    handoff_rate: float = defaults.HANDOFF_RATE
+    #: Mean seconds between scrub passes (randomized per node) and the bytes per second a
+    #: pass may read (``docs/scrub.md``).
+    scrub_interval: float = defaults.SCRUB_INTERVAL
+    scrub_rate: float = defaults.SCRUB_RATE
 
 
 class NodeRuntime:
@@ -196,7 +203,10 @@ class NodeRuntime:
             self.dht = KademliaRouting(self.manager, options=options.dht)
             self.routing = self.dht
             self.handoff = Handoff(
-                self, interval=options.handoff_interval, settle=options.handoff_settle
+                self,
+                interval=options.handoff_interval,
+                settle=options.handoff_settle,
+                rate=options.handoff_rate,
             )
             self.dht.on_node_left(self.handoff.node_left)
         else:
@@ -214,6 +224,7 @@ class NodeRuntime:
         if self.dht is not None:
             self.dht.on_node_left(self.repair.node_left)
         self.mdns: MdnsDiscovery | None = None
+        self.scrub = Scrub(self, interval=options.scrub_interval, rate=options.scrub_rate)
         self.started_at = options.clock.time()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -246,6 +257,7 @@ class NodeRuntime:
             await self.repair.start()
             self.lease_keeper.start()
             self.collector.start()
+            await self.scrub.start()
         except BaseException:
             await self.aclose()
             raise
@@ -279,6 +291,7 @@ class NodeRuntime:
         if self.mdns is not None:
             await self.mdns.aclose()
         await self.repair.aclose()
+        await self.scrub.aclose()
         if self.handoff is not None:
             await self.handoff.aclose()
         if self.dht is not None:

@@ -59,6 +59,8 @@ from shoal.node.types import (
     NodeStatus,
     PeerState,
     PeerStatus,
+    ScrubReport,
+    ScrubStatus,
     StorageStatus,
     StoreResult,
 )
@@ -829,6 +831,7 @@ class Node:
             lookup_messages=self._rt.dht.stats.messages if self._rt.dht is not None else 0,
             bytes_for_others=(await stored_for_others(self._rt))[1],
             **await self._repair_status(),
+            scrub=self._rt.scrub.status(),
         )
 
     # -- leases and garbage collection ---------------------------------------------------------
@@ -907,6 +910,23 @@ class Node:
         repairer = self._rt.repair
         roots = None if name_or_cap is None else [await self.root_of(name_or_cap)]
         return await repairer.run_pass(roots, background=False, progress=progress)
+
+    # -- scrub (node/scrub.py, docs/scrub.md) ----------------------------------------------------
+
+    def scrub_status(self) -> ScrubStatus:
+        """The scrub: the pass under way (progress), the last finished one, the next due."""
+        return self._rt.scrub.status()
+
+    def start_scrub(self) -> int:
+        """Start a whole scrub pass now (one under way starts over); return its number.
+
+        It is done when ``scrub_status().last.pass_number`` reaches that number.
+        """
+        return self._rt.scrub.request_pass()
+
+    async def scrub(self) -> ScrubReport:
+        """Run a whole scrub pass now (throttled as usual) and return what it found."""
+        return await self._rt.scrub.run_pass()
 
 
 def init_data_dir(

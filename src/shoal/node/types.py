@@ -88,6 +88,88 @@ class StorageStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ScrubReport:
+    """One finished scrub pass (``docs/scrub.md``).
+
+    Attributes:
+        pass_number: Passes this node has begun, this one included.
+        started: When it began (Unix seconds).
+        finished: When it ended.
+        checked: Blocks read and hashed.
+        bytes: Their bytes.
+        corrupt: Blocks whose bytes failed their hash (moved to ``corrupt/``).
+        replaced: Blocks fetched again from a holder and stored intact (also those moved aside
+            earlier by a read).
+        unreplaced: Blocks found corrupt or missing that no holder could supply yet (retried
+            at the next pass).
+    """
+
+    pass_number: int
+    started: float
+    finished: float
+    checked: int
+    bytes: int
+    corrupt: int
+    replaced: int
+    unreplaced: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pass": self.pass_number,
+            "started": self.started,
+            "finished": self.finished,
+            "checked": self.checked,
+            "bytes": self.bytes,
+            "corrupt": self.corrupt,
+            "replaced": self.replaced,
+            "unreplaced": self.unreplaced,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScrubStatus:
+    """The scrub of one node: the pass under way (if any), the last one, the next.
+
+    Attributes:
+        running: A pass is under way (the counts below are its progress so far).
+        pass_number: The pass under way, else the last one begun (0: none yet).
+        started: When the pass under way began, or None.
+        checked, bytes, corrupt, replaced: Progress of the pass under way.
+        blocks: Blocks stored when it began (``checked`` of about this many means done).
+        next_pass: When the next pass is due (Unix seconds), or None while one runs.
+        rate: The read budget in bytes per second.
+        last: The last finished pass, or None.
+    """
+
+    running: bool
+    pass_number: int
+    started: float | None
+    checked: int
+    bytes: int
+    corrupt: int
+    replaced: int
+    blocks: int
+    next_pass: float | None
+    rate: int
+    last: ScrubReport | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "pass": self.pass_number,
+            "started": self.started,
+            "checked": self.checked,
+            "bytes": self.bytes,
+            "corrupt": self.corrupt,
+            "replaced": self.replaced,
+            "blocks": self.blocks,
+            "next_pass": self.next_pass,
+            "rate": self.rate,
+            "last": self.last.to_json() if self.last is not None else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStatus:
     """What ``shoal status`` shows: who the node is, its peers and what it stores."""
 
@@ -122,6 +204,8 @@ class NodeStatus:
     repair_passes: int = 0
     #: Bytes of blocks held here only for other owners (no live lease of this node's own).
     bytes_for_others: int = 0
+    #: The scrub (``docs/scrub.md``); None when the node runs none.
+    scrub: ScrubStatus | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -151,6 +235,7 @@ class NodeStatus:
             "repair_copied": self.repair_copied,
             "repair_bytes": self.repair_bytes,
             "repair_passes": self.repair_passes,
+            "scrub": self.scrub.to_json() if self.scrub is not None else None,
         }
 
 
