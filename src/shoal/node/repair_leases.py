@@ -7,7 +7,11 @@ alive, and the receiver caps them):
 - the rows it holds on the copied blocks themselves (``transfer_leases``);
 - the rows it holds on the file's root block, applied to the copied blocks: a node that
   holds a file's root for its owners repairs the file's other blocks in their name;
-- this node's own lease, when the file is in its catalog (the owner repairing its files).
+- this node's own lease, when the file is in its catalog (the owner repairing its files);
+- when it knows none of these (a `shoal repair CAP` on a node that neither keeps nor holds
+  the file), a lease of this node's own for two renewal intervals: long enough for the
+  owner's weekly renewal, which goes to the placement holders, to take the copy over, and
+  short enough that the copy is freed soon after the owner's `rm`.
 
 Failures are logged, never raised: the copy stays for the GC grace period, until an owner
 renews.
@@ -52,6 +56,9 @@ async def carry_leases(
             leases[row.owner] = max(leases.get(row.owner, 0), seconds)
     if own or any(row.owner == rt.node_id for row in rows):
         leases[None] = int(min(rt.options.lease_duration, MAX_LEASE_SECONDS))
+    elif not leases:
+        bridge = 2 * rt.options.lease_renew_interval
+        leases[None] = int(min(bridge, rt.options.lease_duration, MAX_LEASE_SECONDS))
     for node_id, block_ids in copies.items():
         if not block_ids:
             continue
