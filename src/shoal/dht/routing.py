@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
 from collections import OrderedDict
@@ -63,7 +64,7 @@ from shoal.transport.manager import ConnectionManager
 from shoal.transport.peer import PeerConnection
 from shoal.transport.tasks import TaskSet
 
-__all__ = ["ClosestCache", "DhtOptions", "DhtStats", "KademliaRouting", "PeerRateLimit"]
+__all__ = ["ClosestCache", "DhtOptions", "DhtStats", "KademliaRouting", "Miss", "PeerRateLimit"]
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,19 @@ MAX_CHECKS = 8
 SMALL_TABLE_REFRESH = 5.0
 #: Seconds a node whose request failed counts as down (skipped by lookups).
 DOWN_FOR = 30.0
-#: Dials of one node a FIND_NODE tries (see ``_dial_with_retries``).
+#: Dials of one node a FIND_NODE tries before the node counts as failed (see ``_query``).
 DIAL_ATTEMPTS = 3
+#: Tries of one FIND_NODE answered ``busy`` or whose connection closed under it.
+QUERY_ATTEMPTS = 3
+#: Seconds before a FIND_NODE answered ``busy`` is sent again.
+BUSY_BACKOFF = 1.0
+
+
+class Miss(enum.Enum):
+    """Why a FIND_NODE brought no answer."""
+
+    FAILED = "failed"  # the node's failure: it counts as down, and against its table entry
+    UNAVAILABLE = "unavailable"  # busy, or no connection slot here: nothing counted
 
 
 @dataclass(frozen=True)
@@ -317,28 +329,25 @@ class KademliaRouting:
         conn = self._manager.connection(node_id)
         if conn is not None:
             return conn
-        if self._manager.record(node_id) is None:
-            addresses = self._known_addresses(node_id)
-            if not addresses:
-                raise PeerUnavailable(f"node {short_id(node_id)} has no known address")
-            self._manager.learn(node_id, addresses, source=PeerSource.DHT)
+        self._learn_for_dialing(node_id)
         return await self._manager.connect(node_id, timeout=self._connect_timeout)
 
     def wanted_peers(self, known: Sequence[PeerRecord]) -> list[bytes]:
-        """The DialPolicy: while fewer than ``alpha`` connections are open, the bootstrap
-        peers (or, without any, a few of the nodes closest to this one), so a node that lost
-        its connections gets back into the network; otherwise nobody (dial on demand)."""
-        live = len(self._manager.live_ids())
-        if live >= self.options.alpha:
+        """The DialPolicy: while the routing table is empty and fewer than ``alpha``
+        connections are open, the bootstrap peers (or, without any, those remembered from an
+        earlier run), so a node gets into the network; otherwise nobody: lookups dial on
+        demand the nodes the table names.
+
+        Not "while fewer than ``alpha`` connections are open": at small connection caps that
+        made every node whose connection a busy bootstrap node had closed to make room dial
+        it again, which closed another one there, for ever (a storm of dials and idle
+        closes at the bootstrap node, whose own lookups then found no connection slot)."""
+        if len(self.table) > 0 or len(self._manager.live_ids()) >= self.options.alpha:
             return []
         wanted = [r.node_id for r in known if r.bootstrap]
-        if not wanted:
-            in_book = {r.node_id for r in known}
-            near = self.table.closest(self.node_id, self.options.k)
-            wanted = [c.node_id for c in near if c.node_id in in_book][: self.options.alpha]
-            if not wanted:  # remembered from an earlier run: those reached before first
-                ranked = sorted(known, key=lambda r: (not r.verified, r.failures))
-                wanted = [r.node_id for r in ranked[: self.options.alpha]]
+        if not wanted:  # remembered from an earlier run: those reached before first
+            ranked = sorted(known, key=lambda r: (not r.verified, r.failures))
+            wanted = [r.node_id for r in ranked[: self.options.alpha]]
         return wanted
 
     # -- lookups -------------------------------------------------------------------------------
@@ -356,7 +365,7 @@ class KademliaRouting:
         joins_before = self._joins
         marker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._running_lookups.add(marker)
-        queries: dict[asyncio.Task[list[tuple[bytes, tuple[str, ...]]] | None], bytes] = {}
+        queries: dict[asyncio.Task[list[tuple[bytes, tuple[str, ...]]] | Miss], bytes] = {}
         deadline = self._clock.monotonic() + self.options.lookup_timeout
         failed: list[bytes] = []
         try:
@@ -377,7 +386,7 @@ class KademliaRouting:
                 for task in answered_now:
                     node_id = queries.pop(task)
                     found = task.result()
-                    if found is None:
+                    if isinstance(found, Miss):
                         failed.append(node_id)
                         lookup.failed(node_id)
                     else:
@@ -415,41 +424,69 @@ class KademliaRouting:
 
     async def _query(
         self, node_id: bytes, target: bytes
-    ) -> list[tuple[bytes, tuple[str, ...]]] | None:
-        """FIND_NODE(target) to ``node_id``: what it named (addresses vetted), or None."""
+    ) -> list[tuple[bytes, tuple[str, ...]]] | Miss:
+        """FIND_NODE(target) to ``node_id``: what it named (addresses vetted), or why not.
+
+        Only the node's own failures count against it (``Miss.FAILED``: marked down, a
+        failure in the table): no answer in time, a broken answer, or dials that failed
+        ``DIAL_ATTEMPTS`` times (a node at its own connection cap refuses new connections
+        until one of its connections is idle, which looks like a node that is down, so one
+        refusal is not enough). Tried again without counting: a ``busy`` answer (after
+        ``BUSY_BACKOFF``) and a connection closed under the request (the peer closed it idle
+        to make room before our request reached it, or a simultaneous dial replaced it).
+        ``Miss.UNAVAILABLE`` (the lookup goes on without the node, nothing else changes):
+        still busy after ``QUERY_ATTEMPTS``, or no connection slot of *our own* came free.
+        """
         if self._is_down(node_id):
-            return None  # failed moments ago: not worth a dial or a timeout again
+            return Miss.FAILED  # failed moments ago: not worth a dial or a timeout again
+        budget = self._connect_timeout + self.options.query_timeout
+        deadline = self._clock.monotonic() + budget
+        dial_failures = busy = closed_under_us = 0
         try:
-            async with asyncio.timeout(self._connect_timeout + self.options.query_timeout):
-                if self._manager.connection(node_id) is None and not (
-                    await self._manager.wait_for_room(self._connect_timeout)
-                ):
-                    return None  # our own connection limit: not the node's failure
-                conn = await self._dial_with_retries(node_id)
-                self.stats.messages += 1
-                try:
-                    answer = await conn.request(
-                        FindNode(target=target), timeout=self.options.query_timeout
-                    )
-                except PeerUnavailable:
-                    # The connection closed under us (replaced by a simultaneous dial, or
-                    # closed idle): one retry on the peer's connection now.
-                    if conn.closed.is_set():
-                        conn = await self.connect(node_id)
+            # The hard bound: each step below has its own timeout; retries stop at deadline.
+            async with asyncio.timeout(budget + self._connect_timeout + self.options.query_timeout):
+                while True:
+                    conn: PeerConnection | None = None
+                    delay = 0.0
+                    try:
+                        conn = await self._reach(node_id)
+                        if conn is None:
+                            return Miss.UNAVAILABLE  # our own connection limit
+                        self.stats.messages += 1
                         answer = await conn.request(
                             FindNode(target=target), timeout=self.options.query_timeout
                         )
-                    else:
-                        raise
-        except Busy:
-            return None  # it is up, only unwilling now: not a failure of the entry
+                        break
+                    except Busy:
+                        busy += 1
+                        if busy >= QUERY_ATTEMPTS:
+                            return Miss.UNAVAILABLE  # up, only unwilling now
+                        delay = BUSY_BACKOFF
+                    except PeerUnavailable:
+                        if conn is None:
+                            dial_failures += 1
+                            if dial_failures >= DIAL_ATTEMPTS:
+                                raise
+                            delay = max(0.05, self._manager.limits.idle_grace)
+                        elif conn.closed.is_set() and closed_under_us + 1 < QUERY_ATTEMPTS:
+                            closed_under_us += 1
+                        else:
+                            raise
+                    if self._clock.monotonic() + delay >= deadline:
+                        if busy:
+                            return Miss.UNAVAILABLE
+                        raise PeerUnavailable(
+                            f"node {short_id(node_id)} did not answer FIND_NODE within {budget:g} s"
+                        )
+                    if delay:
+                        await self._clock.sleep(delay)
         except (TimeoutError, TransportError, ProtocolError, ShoalError) as exc:
             log.debug("FIND_NODE to %s failed: %s", short_id(node_id), exc)
             self._failed(node_id)
-            return None
+            return Miss.FAILED
         if not isinstance(answer, Nodes):
             self._failed(node_id)
-            return None
+            return Miss.FAILED
         self._heard_from(conn)
         loopback_ok = is_loopback_host(host_of(conn.remote_address))
         found = []
@@ -459,19 +496,25 @@ class KademliaRouting:
             found.append((entry.node_id, _vetted(entry.addrs, loopback_ok=loopback_ok)))
         return found
 
-    async def _dial_with_retries(self, node_id: bytes) -> PeerConnection:
-        """``connect``, tried again (``DIAL_ATTEMPTS`` in all, an idle grace apart) when the
-        dial fails: a node at its own connection cap closes new connections until one of its
-        connections has been idle for the grace, which looks the same as a node that is down.
-        The caller's timeout bounds the whole."""
-        for attempt in range(DIAL_ATTEMPTS):
-            try:
-                return await self.connect(node_id)
-            except PeerUnavailable:
-                if attempt == DIAL_ATTEMPTS - 1:
-                    raise
-                await self._clock.sleep(max(0.05, self._manager.limits.idle_grace))
-        raise AssertionError("unreachable")
+    async def _reach(self, node_id: bytes) -> PeerConnection | None:
+        """The connection to ``node_id``, dialed if needed; None when no connection slot of
+        this node came free within the connect timeout (not the node's failure).
+
+        Raises:
+            PeerUnavailable: The node has no known address, or the dial failed.
+        """
+        conn = self._manager.connection(node_id)
+        if conn is not None:
+            return conn
+        self._learn_for_dialing(node_id)
+        return await self._manager.try_connect(node_id, timeout=self._connect_timeout)
+
+    def _learn_for_dialing(self, node_id: bytes) -> None:
+        if self._manager.record(node_id) is None:
+            addresses = self._known_addresses(node_id)
+            if not addresses:
+                raise PeerUnavailable(f"node {short_id(node_id)} has no known address")
+            self._manager.learn(node_id, addresses, source=PeerSource.DHT)
 
     def _remember(self, node_id: bytes, addresses: Iterable[str]) -> None:
         addresses = tuple(addresses)
@@ -512,6 +555,8 @@ class KademliaRouting:
             self._joins += 1
             self.cache.node_joined(node_id)
             self._not_empty.set()
+            if len(self.table) == 1:
+                self._manager.refresh()  # the dial policy depends on an empty table
         if observed.check is not None:
             self._check(observed.check)
 
@@ -545,6 +590,8 @@ class KademliaRouting:
             self._node_left()
 
     def _node_left(self) -> None:
+        if len(self.table) == 0:
+            self._manager.refresh()  # the dial policy depends on an empty table
         for callback in self._listeners:
             callback()
 
@@ -562,8 +609,12 @@ class KademliaRouting:
         self.stats.checks += 1
         try:
             async with asyncio.timeout(self._connect_timeout + self.options.query_timeout):
-                conn = await self.connect(node_id)
+                conn = await self._reach(node_id)
+                if conn is None:
+                    return  # no connection slot here: no verdict (checked at the next need)
                 await conn.ping(self.options.query_timeout)
+        except Busy:
+            pass  # up, only unwilling now
         except (TimeoutError, TransportError, ProtocolError, ShoalError):
             self._failed(node_id)
         else:
