@@ -435,7 +435,8 @@ class KademliaRouting:
         ``BUSY_BACKOFF``) and a connection closed under the request (the peer closed it idle
         to make room before our request reached it, or a simultaneous dial replaced it).
         ``Miss.UNAVAILABLE`` (the lookup goes on without the node, nothing else changes):
-        still busy after ``QUERY_ATTEMPTS``, or no connection slot of *our own* came free.
+        still busy or closing our connections after ``QUERY_ATTEMPTS``, or no connection
+        slot of *our own* came free.
         """
         if self._is_down(node_id):
             return Miss.FAILED  # failed moments ago: not worth a dial or a timeout again
@@ -468,12 +469,16 @@ class KademliaRouting:
                             if dial_failures >= DIAL_ATTEMPTS:
                                 raise
                             delay = max(0.05, self._manager.limits.idle_grace)
-                        elif conn.closed.is_set() and closed_under_us + 1 < QUERY_ATTEMPTS:
-                            closed_under_us += 1
                         else:
-                            raise
+                            # The connection closed under the request: closed idle by the
+                            # node to make room before our request got there, or replaced by
+                            # a simultaneous dial. Dial again: a node that crashed fails that
+                            # dial (a frozen one fails on a request timeout first).
+                            closed_under_us += 1
+                            if closed_under_us >= QUERY_ATTEMPTS:
+                                return Miss.UNAVAILABLE  # up, but closing our connections
                     if self._clock.monotonic() + delay >= deadline:
-                        if busy:
+                        if busy or closed_under_us:
                             return Miss.UNAVAILABLE
                         raise PeerUnavailable(
                             f"node {short_id(node_id)} did not answer FIND_NODE within {budget:g} s"
