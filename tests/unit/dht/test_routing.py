@@ -201,12 +201,11 @@ def test_lookups_find_the_true_closest_nodes_under_a_small_connection_limit(
             await wait_for(lambda: min(len(t) for t in tables) >= 10, timeout=120)
             # The start-up lookups of every node are over (a storm under 6 connections each).
             await wait_for(lambda: not any(n._rt.dht._running_lookups for n in everyone))
-            # Every node knows every other, and none keeps a dial loop (connections are made
-            # on demand only), however few connections it holds.
+            # No node keeps a dial loop (connections are made on demand only), however few
+            # connections it holds.
             for _ in range(30):
                 assert not any(n._rt.manager.dialing() for n in everyone)
                 await asyncio.sleep(1)
-            assert all(len(t) == 29 for t in tables)
             for _ in range(20):
                 origin = rng.choice(everyone)
                 target = rng.randbytes(32)
