@@ -46,7 +46,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from shoal import defaults
+from shoal.dht.cache import ClosestCache
 from shoal.dht.lookup import Lookup
+from shoal.dht.ratelimit import PeerRateLimit
 from shoal.dht.table import RoutingTable, distance, random_id_in_bucket
 from shoal.errors import Busy, PeerUnavailable, ProtocolError, ShoalError, TransportError
 from shoal.ids import short_id
@@ -70,8 +72,6 @@ log = logging.getLogger(__name__)
 
 #: Lookup candidates whose addresses are remembered for dialing (bounded memory).
 MAX_REMEMBERED_ADDRESSES = 4096
-#: Peers with a FIND_NODE rate-limit bucket at once (the least recently seen are dropped).
-MAX_RATE_BUCKETS = 1024
 #: Liveness checks running at once.
 MAX_CHECKS = 8
 #: Seconds before a node that knows fewer than k nodes looks again (doubling to a minute
@@ -141,99 +141,6 @@ class DhtStats:
         }
 
 
-class PeerRateLimit:
-    """Token buckets per peer (``rate`` per second, ``burst`` at once), at most ``max_peers``
-    buckets (least recently used dropped: a dropped peer starts again with a full bucket,
-    which is no more than a new peer gets). Pure: times are passed in."""
-
-    def __init__(self, rate: float, burst: int, *, max_peers: int = MAX_RATE_BUCKETS) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.max_peers = max_peers
-        self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def allow(self, peer: bytes, now: float) -> bool:
-        """Take a token for ``peer``; False when its bucket is empty."""
-        tokens, stamp = self._buckets.pop(peer, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - stamp) * self.rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        self._buckets[peer] = (tokens, now)
-        while len(self._buckets) > self.max_peers:
-            self._buckets.popitem(last=False)
-        return allowed
-
-
-@dataclass
-class _Entry:
-    target: bytes
-    nodes: list[bytes]  # closest to target first, this node included
-    radius: int | None  # every node within this distance of target is in nodes; None: all
-    expires: float
-
-
-class ClosestCache:
-    """Closest sets of finished lookups, reused for nearby IDs (see the module docstring).
-
-    Pure: times are passed in. ``radius`` None means the lookup found the whole network.
-    """
-
-    def __init__(self, *, ttl: float, max_entries: int) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def add(self, target: bytes, nodes: Sequence[bytes], radius: int | None, now: float) -> None:
-        if self.max_entries == 0:
-            return
-        key = int.from_bytes(target, "big")
-        ordered = sorted(set(nodes), key=lambda n: int.from_bytes(n, "big") ^ key)
-        self._entries.pop(target, None)
-        self._entries[target] = _Entry(target, ordered, radius, now + self.ttl)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def find(self, target: bytes, count: int, now: float) -> list[bytes] | None:
-        """The ``count`` closest nodes to ``target`` if a cached set proves them, else None."""
-        key = int.from_bytes(target, "big")
-        for entry_target, entry in list(self._entries.items()):
-            if entry.expires <= now:
-                del self._entries[entry_target]
-                continue
-            ranked = sorted(entry.nodes, key=lambda n: int.from_bytes(n, "big") ^ key)
-            if entry.radius is None:
-                self._entries.move_to_end(entry_target)
-                return ranked[:count]
-            if len(ranked) < count:
-                continue
-            r = int.from_bytes(ranked[count - 1], "big") ^ key
-            if distance(entry.target, target) + r <= entry.radius:
-                self._entries.move_to_end(entry_target)
-                return ranked[:count]
-        return None
-
-    def node_joined(self, node_id: bytes) -> None:
-        """A node appeared: drop every set it could belong to."""
-        for entry_target, entry in list(self._entries.items()):
-            if node_id in entry.nodes:
-                continue
-            if entry.radius is None or distance(entry.target, node_id) <= entry.radius:
-                del self._entries[entry_target]
-
-    def node_failed(self, node_id: bytes) -> None:
-        """A node failed: drop every set that names it."""
-        for entry_target, entry in list(self._entries.items()):
-            if node_id in entry.nodes:
-                del self._entries[entry_target]
-
-
 class KademliaRouting:
     """The ``Routing`` seam over a Kademlia DHT (see the module docstring).
 
@@ -276,7 +183,9 @@ class KademliaRouting:
         self._running_lookups: set[asyncio.Future[None]] = set()
         self._checking: set[bytes] = set()
         self._down: dict[bytes, float] = {}  # node -> until when a failed node counts as down
-        self._joins = 0  # nodes that entered the table (a lookup that saw one start is stale)
+        # Per running lookup, the nodes that entered the table while it ran: one inside its
+        # radius that it did not find means its set may miss more (not cached).
+        self._joined_during: dict[asyncio.Future[None], set[bytes]] = {}
         self._tasks = TaskSet("dht")
         self._not_empty = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
@@ -362,9 +271,9 @@ class KademliaRouting:
         seeds = [(c.node_id, c.addresses) for c in self.table.closest(target, k)]
         lookup = Lookup(target, seeds, k=k, alpha=self.options.alpha, exclude=[self.node_id])
         self.stats.lookups += 1
-        joins_before = self._joins
         marker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._running_lookups.add(marker)
+        joined = self._joined_during[marker] = set()
         queries: dict[asyncio.Task[list[tuple[bytes, tuple[str, ...]]] | Miss], bytes] = {}
         deadline = self._clock.monotonic() + self.options.lookup_timeout
         failed: list[bytes] = []
@@ -399,6 +308,7 @@ class KademliaRouting:
                 await asyncio.gather(*queries, return_exceptions=True)
             lookup.cancel_pending()
             self._running_lookups.discard(marker)
+            self._joined_during.pop(marker, None)
             marker.set_result(None)
         now = self._clock.monotonic()
         answered = [c.node_id for c in lookup.result()]
@@ -406,8 +316,10 @@ class KademliaRouting:
             self.table.refreshed(target, now)
         self.stats.rounds = [*self.stats.rounds[-63:], lookup.rounds]
         # The set proves what lies within its radius only if the lookup finished, no node
-        # inside the radius failed (it may be alive and missing), and no node joined while
-        # the lookup ran (it may be missing too).
+        # inside the radius failed (it may be alive and missing), and every node that joined
+        # the table inside the radius while the lookup ran is in the set (one that is not may
+        # be one of several it missed). Nodes heard from for the first time *by* the lookup
+        # join the table as it runs: they are in the set.
         radius = distance(target, answered[-1]) if len(answered) >= k else None
         trusted = (
             finished
@@ -417,7 +329,10 @@ class KademliaRouting:
                 for n in failed
             )
         )
-        if trusted and self._joins == joins_before:
+        missed = any(
+            n not in answered and (radius is None or distance(target, n) <= radius) for n in joined
+        )
+        if trusted and not missed:
             self.cache.add(target, [*answered, self.node_id], radius, now)
         key = int.from_bytes(target, "big")
         return sorted([*answered, self.node_id], key=lambda n: int.from_bytes(n, "big") ^ key)
@@ -557,7 +472,8 @@ class KademliaRouting:
             node_id, addresses, self._clock.monotonic(), seen_from=conn.remote_address
         )
         if observed.added and not was_in:
-            self._joins += 1
+            for joined in self._joined_during.values():
+                joined.add(node_id)
             self.cache.node_joined(node_id)
             self._not_empty.set()
             if len(self.table) == 1:

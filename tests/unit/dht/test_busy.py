@@ -63,7 +63,9 @@ def test_our_own_connection_cap_never_counts_against_the_node_we_could_not_dial(
 ) -> None:
     """At our cap, with no connection idle long enough to close, neither a FIND_NODE nor a
     liveness check can dial: that is our limit, not the other node's failure."""
-    tight = TransportLimits(max_connections=1, idle_grace=1000.0, connect_timeout=2.0)
+    tight = TransportLimits(
+        max_connections=1, idle_grace=1000.0, inbound_idle_grace=1000.0, connect_timeout=2.0
+    )
 
     async def main(clock: VirtualClock) -> None:
         async with nodes(tmp_path, clock) as net:

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.clock import VirtualClock, run_virtual
-from shoal.dht.routing import ClosestCache, PeerRateLimit
+from shoal.dht.cache import ClosestCache
+from shoal.dht.ratelimit import PeerRateLimit
 from shoal.errors import Busy, PeerUnavailable
 from shoal.ids import decode_id
 from shoal.protocol import FindNode, GetPeers, Nodes, Ping, Pong
