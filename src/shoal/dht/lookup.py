@@ -199,8 +199,15 @@ class Lookup:
         candidate.state = CandidateState.RESPONDED
         hop = candidate.hop + 1
         added = 0
+        seen, by_id = self._seen, self._by_id
         for node_id_found, addresses in found:
-            if self._add(node_id_found, addresses, hop=hop):
+            if node_id_found in seen:  # most of an answer, late in a lookup: inlined
+                known = by_id.get(node_id_found)
+                if known is not None and known.state is CandidateState.WAITING:
+                    known.hop = min(known.hop, hop)
+                    if not known.addresses and addresses:
+                        known.addresses = tuple(addresses)
+            elif self._add(node_id_found, addresses, hop=hop):
                 added += 1
         self._prune()
         return added

@@ -261,16 +261,19 @@ class RoutingTable:
                 order.append(((((1 << low_bits) ^ from_own) >> low_bits) << low_bits, index))
         order.sort()
         chosen: list[Contact] = []
+        xor = key.__xor__
         for _, index in order:
-            if len(chosen) >= count:
+            wanted = count - len(chosen)
+            if wanted <= 0:
                 break
             members = [
                 c
                 for c in self._buckets[index].entries.values()
                 if not (live_only and c.failures) and c.node_id not in skip
             ]
-            members.sort(key=lambda c: c.key ^ key)
-            chosen.extend(members[: count - len(chosen)])
+            # (distance, contact) pairs sorted in C: distances differ, contacts never compared.
+            ranked = sorted(zip(map(xor, [c.key for c in members]), members, strict=True))
+            chosen.extend(c for _, c in ranked[:wanted])
         return chosen
 
     def bucket_sizes(self) -> dict[int, int]:
