@@ -41,7 +41,7 @@ import contextlib
 import enum
 import logging
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -182,6 +182,7 @@ class KademliaRouting:
         self._addresses: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
         self._running_lookups: set[asyncio.Future[None]] = set()
         self._checking: set[bytes] = set()
+        self._querying: Counter[bytes] = Counter()  # nodes with a FIND_NODE under way
         self._down: dict[bytes, float] = {}  # node -> until when a failed node counts as down
         # Per running lookup, the nodes that entered the table while it ran: one inside its
         # radius that it did not find means its set may miss more (not cached).
@@ -238,7 +239,8 @@ class KademliaRouting:
         conn = self._manager.connection(node_id)
         if conn is not None:
             return conn
-        self._learn_for_dialing(node_id)
+        if not self._learn_for_dialing(node_id):
+            raise PeerUnavailable(f"node {short_id(node_id)} has no known address")
         return await self._manager.connect(node_id, timeout=self._connect_timeout)
 
     def wanted_peers(self, known: Sequence[PeerRecord]) -> list[bytes]:
@@ -355,6 +357,17 @@ class KademliaRouting:
         """
         if self._is_down(node_id):
             return Miss.FAILED  # failed moments ago: not worth a dial or a timeout again
+        self._querying[node_id] += 1
+        try:
+            return await self._query_once(node_id, target)
+        finally:
+            self._querying[node_id] -= 1
+            if self._querying[node_id] <= 0:
+                del self._querying[node_id]
+
+    async def _query_once(
+        self, node_id: bytes, target: bytes
+    ) -> list[tuple[bytes, tuple[str, ...]]] | Miss:
         budget = self._connect_timeout + self.options.query_timeout
         deadline = self._clock.monotonic() + budget
         dial_failures = busy = closed_under_us = 0
@@ -367,7 +380,7 @@ class KademliaRouting:
                     try:
                         conn = await self._reach(node_id)
                         if conn is None:
-                            return Miss.UNAVAILABLE  # our own connection limit
+                            return Miss.UNAVAILABLE  # our own limits: not its failure
                         self.stats.messages += 1
                         answer = await conn.request(
                             FindNode(target=target), timeout=self.options.query_timeout
@@ -417,24 +430,49 @@ class KademliaRouting:
         return found
 
     async def _reach(self, node_id: bytes) -> PeerConnection | None:
-        """The connection to ``node_id``, dialed if needed; None when no connection slot of
-        this node came free within the connect timeout (not the node's failure).
+        """The connection to ``node_id``, dialed if needed; None when this node could not dial
+        it: no connection slot came free within the connect timeout, or no address of it is
+        at hand (our own limits and bookkeeping, not the node's failure).
 
         Raises:
-            PeerUnavailable: The node has no known address, or the dial failed.
+            PeerUnavailable: The dial failed.
         """
         conn = self._manager.connection(node_id)
         if conn is not None:
             return conn
-        self._learn_for_dialing(node_id)
+        if not self._learn_for_dialing(node_id):
+            return None
         return await self._manager.try_connect(node_id, timeout=self._connect_timeout)
 
-    def _learn_for_dialing(self, node_id: bytes) -> None:
-        if self._manager.record(node_id) is None:
-            addresses = self._known_addresses(node_id)
-            if not addresses:
-                raise PeerUnavailable(f"node {short_id(node_id)} has no known address")
+    def _learn_for_dialing(self, node_id: bytes) -> bool:
+        """Whether ``node_id`` is in the peer book (which the dialer dials from): put there
+        with the addresses the table or an answer gave. A full book (``max_known_peers``)
+        makes room: the peer unreachable longest goes, never a connected or bootstrap one nor
+        one being asked now, one in the routing table last (so the book's bound holds and a
+        lookup can still dial anyone)."""
+        if self._manager.record(node_id) is not None:
+            return True
+        addresses = self._known_addresses(node_id)
+        if not addresses:
+            return False
+        self._manager.learn(node_id, addresses, source=PeerSource.DHT)
+        if self._manager.record(node_id) is not None:
+            return True
+        idle = [
+            r
+            for r in self._manager.records()
+            if not r.up
+            and not r.bootstrap
+            and r.unreachable_since is not None
+            and r.node_id not in self._querying
+        ]
+        if idle:
+            victim = min(
+                idle, key=lambda r: (r.node_id in self.table, r.verified, r.unreachable_since)
+            )
+            self._manager.forget(victim.node_id)
             self._manager.learn(node_id, addresses, source=PeerSource.DHT)
+        return self._manager.record(node_id) is not None
 
     def _remember(self, node_id: bytes, addresses: Iterable[str]) -> None:
         addresses = tuple(addresses)

@@ -4,6 +4,7 @@ no failure in the routing table), so a lookup never drops a live node for being 
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from shoal.clock import VirtualClock, run_virtual
 from shoal.dht.routing import BUSY_BACKOFF, DhtOptions, Miss
 from shoal.ids import decode_id
 from shoal.transport import TransportLimits
+from shoal.transport.routing import by_distance
 from tests.unit.node.test_runtime_network import no_tracebacks, nodes
 from tests.unit.transport.sim import wait_for
 
@@ -95,6 +97,42 @@ def test_our_own_connection_cap_never_counts_against_the_node_we_could_not_dial(
             assert other_id not in found
             assert dht.cache.find(other_id, 1, clock.monotonic()) is None
             assert not dht._is_down(other_id)
+
+    run_virtual(main)
+    no_tracebacks(caplog)
+
+
+def test_the_peer_book_bound_holds_with_dials_on_demand(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node whose peer book holds at most 8 peers, in a network of 20 where its lookups
+    dial whoever they must: the book never grows past 8, and its lookups still find the
+    true closest nodes (a named node the full book refuses is dialed after an old record
+    makes room)."""
+    small_book = TransportLimits(max_known_peers=8, max_connections=4)
+
+    async def main(clock: VirtualClock) -> None:
+        async with nodes(tmp_path, clock) as net:
+            hub = await net.add("hub", "10.0.0.1")
+            others = [
+                await net.add(f"n{i}", f"10.0.1.{i + 1}", peers=("10.0.0.1:7000",))
+                for i in range(18)
+            ]
+            small = await net.add("small", "10.0.0.2", peers=("10.0.0.1:7000",), limits=small_book)
+            dht = small._rt.dht
+            assert dht is not None
+            manager = small._rt.manager
+            await wait_for(lambda: len(dht.table) > 0)
+            await wait_for(lambda: not dht._running_lookups)
+            ids = [decode_id(n.node_id) for n in [hub, *others, small]]
+            most = 0
+            rng = random.Random(4)
+            for _ in range(15):
+                target = rng.randbytes(32)
+                found = await small._rt.routing.closest(target, 3)
+                most = max(most, len(manager.records()))
+                assert found == by_distance(target, ids)[:3]
+            assert most <= 8
 
     run_virtual(main)
     no_tracebacks(caplog)
