@@ -16,7 +16,6 @@ runs it after the three-node figures.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import random
 import tempfile
@@ -48,7 +47,9 @@ async def _measure(
                 replicas=3,
             )
             node = await stack.enter_async_context(
-                Node.start(root / f"n{number}", open_network=True, options=options)
+                Node.start(
+                    root / f"n{number}", listen=f"{host}:7000", open_network=True, options=options
+                )
             )
             everyone.append(node)
         runtimes = [n._rt for n in everyone]
@@ -81,9 +82,14 @@ async def _measure(
         after_get = totals()
     gib = size / (1 << 30)
     names = ("lookups", "messages", "dials")
-    figures = {f"put_{n}_per_gib": (a - b) / gib for n, b, a in zip(names, before, after_put)}
+    figures = {
+        f"put_{n}_per_gib": (a - b) / gib for n, b, a in zip(names, before, after_put, strict=True)
+    }
     figures.update(
-        {f"get_{n}_per_gib": (a - b) / gib for n, b, a in zip(names, after_put, after_get)}
+        {
+            f"get_{n}_per_gib": (a - b) / gib
+            for n, b, a in zip(names, after_put, after_get, strict=True)
+        }
     )
     figures.update(put_virtual_seconds=put_seconds, get_virtual_seconds=get_seconds)
     return figures

@@ -42,7 +42,7 @@ def test_a_busy_node_is_asked_again_after_a_backoff_and_nothing_counts_against_i
             started = clock.monotonic()
             # The token is spent: busy, then answered after the backoff.
             assert isinstance(await dht._query(hub_id, target), list)
-            assert hub_dht.stats.refused == refused + 1
+            assert hub_dht.stats.refused > refused  # (its refresh lookups may be refused too)
             assert clock.monotonic() - started >= BUSY_BACKOFF
             # Busy every time (a rate that never refills in time): skipped, not failed.
             hub_dht._rate.rate = 1e-6
