@@ -6,29 +6,30 @@ How it works:
   up with them, they asked us FIND_NODE, or they answered ours. A node only named in an answer
   is a lookup candidate, never a table entry.
 - ``closest(target, count)`` runs an iterative lookup (``dht.lookup``, pure) over the network:
-  FIND_NODE to ``alpha`` nodes at once, each dialed when needed (``ConnectionManager.connect``
-  makes room under ``max_connections`` by closing the connection idle longest). This node
-  itself is added to the result when it is among the closest.
-- Lookups are amortized: a finished lookup of ``T`` found every node within distance ``d_k``
-  of ``T`` (the k-th closest that answered). For another ID ``T'`` whose ``count`` closest
-  among those lie within ``r`` of ``T'``, the XOR metric gives ``d(T, x) <= d(T, T') + r``, so
-  if ``d(T, T') + r <= d_k`` no node outside the set can be closer: the cached set answers
-  (see :class:`ClosestCache`). Entries expire after ``cache_ttl``, and an entry is dropped when
-  a node inside its radius joins the table or one of its nodes fails. Concurrent misses wait
+  FIND_NODE to ``alpha`` nodes at once, each dialed when needed (``ConnectionManager`` makes
+  room under ``max_connections`` by closing the connection idle longest). This node itself is
+  added to the result when it is among the closest. Only a node's own failures count against
+  it (no answer, a broken one, dials that keep failing); a ``busy`` answer or a connection
+  closed under the request is tried again, and our own connection cap is never its fault
+  (``Miss``, ``_query``).
+- Lookups are amortized: a finished lookup of ``T`` proves every node within ``d_k`` of
+  ``T`` (the k-th closest that answered); ``dht.cache.ClosestCache`` answers another ID from
+  the union of such proven balls when they cover the ball around it. Concurrent misses wait
   for the lookups already running before starting their own (a put's window of blocks shares
-  one lookup in a small network).
+  them).
 - Refresh: a lookup of this node's own ID as soon as the table has an entry, then every
   bucket without a lookup for ``refresh_interval`` gets a lookup of a random ID in it.
 - Liveness: a full bucket whose stalest entry was not heard from for a minute asks for a
   check; the check is a PING (dialing if needed). Failed requests count against an entry; a
   replacement from the bucket's cache takes its place.
-- Abuse: FIND_NODE from one peer is rate-limited by a token bucket (``find_node_rate`` per
-  second, ``find_node_burst`` at once; one bucket per peer in a bounded LRU); over the limit the
+- Abuse: FIND_NODE from one peer is rate-limited by a token bucket (``dht.ratelimit``:
+  ``find_node_rate`` per second, ``find_node_burst`` at once, bounded LRU); over the limit the
   answer is ``busy`` and a WARNING is logged at most once a minute. Answers carry at most
   ``k`` nodes (``MAX_NODES``) with at most ``MAX_NODE_ADDRS`` addresses each. Addresses named
   in answers are vetted before they are dialed (loopback only from a loopback peer).
-- Which peers the manager keeps dialing (the ``DialPolicy``): only the bootstrap peers, and
-  only while the table is empty. Everything else is dialed on demand.
+- Which peers the manager keeps dialing (the ``DialPolicy``): only the bootstrap peers (or
+  those remembered), and only while the table is empty. Everything else is dialed on demand;
+  a full peer book makes room for a node a lookup must dial.
 
 Resource handling: the refresh loop, the checks and every query are tasks owned by this object
 (``aclose`` cancels and awaits them); every network wait has a timeout.
