@@ -372,17 +372,20 @@ class KademliaRouting:
         budget = self._connect_timeout + self.options.query_timeout
         deadline = self._clock.monotonic() + budget
         dial_failures = busy = closed_under_us = 0
+        transient = False  # the last try ended busy or closed under us (not a failure)
         try:
             # The hard bound: each step below has its own timeout; retries stop at deadline.
             async with asyncio.timeout(budget + self._connect_timeout + self.options.query_timeout):
                 while True:
                     conn: PeerConnection | None = None
                     delay = 0.0
+                    sent = self._clock.monotonic()
                     try:
                         conn = await self._reach(node_id)
                         if conn is None:
                             return Miss.UNAVAILABLE  # our own limits: not its failure
                         self.stats.messages += 1
+                        sent = self._clock.monotonic()
                         answer = await conn.request(
                             FindNode(target=target), timeout=self.options.query_timeout
                         )
@@ -391,23 +394,26 @@ class KademliaRouting:
                         busy += 1
                         if busy >= QUERY_ATTEMPTS:
                             return Miss.UNAVAILABLE  # up, only unwilling now
-                        delay = BUSY_BACKOFF
+                        delay, transient = BUSY_BACKOFF, True
                     except PeerUnavailable:
                         if conn is None:
                             dial_failures += 1
                             if dial_failures >= DIAL_ATTEMPTS:
                                 raise
                             delay = max(0.05, self._manager.limits.idle_grace)
-                        else:
-                            # The connection closed under the request: closed idle by the
-                            # node to make room before our request got there, or replaced by
-                            # a simultaneous dial. Dial again: a node that crashed fails that
-                            # dial (a frozen one fails on a request timeout first).
+                            transient = False
+                        elif self._clock.monotonic() - sent < self._manager.limits.stall_timeout:
+                            # Closed under the request at once: closed idle by the node to
+                            # make room before our request got there, or replaced by a
+                            # simultaneous dial. Dial again (a node that crashed fails that).
                             closed_under_us += 1
                             if closed_under_us >= QUERY_ATTEMPTS:
                                 return Miss.UNAVAILABLE  # up, but closing our connections
+                            transient = True
+                        else:
+                            raise  # it stopped answering (stall detection closed it)
                     if self._clock.monotonic() + delay >= deadline:
-                        if busy or closed_under_us:
+                        if transient:
                             return Miss.UNAVAILABLE
                         raise PeerUnavailable(
                             f"node {short_id(node_id)} did not answer FIND_NODE within {budget:g} s"
