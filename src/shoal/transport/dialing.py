@@ -340,8 +340,8 @@ class Dialer:
         conn = await self.try_connect(node_id, timeout=timeout)
         if conn is None:
             raise PeerUnavailable(
-                f"peer {short_id(node_id)} could not be dialed: all "
-                f"{self._limits.max_connections} connection slots of this node stayed in use"
+                f"peer {short_id(node_id)} could not be dialed within {timeout:g} s: none of "
+                f"this node's {self._limits.max_connections} connection slots came free"
             )
         return conn
 
