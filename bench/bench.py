@@ -11,7 +11,9 @@ Run with ``make bench``. Measured in one run:
   through another; ``--erasure-only`` runs just this part, ``--erasure-rss-size`` adds the
   peak RSS of each node for a 3-of-5 put and get of a larger file);
 - peak RSS (VmHWM) of every node process, also for a larger file (``--rss-size``);
-- the DHT simulation (``make sim``) at 100, 1,000 and 10,000 nodes (``--no-sim`` skips it).
+- what placement by lookup costs in 50 in-process nodes at 8 connections each: lookups,
+  FIND_NODE messages and dials per GiB stored and read (``bench/dht_placement.py``);
+- the DHT simulation (``make sim``) at 100, 1,000 and 10,000 nodes (``--no-sim`` skips both).
 
 Timings live here only, never in test asserts.
 """
@@ -33,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import dht_placement  # bench/dht_placement.py, beside this script
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shoal import Client, Node
@@ -348,7 +351,9 @@ def main() -> None:
         default=0,
         help="file size in MiB for the 3-of-5 RSS check (default 0: skip)",
     )
-    parser.add_argument("--no-sim", action="store_true", help="skip the DHT simulation (make sim)")
+    parser.add_argument(
+        "--no-sim", action="store_true", help="skip the DHT figures (placement costs, make sim)"
+    )
     args = parser.parse_args()
     base = args.dir or Path(tempfile.gettempdir())
     root = Path(tempfile.mkdtemp(prefix="shoal-bench-", dir=base))
@@ -437,6 +442,12 @@ def main() -> None:
             print(json.dumps(figures, indent=2))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    if not args.no_sim:  # after the RSS figures: its 50 nodes' memory is not counted there
+        print()
+        placement = dht_placement.measure()
+        dht_placement.report(placement, nodes=50, size_mib=32)
+        if args.json:
+            print(json.dumps(placement, indent=2))
     if not args.no_sim:  # in its own process: its memory is not counted above
         print("\nDHT simulation (make sim, docs/simulation.md):", flush=True)
         sim = [sys.executable, "-m", "shoal.dht.sim", *(["--json"] if args.json else [])]

@@ -4,8 +4,9 @@ least 30 others, and files put through any node get through any other (3 files p
 random nodes, each read through 6 random others).
 
 The nodes' HTTP APIs are polled in this process (``shoal.Client``), not with 50 CLI
-subprocesses a round. Figures (connections, time to converge, put/get MiB/s) are printed; run
-with ``-s`` to see them.
+subprocesses a round. Figures (connections, time to converge, put/get MiB/s, and lookups,
+FIND_NODE messages and dials per MiB put and got, all nodes together) are printed; run with
+``-s`` to see them.
 """
 
 from __future__ import annotations
@@ -31,8 +32,22 @@ KNOWS = 30
 CONVERGE_WITHIN = 60.0
 
 
-def status(client: Client) -> dict[str, object]:
-    return client.status()
+def costs(clients: list[Client]) -> dict[str, int]:
+    """Lookups, FIND_NODE messages and dials of all nodes together, since they started."""
+    total = {"lookups": 0, "messages": 0, "dials": 0}
+    for client in clients:
+        info = client.status()
+        total["lookups"] += int(info["lookups"])
+        total["messages"] += int(info["lookup_messages"])
+        with client._request("GET", "/metrics") as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("shoal_dials_total "):
+                    total["dials"] += int(float(line.split()[1]))
+    return total
+
+
+def per_mib(before: dict[str, int], after: dict[str, int], size: int) -> str:
+    return ", ".join(f"{(after[k] - before[k]) / (size / MiB):.1f} {k}" for k in before)
 
 
 def test_fifty_nodes_bounded_connections_and_files_through_any_node(
@@ -83,6 +98,7 @@ def test_fifty_nodes_bounded_connections_and_files_through_any_node(
         # Files put through some nodes get through every other one.
         files: list[tuple[str, bytes]] = []
         put_seconds = 0.0
+        before_puts = costs(clients)
         for n in range(3):
             size = 2 * MiB + n
             data = rng.randbytes(size)
@@ -94,6 +110,7 @@ def test_fifty_nodes_bounded_connections_and_files_through_any_node(
             put_seconds += time.monotonic() - begin
             assert result["replicas"] == result["replicas_wanted"] == 3, result
             files.append((str(result["cap"]), data))
+        after_puts = costs(clients)
         get_seconds = 0.0
         got = 0
         # Each file through 6 other nodes, 18 readers in all, drawn at random.
@@ -110,6 +127,7 @@ def test_fifty_nodes_bounded_connections_and_files_through_any_node(
                 assert dest.read_bytes() == data, f"n{i:02d} returned other bytes"
                 got += len(data)
                 dest.unlink()
+        after_gets = costs(clients)
         put_bytes = sum(len(d) for _, d in files)
         for c in clients:
             assert int(c.status()["connections"]) <= MAX_CONNECTIONS  # type: ignore[call-overload]
@@ -120,7 +138,9 @@ def test_fifty_nodes_bounded_connections_and_files_through_any_node(
             f"connections per node min/median/max {connections[0]}/"
             f"{connections[len(connections) // 2]}/{connections[-1]} (most seen "
             f"{most_connections}); put {put_bytes / MiB / put_seconds:.1f} MiB/s, get "
-            f"{got / MiB / get_seconds:.1f} MiB/s ({len(readers)} gets of 2 MiB)"
+            f"{got / MiB / get_seconds:.1f} MiB/s ({len(readers)} gets of 2 MiB); per MiB put "
+            f"(all nodes): {per_mib(before_puts, after_puts, put_bytes)}; per MiB got: "
+            f"{per_mib(after_puts, after_gets, got)}"
         )
     finally:
         for c in clients:

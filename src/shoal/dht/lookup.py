@@ -43,7 +43,7 @@ class CandidateState(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """A node a lookup knows of.
 
@@ -97,7 +97,9 @@ class Lookup:
         self._excluded = set(exclude)
         self._seen: set[bytes] = set(self._excluded)
         self._by_distance: dict[int, Candidate] = {}
+        self._by_id: dict[bytes, Candidate] = {}  # the same candidates, by ID
         self._order: list[int] = []  # distances of candidates that have not failed, sorted
+        self._waiting = 0  # candidates not asked yet (kept: not pruned)
         self._in_flight = 0
         self.queries = 0
         self.failures = 0
@@ -111,7 +113,7 @@ class Lookup:
         if len(node_id) != len(self.target):
             return False
         if node_id in self._seen:
-            candidate = self._by_distance.get(self._key ^ int.from_bytes(node_id, "big"))
+            candidate = self._by_id.get(node_id)
             if candidate is not None and candidate.state is CandidateState.WAITING:
                 candidate.hop = min(candidate.hop, hop)
                 if not candidate.addresses and addresses:
@@ -119,12 +121,17 @@ class Lookup:
             return False
         self._seen.add(node_id)
         d = self._key ^ int.from_bytes(node_id, "big")
-        self._by_distance[d] = Candidate(node_id, tuple(addresses), d, hop)
+        candidate = Candidate(node_id, tuple(addresses), d, hop)
+        self._by_distance[d] = candidate
+        self._by_id[node_id] = candidate
         bisect.insort(self._order, d)
+        self._waiting += 1
         return True
 
     def _prune(self) -> None:
         """Drop the farthest candidates not yet asked beyond ``max_candidates``."""
+        if self._waiting <= self.max_candidates:
+            return
         waiting = 0
         keep: list[int] = []
         for d in self._order:
@@ -133,9 +140,11 @@ class Lookup:
                 waiting += 1
                 if waiting > self.max_candidates:
                     del self._by_distance[d]
+                    del self._by_id[candidate.node_id]
                     continue
             keep.append(d)
         self._order = keep
+        self._waiting = self.max_candidates
 
     def _closest_live(self) -> list[Candidate]:
         """The ``k`` closest candidates that have not failed."""
@@ -143,7 +152,7 @@ class Lookup:
 
     def candidate(self, node_id: bytes) -> Candidate | None:
         """What the lookup knows of ``node_id`` (None if never seen or dropped)."""
-        return self._by_distance.get(self._key ^ int.from_bytes(node_id, "big"))
+        return self._by_id.get(node_id)
 
     # -- driving -------------------------------------------------------------------------------
 
@@ -156,10 +165,15 @@ class Lookup:
         """Whether the ``k`` closest live candidates have all answered (or nothing is left)."""
         if self.queries >= self.max_queries and self._in_flight == 0:
             return True
-        closest = self._closest_live()
-        if all(c.state is CandidateState.RESPONDED for c in closest):
-            return True
-        return self._in_flight == 0 and not any(c.state is CandidateState.WAITING for c in closest)
+        by_distance = self._by_distance
+        all_answered = True
+        for d in self._order[: self.k]:
+            state = by_distance[d].state
+            if state is not CandidateState.RESPONDED:
+                all_answered = False
+                if state is CandidateState.WAITING:
+                    return False  # one of the k closest is still to be asked
+        return all_answered or self._in_flight == 0
 
     def next_queries(self) -> list[Candidate]:
         """The candidates to ask now (marked in flight); empty when none may be asked yet."""
@@ -171,6 +185,7 @@ class Lookup:
                 break
             if candidate.state is CandidateState.WAITING:
                 candidate.state = CandidateState.IN_FLIGHT
+                self._waiting -= 1
                 self._in_flight += 1
                 self.queries += 1
                 chosen.append(candidate)
@@ -182,7 +197,18 @@ class Lookup:
         if candidate is None:
             return 0
         candidate.state = CandidateState.RESPONDED
-        added = sum(self._add(n, a, hop=candidate.hop + 1) for n, a in found)
+        hop = candidate.hop + 1
+        added = 0
+        seen, by_id = self._seen, self._by_id
+        for node_id_found, addresses in found:
+            if node_id_found in seen:  # most of an answer, late in a lookup: inlined
+                known = by_id.get(node_id_found)
+                if known is not None and known.state is CandidateState.WAITING:
+                    known.hop = min(known.hop, hop)
+                    if not known.addresses and addresses:
+                        known.addresses = tuple(addresses)
+            elif self._add(node_id_found, addresses, hop=hop):
+                added += 1
         self._prune()
         return added
 

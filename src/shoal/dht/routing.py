@@ -6,29 +6,30 @@ How it works:
   up with them, they asked us FIND_NODE, or they answered ours. A node only named in an answer
   is a lookup candidate, never a table entry.
 - ``closest(target, count)`` runs an iterative lookup (``dht.lookup``, pure) over the network:
-  FIND_NODE to ``alpha`` nodes at once, each dialed when needed (``ConnectionManager.connect``
-  makes room under ``max_connections`` by closing the connection idle longest). This node
-  itself is added to the result when it is among the closest.
-- Lookups are amortized: a finished lookup of ``T`` found every node within distance ``d_k``
-  of ``T`` (the k-th closest that answered). For another ID ``T'`` whose ``count`` closest
-  among those lie within ``r`` of ``T'``, the XOR metric gives ``d(T, x) <= d(T, T') + r``, so
-  if ``d(T, T') + r <= d_k`` no node outside the set can be closer: the cached set answers
-  (see :class:`ClosestCache`). Entries expire after ``cache_ttl``, and an entry is dropped when
-  a node inside its radius joins the table or one of its nodes fails. Concurrent misses wait
+  FIND_NODE to ``alpha`` nodes at once, each dialed when needed (``ConnectionManager`` makes
+  room under ``max_connections`` by closing the connection idle longest). This node itself is
+  added to the result when it is among the closest. Only a node's own failures count against
+  it (no answer, a broken one, dials that keep failing); a ``busy`` answer or a connection
+  closed under the request is tried again, and our own connection cap is never its fault
+  (``Miss``, ``_query``).
+- Lookups are amortized: a finished lookup of ``T`` proves every node within ``d_k`` of
+  ``T`` (the k-th closest that answered); ``dht.cache.ClosestCache`` answers another ID from
+  the union of such proven balls when they cover the ball around it. Concurrent misses wait
   for the lookups already running before starting their own (a put's window of blocks shares
-  one lookup in a small network).
+  them).
 - Refresh: a lookup of this node's own ID as soon as the table has an entry, then every
   bucket without a lookup for ``refresh_interval`` gets a lookup of a random ID in it.
 - Liveness: a full bucket whose stalest entry was not heard from for a minute asks for a
   check; the check is a PING (dialing if needed). Failed requests count against an entry; a
   replacement from the bucket's cache takes its place.
-- Abuse: FIND_NODE from one peer is rate-limited by a token bucket (``find_node_rate`` per
-  second, ``find_node_burst`` at once; one bucket per peer in a bounded LRU); over the limit the
+- Abuse: FIND_NODE from one peer is rate-limited by a token bucket (``dht.ratelimit``:
+  ``find_node_rate`` per second, ``find_node_burst`` at once, bounded LRU); over the limit the
   answer is ``busy`` and a WARNING is logged at most once a minute. Answers carry at most
   ``k`` nodes (``MAX_NODES``) with at most ``MAX_NODE_ADDRS`` addresses each. Addresses named
   in answers are vetted before they are dialed (loopback only from a loopback peer).
-- Which peers the manager keeps dialing (the ``DialPolicy``): only the bootstrap peers, and
-  only while the table is empty. Everything else is dialed on demand.
+- Which peers the manager keeps dialing (the ``DialPolicy``): only the bootstrap peers (or
+  those remembered), and only while the table is empty. Everything else is dialed on demand;
+  a full peer book makes room for a node a lookup must dial.
 
 Resource handling: the refresh loop, the checks and every query are tasks owned by this object
 (``aclose`` cancels and awaits them); every network wait has a timeout.
@@ -38,14 +39,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from shoal import defaults
+from shoal.dht.cache import ClosestCache
 from shoal.dht.lookup import Lookup
+from shoal.dht.ratelimit import PeerRateLimit
 from shoal.dht.table import RoutingTable, distance, random_id_in_bucket
 from shoal.errors import Busy, PeerUnavailable, ProtocolError, ShoalError, TransportError
 from shoal.ids import short_id
@@ -63,14 +67,12 @@ from shoal.transport.manager import ConnectionManager
 from shoal.transport.peer import PeerConnection
 from shoal.transport.tasks import TaskSet
 
-__all__ = ["ClosestCache", "DhtOptions", "DhtStats", "KademliaRouting", "PeerRateLimit"]
+__all__ = ["ClosestCache", "DhtOptions", "DhtStats", "KademliaRouting", "Miss", "PeerRateLimit"]
 
 log = logging.getLogger(__name__)
 
 #: Lookup candidates whose addresses are remembered for dialing (bounded memory).
 MAX_REMEMBERED_ADDRESSES = 4096
-#: Peers with a FIND_NODE rate-limit bucket at once (the least recently seen are dropped).
-MAX_RATE_BUCKETS = 1024
 #: Liveness checks running at once.
 MAX_CHECKS = 8
 #: Seconds before a node that knows fewer than k nodes looks again (doubling to a minute
@@ -78,8 +80,19 @@ MAX_CHECKS = 8
 SMALL_TABLE_REFRESH = 5.0
 #: Seconds a node whose request failed counts as down (skipped by lookups).
 DOWN_FOR = 30.0
-#: Dials of one node a FIND_NODE tries (see ``_dial_with_retries``).
+#: Dials of one node a FIND_NODE tries before the node counts as failed (see ``_query``).
 DIAL_ATTEMPTS = 3
+#: Tries of one FIND_NODE answered ``busy`` or whose connection closed under it.
+QUERY_ATTEMPTS = 3
+#: Seconds before a FIND_NODE answered ``busy`` is sent again.
+BUSY_BACKOFF = 1.0
+
+
+class Miss(enum.Enum):
+    """Why a FIND_NODE brought no answer."""
+
+    FAILED = "failed"  # the node's failure: it counts as down, and against its table entry
+    UNAVAILABLE = "unavailable"  # busy, or no connection slot here: nothing counted
 
 
 @dataclass(frozen=True)
@@ -129,99 +142,6 @@ class DhtStats:
         }
 
 
-class PeerRateLimit:
-    """Token buckets per peer (``rate`` per second, ``burst`` at once), at most ``max_peers``
-    buckets (least recently used dropped: a dropped peer starts again with a full bucket,
-    which is no more than a new peer gets). Pure: times are passed in."""
-
-    def __init__(self, rate: float, burst: int, *, max_peers: int = MAX_RATE_BUCKETS) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.max_peers = max_peers
-        self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def allow(self, peer: bytes, now: float) -> bool:
-        """Take a token for ``peer``; False when its bucket is empty."""
-        tokens, stamp = self._buckets.pop(peer, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - stamp) * self.rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        self._buckets[peer] = (tokens, now)
-        while len(self._buckets) > self.max_peers:
-            self._buckets.popitem(last=False)
-        return allowed
-
-
-@dataclass
-class _Entry:
-    target: bytes
-    nodes: list[bytes]  # closest to target first, this node included
-    radius: int | None  # every node within this distance of target is in nodes; None: all
-    expires: float
-
-
-class ClosestCache:
-    """Closest sets of finished lookups, reused for nearby IDs (see the module docstring).
-
-    Pure: times are passed in. ``radius`` None means the lookup found the whole network.
-    """
-
-    def __init__(self, *, ttl: float, max_entries: int) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def add(self, target: bytes, nodes: Sequence[bytes], radius: int | None, now: float) -> None:
-        if self.max_entries == 0:
-            return
-        key = int.from_bytes(target, "big")
-        ordered = sorted(set(nodes), key=lambda n: int.from_bytes(n, "big") ^ key)
-        self._entries.pop(target, None)
-        self._entries[target] = _Entry(target, ordered, radius, now + self.ttl)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def find(self, target: bytes, count: int, now: float) -> list[bytes] | None:
-        """The ``count`` closest nodes to ``target`` if a cached set proves them, else None."""
-        key = int.from_bytes(target, "big")
-        for entry_target, entry in list(self._entries.items()):
-            if entry.expires <= now:
-                del self._entries[entry_target]
-                continue
-            ranked = sorted(entry.nodes, key=lambda n: int.from_bytes(n, "big") ^ key)
-            if entry.radius is None:
-                self._entries.move_to_end(entry_target)
-                return ranked[:count]
-            if len(ranked) < count:
-                continue
-            r = int.from_bytes(ranked[count - 1], "big") ^ key
-            if distance(entry.target, target) + r <= entry.radius:
-                self._entries.move_to_end(entry_target)
-                return ranked[:count]
-        return None
-
-    def node_joined(self, node_id: bytes) -> None:
-        """A node appeared: drop every set it could belong to."""
-        for entry_target, entry in list(self._entries.items()):
-            if node_id in entry.nodes:
-                continue
-            if entry.radius is None or distance(entry.target, node_id) <= entry.radius:
-                del self._entries[entry_target]
-
-    def node_failed(self, node_id: bytes) -> None:
-        """A node failed: drop every set that names it."""
-        for entry_target, entry in list(self._entries.items()):
-            if node_id in entry.nodes:
-                del self._entries[entry_target]
-
-
 class KademliaRouting:
     """The ``Routing`` seam over a Kademlia DHT (see the module docstring).
 
@@ -263,8 +183,11 @@ class KademliaRouting:
         self._addresses: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
         self._running_lookups: set[asyncio.Future[None]] = set()
         self._checking: set[bytes] = set()
+        self._querying: Counter[bytes] = Counter()  # nodes with a FIND_NODE under way
         self._down: dict[bytes, float] = {}  # node -> until when a failed node counts as down
-        self._joins = 0  # nodes that entered the table (a lookup that saw one start is stale)
+        # Per running lookup, the nodes that entered the table while it ran: one inside its
+        # radius that it did not find means its set may miss more (not cached).
+        self._joined_during: dict[asyncio.Future[None], set[bytes]] = {}
         self._tasks = TaskSet("dht")
         self._not_empty = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
@@ -317,28 +240,26 @@ class KademliaRouting:
         conn = self._manager.connection(node_id)
         if conn is not None:
             return conn
-        if self._manager.record(node_id) is None:
-            addresses = self._known_addresses(node_id)
-            if not addresses:
-                raise PeerUnavailable(f"node {short_id(node_id)} has no known address")
-            self._manager.learn(node_id, addresses, source=PeerSource.DHT)
+        if not self._learn_for_dialing(node_id):
+            raise PeerUnavailable(f"node {short_id(node_id)} has no known address")
         return await self._manager.connect(node_id, timeout=self._connect_timeout)
 
     def wanted_peers(self, known: Sequence[PeerRecord]) -> list[bytes]:
-        """The DialPolicy: while fewer than ``alpha`` connections are open, the bootstrap
-        peers (or, without any, a few of the nodes closest to this one), so a node that lost
-        its connections gets back into the network; otherwise nobody (dial on demand)."""
-        live = len(self._manager.live_ids())
-        if live >= self.options.alpha:
+        """The DialPolicy: while the routing table is empty and fewer than ``alpha``
+        connections are open, the bootstrap peers (or, without any, those remembered from an
+        earlier run), so a node gets into the network; otherwise nobody: lookups dial on
+        demand the nodes the table names.
+
+        Not "while fewer than ``alpha`` connections are open": at small connection caps that
+        made every node whose connection a busy bootstrap node had closed to make room dial
+        it again, which closed another one there, for ever (a storm of dials and idle
+        closes at the bootstrap node, whose own lookups then found no connection slot)."""
+        if len(self.table) > 0 or len(self._manager.live_ids()) >= self.options.alpha:
             return []
         wanted = [r.node_id for r in known if r.bootstrap]
-        if not wanted:
-            in_book = {r.node_id for r in known}
-            near = self.table.closest(self.node_id, self.options.k)
-            wanted = [c.node_id for c in near if c.node_id in in_book][: self.options.alpha]
-            if not wanted:  # remembered from an earlier run: those reached before first
-                ranked = sorted(known, key=lambda r: (not r.verified, r.failures))
-                wanted = [r.node_id for r in ranked[: self.options.alpha]]
+        if not wanted:  # remembered from an earlier run: those reached before first
+            ranked = sorted(known, key=lambda r: (not r.verified, r.failures))
+            wanted = [r.node_id for r in ranked[: self.options.alpha]]
         return wanted
 
     # -- lookups -------------------------------------------------------------------------------
@@ -353,10 +274,10 @@ class KademliaRouting:
         seeds = [(c.node_id, c.addresses) for c in self.table.closest(target, k)]
         lookup = Lookup(target, seeds, k=k, alpha=self.options.alpha, exclude=[self.node_id])
         self.stats.lookups += 1
-        joins_before = self._joins
         marker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._running_lookups.add(marker)
-        queries: dict[asyncio.Task[list[tuple[bytes, tuple[str, ...]]] | None], bytes] = {}
+        joined = self._joined_during[marker] = set()
+        queries: dict[asyncio.Task[list[tuple[bytes, tuple[str, ...]]] | Miss], bytes] = {}
         deadline = self._clock.monotonic() + self.options.lookup_timeout
         failed: list[bytes] = []
         try:
@@ -377,7 +298,7 @@ class KademliaRouting:
                 for task in answered_now:
                     node_id = queries.pop(task)
                     found = task.result()
-                    if found is None:
+                    if isinstance(found, Miss):
                         failed.append(node_id)
                         lookup.failed(node_id)
                     else:
@@ -390,6 +311,7 @@ class KademliaRouting:
                 await asyncio.gather(*queries, return_exceptions=True)
             lookup.cancel_pending()
             self._running_lookups.discard(marker)
+            self._joined_during.pop(marker, None)
             marker.set_result(None)
         now = self._clock.monotonic()
         answered = [c.node_id for c in lookup.result()]
@@ -397,8 +319,10 @@ class KademliaRouting:
             self.table.refreshed(target, now)
         self.stats.rounds = [*self.stats.rounds[-63:], lookup.rounds]
         # The set proves what lies within its radius only if the lookup finished, no node
-        # inside the radius failed (it may be alive and missing), and no node joined while
-        # the lookup ran (it may be missing too).
+        # inside the radius failed (it may be alive and missing), and every node that joined
+        # the table inside the radius while the lookup ran is in the set (one that is not may
+        # be one of several it missed). Nodes heard from for the first time *by* the lookup
+        # join the table as it runs: they are in the set.
         radius = distance(target, answered[-1]) if len(answered) >= k else None
         trusted = (
             finished
@@ -408,48 +332,101 @@ class KademliaRouting:
                 for n in failed
             )
         )
-        if trusted and self._joins == joins_before:
+        missed = any(
+            n not in answered and (radius is None or distance(target, n) <= radius) for n in joined
+        )
+        if trusted and not missed:
             self.cache.add(target, [*answered, self.node_id], radius, now)
         key = int.from_bytes(target, "big")
         return sorted([*answered, self.node_id], key=lambda n: int.from_bytes(n, "big") ^ key)
 
     async def _query(
         self, node_id: bytes, target: bytes
-    ) -> list[tuple[bytes, tuple[str, ...]]] | None:
-        """FIND_NODE(target) to ``node_id``: what it named (addresses vetted), or None."""
+    ) -> list[tuple[bytes, tuple[str, ...]]] | Miss:
+        """FIND_NODE(target) to ``node_id``: what it named (addresses vetted), or why not.
+
+        Only the node's own failures count against it (``Miss.FAILED``: marked down, a
+        failure in the table): no answer in time, a broken answer, or dials that failed
+        ``DIAL_ATTEMPTS`` times (a node at its own connection cap refuses new connections
+        until one of its connections is idle, which looks like a node that is down, so one
+        refusal is not enough). Tried again without counting: a ``busy`` answer (after
+        ``BUSY_BACKOFF``) and a connection closed under the request (the peer closed it idle
+        to make room before our request reached it, or a simultaneous dial replaced it).
+        ``Miss.UNAVAILABLE`` (the lookup goes on without the node, nothing else changes):
+        still busy or closing our connections after ``QUERY_ATTEMPTS``, or no connection
+        slot of *our own* came free.
+        """
         if self._is_down(node_id):
-            return None  # failed moments ago: not worth a dial or a timeout again
+            return Miss.FAILED  # failed moments ago: not worth a dial or a timeout again
+        self._querying[node_id] += 1
         try:
-            async with asyncio.timeout(self._connect_timeout + self.options.query_timeout):
-                if self._manager.connection(node_id) is None and not (
-                    await self._manager.wait_for_room(self._connect_timeout)
-                ):
-                    return None  # our own connection limit: not the node's failure
-                conn = await self._dial_with_retries(node_id)
-                self.stats.messages += 1
-                try:
-                    answer = await conn.request(
-                        FindNode(target=target), timeout=self.options.query_timeout
-                    )
-                except PeerUnavailable:
-                    # The connection closed under us (replaced by a simultaneous dial, or
-                    # closed idle): one retry on the peer's connection now.
-                    if conn.closed.is_set():
-                        conn = await self.connect(node_id)
+            return await self._query_once(node_id, target)
+        finally:
+            self._querying[node_id] -= 1
+            if self._querying[node_id] <= 0:
+                del self._querying[node_id]
+
+    async def _query_once(
+        self, node_id: bytes, target: bytes
+    ) -> list[tuple[bytes, tuple[str, ...]]] | Miss:
+        budget = self._connect_timeout + self.options.query_timeout
+        deadline = self._clock.monotonic() + budget
+        dial_failures = busy = closed_under_us = 0
+        transient = False  # the last try ended busy or closed under us (not a failure)
+        try:
+            # The hard bound: each step below has its own timeout; retries stop at deadline.
+            async with asyncio.timeout(budget + self._connect_timeout + self.options.query_timeout):
+                while True:
+                    conn: PeerConnection | None = None
+                    delay = 0.0
+                    sent = self._clock.monotonic()
+                    try:
+                        conn = await self._reach(node_id)
+                        if conn is None:
+                            return Miss.UNAVAILABLE  # our own limits: not its failure
+                        self.stats.messages += 1
+                        sent = self._clock.monotonic()
                         answer = await conn.request(
                             FindNode(target=target), timeout=self.options.query_timeout
                         )
-                    else:
-                        raise
-        except Busy:
-            return None  # it is up, only unwilling now: not a failure of the entry
+                        break
+                    except Busy:
+                        busy += 1
+                        if busy >= QUERY_ATTEMPTS:
+                            return Miss.UNAVAILABLE  # up, only unwilling now
+                        delay, transient = BUSY_BACKOFF, True
+                    except PeerUnavailable:
+                        if conn is None:
+                            dial_failures += 1
+                            if dial_failures >= DIAL_ATTEMPTS:
+                                raise
+                            delay = max(0.05, self._manager.limits.idle_grace)
+                            transient = False
+                        elif self._clock.monotonic() - sent < self._manager.limits.stall_timeout:
+                            # Closed under the request at once: closed idle by the node to
+                            # make room before our request got there, or replaced by a
+                            # simultaneous dial. Dial again (a node that crashed fails that).
+                            closed_under_us += 1
+                            if closed_under_us >= QUERY_ATTEMPTS:
+                                return Miss.UNAVAILABLE  # up, but closing our connections
+                            transient = True
+                        else:
+                            raise  # it stopped answering (stall detection closed it)
+                    if self._clock.monotonic() + delay >= deadline:
+                        if transient:
+                            return Miss.UNAVAILABLE
+                        raise PeerUnavailable(
+                            f"node {short_id(node_id)} did not answer FIND_NODE within {budget:g} s"
+                        )
+                    if delay:
+                        await self._clock.sleep(delay)
         except (TimeoutError, TransportError, ProtocolError, ShoalError) as exc:
             log.debug("FIND_NODE to %s failed: %s", short_id(node_id), exc)
             self._failed(node_id)
-            return None
+            return Miss.FAILED
         if not isinstance(answer, Nodes):
             self._failed(node_id)
-            return None
+            return Miss.FAILED
         self._heard_from(conn)
         loopback_ok = is_loopback_host(host_of(conn.remote_address))
         found = []
@@ -459,19 +436,50 @@ class KademliaRouting:
             found.append((entry.node_id, _vetted(entry.addrs, loopback_ok=loopback_ok)))
         return found
 
-    async def _dial_with_retries(self, node_id: bytes) -> PeerConnection:
-        """``connect``, tried again (``DIAL_ATTEMPTS`` in all, an idle grace apart) when the
-        dial fails: a node at its own connection cap closes new connections until one of its
-        connections has been idle for the grace, which looks the same as a node that is down.
-        The caller's timeout bounds the whole."""
-        for attempt in range(DIAL_ATTEMPTS):
-            try:
-                return await self.connect(node_id)
-            except PeerUnavailable:
-                if attempt == DIAL_ATTEMPTS - 1:
-                    raise
-                await self._clock.sleep(max(0.05, self._manager.limits.idle_grace))
-        raise AssertionError("unreachable")
+    async def _reach(self, node_id: bytes) -> PeerConnection | None:
+        """The connection to ``node_id``, dialed if needed; None when this node could not dial
+        it: no connection slot came free within the connect timeout, or no address of it is
+        at hand (our own limits and bookkeeping, not the node's failure).
+
+        Raises:
+            PeerUnavailable: The dial failed.
+        """
+        conn = self._manager.connection(node_id)
+        if conn is not None:
+            return conn
+        if not self._learn_for_dialing(node_id):
+            return None
+        return await self._manager.try_connect(node_id, timeout=self._connect_timeout)
+
+    def _learn_for_dialing(self, node_id: bytes) -> bool:
+        """Whether ``node_id`` is in the peer book (which the dialer dials from): put there
+        with the addresses the table or an answer gave. A full book (``max_known_peers``)
+        makes room: the peer unreachable longest goes, never a connected or bootstrap one nor
+        one being asked now, one in the routing table last (so the book's bound holds and a
+        lookup can still dial anyone)."""
+        if self._manager.record(node_id) is not None:
+            return True
+        addresses = self._known_addresses(node_id)
+        if not addresses:
+            return False
+        self._manager.learn(node_id, addresses, source=PeerSource.DHT)
+        if self._manager.record(node_id) is not None:
+            return True
+        idle = [
+            r
+            for r in self._manager.records()
+            if not r.up
+            and not r.bootstrap
+            and r.unreachable_since is not None
+            and r.node_id not in self._querying
+        ]
+        if idle:
+            victim = min(
+                idle, key=lambda r: (r.node_id in self.table, r.verified, r.unreachable_since)
+            )
+            self._manager.forget(victim.node_id)
+            self._manager.learn(node_id, addresses, source=PeerSource.DHT)
+        return self._manager.record(node_id) is not None
 
     def _remember(self, node_id: bytes, addresses: Iterable[str]) -> None:
         addresses = tuple(addresses)
@@ -509,9 +517,12 @@ class KademliaRouting:
             node_id, addresses, self._clock.monotonic(), seen_from=conn.remote_address
         )
         if observed.added and not was_in:
-            self._joins += 1
+            for joined in self._joined_during.values():
+                joined.add(node_id)
             self.cache.node_joined(node_id)
             self._not_empty.set()
+            if len(self.table) == 1:
+                self._manager.refresh()  # the dial policy depends on an empty table
         if observed.check is not None:
             self._check(observed.check)
 
@@ -545,6 +556,8 @@ class KademliaRouting:
             self._node_left()
 
     def _node_left(self) -> None:
+        if len(self.table) == 0:
+            self._manager.refresh()  # the dial policy depends on an empty table
         for callback in self._listeners:
             callback()
 
@@ -562,8 +575,12 @@ class KademliaRouting:
         self.stats.checks += 1
         try:
             async with asyncio.timeout(self._connect_timeout + self.options.query_timeout):
-                conn = await self.connect(node_id)
+                conn = await self._reach(node_id)
+                if conn is None:
+                    return  # no connection slot here: no verdict (checked at the next need)
                 await conn.ping(self.options.query_timeout)
+        except Busy:
+            pass  # up, only unwilling now
         except (TimeoutError, TransportError, ProtocolError, ShoalError):
             self._failed(node_id)
         else:

@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from shoal.clock import VirtualClock
 from shoal.dht.lookup import Lookup
-from shoal.dht.table import ID_BITS, Contact, RoutingTable, random_id_in_bucket
+from shoal.dht.table import RoutingTable, random_id_in_bucket
 
-__all__ = ["LookupRecord", "SimNetwork", "SimNode", "SimRoutingTable"]
+__all__ = ["LookupRecord", "SimNetwork", "SimNode"]
 
 #: libp2p's kad-dht figures, which the issue asks for.
 K = 20
@@ -57,54 +57,6 @@ LOOKUP_TIMEOUT = 30.0
 Found = list[tuple[bytes, tuple[str, ...]]]
 
 
-class SimRoutingTable(RoutingTable):
-    """The real routing table, with ``closest`` computed bucket by bucket.
-
-    ``RoutingTable.closest`` measures the distance to every entry; answering FIND_NODE with it
-    was most of the simulation's run time. This sorts only the buckets nearest the target and
-    stops when it has ``count`` entries, which gives the same list (``tests/unit/dht/
-    test_sim_network.py`` checks it against ``RoutingTable.closest`` on random tables); every
-    other method is the real one.
-
-    Why it is right: bucket ``i`` holds the IDs that start with our first ``i`` bits and then
-    the other bit, a subtree of the ID space. Seen from any target, a subtree not holding the
-    target is one contiguous range of XOR distances, whose top bits are the subtree's prefix
-    XOR the target's; so the buckets can be put in order by those prefixes alone, and only the
-    entries of the first few need sorting.
-    """
-
-    def closest(
-        self,
-        target: bytes,
-        count: int,
-        *,
-        exclude: Iterable[bytes] = (),
-        live_only: bool = False,
-    ) -> list[Contact]:
-        skip = exclude if isinstance(exclude, tuple) else tuple(exclude)
-        key = int.from_bytes(target, "big")
-        from_own = int.from_bytes(self.own_id, "big") ^ key
-        buckets = self._buckets
-        order = []
-        for index, bucket in buckets.items():
-            if bucket.entries:
-                low_bits = ID_BITS - 1 - index
-                order.append(((((1 << low_bits) ^ from_own) >> low_bits) << low_bits, index))
-        order.sort()
-        chosen: list[Contact] = []
-        for _, index in order:
-            if len(chosen) >= count:
-                break
-            members = [
-                c
-                for c in buckets[index].entries.values()
-                if c.node_id not in skip and not (live_only and c.failures)
-            ]
-            members.sort(key=lambda c: int.from_bytes(c.node_id, "big") ^ key)
-            chosen.extend(members[: count - len(chosen)])
-        return chosen
-
-
 @dataclass(eq=False)
 class SimNode:
     """One simulated node.
@@ -112,7 +64,7 @@ class SimNode:
     Attributes:
         node_id: Its ID (shared with every table and lookup that names it).
         addresses: Where it says it listens (one tuple, shared likewise).
-        table: Its routing table (the real one, but for a faster ``closest``).
+        table: Its routing table (the real one).
         alive: False once failed: it answers nothing any more.
         checking: Table entries it is pinging now (so one entry is not pinged twice at once).
     """
@@ -284,7 +236,7 @@ class SimNetwork:
             node_id = self.rng.randbytes(32)
         number = len(self.nodes)
         address = f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}:7000"
-        node = SimNode(node_id, (address,), SimRoutingTable(node_id, k=self.k))
+        node = SimNode(node_id, (address,), RoutingTable(node_id, k=self.k))
         self.nodes.append(node)
         self.by_id[node_id] = node
         return node

@@ -40,9 +40,10 @@ __all__ = ["PresenceHints", "fetch_block", "place_block", "put_on"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Holders asked for a block first, and then, if none of them had it (nodes joined since it
-#: was placed and the handoff has not run yet), how many of the closest nodes in all.
-FETCH_CANDIDATES = 8
+#: Holders asked for a block first (the default replicas: the closest-set cache proves so
+#: few without a lookup), and then, if none of them had it (a file of more replicas, or nodes
+#: joined since it was placed and the handoff has not run yet), how many of the closest in all.
+FETCH_CANDIDATES = 3
 FETCH_WIDER = 20
 #: Nodes beyond the R closest that may replace failed holders of one block (at least R).
 SPARE_HOLDERS = 8
@@ -134,13 +135,21 @@ async def place_block(
         QuorumNotMet: No node at all could store the block for another reason; the message
             says why.
     """
-    candidates = await rt.routing.closest(block_id, replicas + max(replicas, SPARE_HOLDERS))
+    # The R closest first, the spares only once a holder failed: the closest-set cache
+    # proves the R closest of most IDs without a lookup, the R + spares of fewer.
+    candidates = await rt.routing.closest(block_id, replicas)
+    widened = False
     acked: list[bytes] = []
     failures: list[str] = []
     all_full = True  # every failure so far was a full store
     next_index = 0
     while len(acked) < replicas:
         batch = candidates[next_index : next_index + replicas - len(acked)]
+        if not batch and not widened:
+            widened = True
+            wider = await rt.routing.closest(block_id, replicas + max(replicas, SPARE_HOLDERS))
+            candidates += [n for n in wider if n not in candidates]
+            continue
         next_index += len(batch)
         if not batch:
             break

@@ -56,6 +56,12 @@ class DialPolicy(Protocol):
         ...
 
 
+class _Progress:
+    """Whether a dial on demand got as far as dialing (see ``Dialer.try_connect``)."""
+
+    dialed = False
+
+
 class _NoDials:
     def wanted_peers(self, known: Sequence[PeerRecord]) -> Iterable[bytes]:
         return ()
@@ -264,9 +270,14 @@ class Dialer:
         return free
 
     async def _attempt(
-        self, record: PeerRecord, *, room_within: float | None = None
+        self,
+        record: PeerRecord,
+        *,
+        room_within: float | None = None,
+        progress: _Progress | None = None,
     ) -> PeerConnection | None:
-        """Dial ``record``'s addresses in turn (one at a time per peer); the connection."""
+        """Dial ``record``'s addresses in turn (one at a time per peer); the connection.
+        ``progress.dialed`` tells whether a dial was actually made (not only waited for)."""
         node_id = record.node_id
         lock = self._dial_locks.setdefault(node_id, asyncio.Lock())
         async with lock:
@@ -278,6 +289,8 @@ class Dialer:
                     return None
                 if self._manager.connection(node_id) is not None:  # came in while we waited
                     return self._manager.connection(node_id)
+                if progress is not None:
+                    progress.dialed = True
                 try:
                     return await self._manager.dial(address, expected_id=node_id)
                 except HandshakeError as exc:
@@ -321,7 +334,24 @@ class Dialer:
         """The connection to ``node_id``, dialed now if there is none (dial on demand).
 
         Raises:
-            PeerUnavailable: Unknown, no address, or not reachable within ``timeout``.
+            PeerUnavailable: Unknown, no address, no connection slot free here, or not
+                reachable within ``timeout``.
+        """
+        conn = await self.try_connect(node_id, timeout=timeout)
+        if conn is None:
+            raise PeerUnavailable(
+                f"peer {short_id(node_id)} could not be dialed within {timeout:g} s: none of "
+                f"this node's {self._limits.max_connections} connection slots came free"
+            )
+        return conn
+
+    async def try_connect(self, node_id: bytes, *, timeout: float) -> PeerConnection | None:
+        """Like :meth:`connect`, but None when no dial was made because no connection slot
+        came free here within ``timeout`` (this node's own limit, not the peer's failure).
+
+        Raises:
+            PeerUnavailable: Unknown, no address, or a dial was made and failed (or did not
+                finish within ``timeout``).
         """
         conn = self._manager.connection(node_id)
         if conn is not None:
@@ -329,15 +359,20 @@ class Dialer:
         record = self._book.get(node_id)
         if record is None or not record.addresses:
             raise PeerUnavailable(f"peer {short_id(node_id)} is not connected and has no address")
+        progress = _Progress()
         try:
             async with asyncio.timeout(timeout):
-                await self._attempt(record, room_within=timeout)
+                await self._attempt(record, room_within=timeout, progress=progress)
         except TimeoutError as exc:
+            if not progress.dialed:
+                return None
             raise PeerUnavailable(
                 f"peer {short_id(node_id)} could not be reached within {timeout:g} s"
             ) from exc
         conn = self._manager.connection(node_id)
         if conn is None:
+            if not progress.dialed:
+                return None
             raise PeerUnavailable(f"peer {short_id(node_id)} could not be reached")
         return conn
 

@@ -484,6 +484,16 @@ class ConnectionManager:
         """
         return await self._dialer.connect(node_id, timeout=timeout)
 
+    async def try_connect(self, node_id: bytes, *, timeout: float) -> PeerConnection | None:
+        """Like :meth:`connect`, but None when no dial was made because no connection slot
+        came free within ``timeout``: this node's own limit, not the peer's failure (a DHT
+        query must not count it against the peer).
+
+        Raises:
+            PeerUnavailable: Unknown, no address, or the dial failed.
+        """
+        return await self._dialer.try_connect(node_id, timeout=timeout)
+
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
         try:
             return self._tasks.spawn(coro, name=name)

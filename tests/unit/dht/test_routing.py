@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.clock import VirtualClock, run_virtual
-from shoal.dht.routing import ClosestCache, PeerRateLimit
+from shoal.dht.cache import ClosestCache
+from shoal.dht.ratelimit import PeerRateLimit
 from shoal.errors import Busy, PeerUnavailable
 from shoal.ids import decode_id
 from shoal.protocol import FindNode, GetPeers, Nodes, Ping, Pong
@@ -166,14 +167,16 @@ def test_a_find_node_flood_from_one_peer_is_answered_busy_in_bounded_memory(
 def test_lookups_find_the_true_closest_nodes_under_a_small_connection_limit(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """30 nodes, each with at most 8 connections (the issue's 50-process figure) and one
-    bootstrap address: a lookup from any node finds the true closest nodes of the whole
-    network, dialing on demand, and no node ever holds more than 8 connections.
+    """30 nodes, each with at most 6 connections and one bootstrap address: a lookup from any
+    node finds the true closest nodes of the whole network, dialing on demand; no node ever
+    holds more than 6 connections, and a quiet network makes no dials.
 
-    Known bug: at 6 connections a lookup made while other nodes are busy sometimes misses a
-    node whose connection was refused at its cap (refused counts as failed); see the closing
-    note of this session."""
-    limits = TransportLimits(max_connections=8)
+    Regression (it failed about 1 run in 3): the dial policy kept every node with fewer than
+    alpha connections dialing the bootstrap node, which closed another node's connection to
+    make room, which then dialed it again, for ever; lookups met a bootstrap node with no slot
+    free, and a refused or closed connection counted as the node's failure (down for 30 s,
+    skipped by lookups)."""
+    limits = TransportLimits(max_connections=6)
 
     async def main(clock: VirtualClock) -> None:
         async with nodes(tmp_path, clock) as net:
@@ -197,21 +200,20 @@ def test_lookups_find_the_true_closest_nodes_under_a_small_connection_limit(
             rng = random.Random(5)
             tables = [n._rt.dht.table for n in everyone if n._rt.dht is not None]
             await wait_for(lambda: min(len(t) for t in tables) >= 10, timeout=120)
-            # The start-up lookups of every node are over (a storm under 8 connections each).
+            # The start-up lookups of every node are over (a storm under 6 connections each).
             await wait_for(lambda: not any(n._rt.dht._running_lookups for n in everyone))
-            # A storm under 8 connections each drops entries that were refused too often; one
-            # refresh (a self-lookup) each, in quiet, puts every node back in its neighbours'
-            # tables, as the periodic refresh does.
-            for node in everyone:
-                assert node._rt.dht is not None
-                await node._rt.dht.lookup(node._rt.node_id)
+            # No node keeps a dial loop (connections are made on demand only), however few
+            # connections it holds.
+            for _ in range(30):
+                assert not any(n._rt.manager.dialing() for n in everyone)
+                await asyncio.sleep(1)
             for _ in range(20):
                 origin = rng.choice(everyone)
                 target = rng.randbytes(32)
                 found = await origin._rt.routing.closest(target, 5)
                 assert found == by_distance(target, ids)[:5]
             watcher.cancel()
-            assert most <= 8
+            assert most <= 6
             assert sum(n._rt.manager.stats.idle_closed for n in everyone) > 0  # made room
 
     run_virtual(main)
