@@ -51,11 +51,14 @@ def test_large_file_round_trip_keeps_node_memory_bounded(
     file_blocks = n2.block_ids()
     assert n1.block_ids() == file_blocks, "two nodes, three copies wanted: both hold all"
 
-    # Back through a node that joins now and holds nothing: every block crosses the network
-    # (n1 and n2 serve it, n3 receives it), then goes out through n3's API.
+    # Back through a node that joins now: the blocks it lacks cross the network (n1 and n2
+    # serve them, n3 receives them), then go out through n3's API.
     n3 = shoal_net.start("n3", peers=[n1, n2])
     shoal_net.wait_states(n3, {n1: "up", n2: "up"})
-    assert n3.block_ids() == set()
+    # Repair may start giving n3 the third copies it now has room for (throttled); most
+    # blocks still cross the network at the get.
+    lacked = file_blocks - n3.block_ids()
+    assert len(lacked) > len(file_blocks) // 2, "n3 already held most of the file"
     out = tmp_path / "back.bin"
     n3.cli("get", cap, "-o", str(out), timeout=300).ok()
 

@@ -105,7 +105,9 @@ def test_shoal_repair_restores_three_copies(
     assert result.code == 0, result.describe()
     report = json.loads(result.stdout)
     assert report["files"] == FILES
-    assert report["copied"] >= len(short)
+    # The loop's early pass (last copies at once) or the handoff may have made some of the
+    # copies since `short` was counted; the repair made the rest.
+    assert 0 < report["copied"] <= len(short) * REPLICAS
     assert report["unrepaired"] == []
     done, short = every_block_has_three(live, blocks)
     assert done, f"blocks with fewer than {REPLICAS} copies on the live nodes: {short}"

@@ -98,7 +98,8 @@ def test_rotten_blocks_are_read_around_and_replaced_by_shoal_scrub(
         for i, (cap, data) in enumerate(files.items()):
             assert node.get_bytes(cap, tmp_path / f"{node.name}-{i}.bin") == data
     assert quarantined(n1) == set(on_n1)
-    assert not any(block_path(n1, name).exists() for name in on_n1)
+    # Moved aside; the background repair may already have copied an intact one back.
+    assert all(not block_path(n1, name).exists() or intact(n1, name) for name in on_n1)
     served = quarantined(n2)
     assert served <= set(on_n2)
     # More rot on n2 that no read has met: only hashing can find it.
@@ -109,12 +110,15 @@ def test_rotten_blocks_are_read_around_and_replaced_by_shoal_scrub(
     rotten_n2 = set(on_n2) | set(later)
 
     found = {node.name: scrub(node) for node in nodes}
-    # n1's copies were moved aside by the reads: fetched again. n2's unread ones were found by
-    # hashing; all of them were fetched again.
-    assert (found["n1"]["corrupt"], found["n1"]["replaced"]) == (0, 3), found["n1"]
+    # n1's copies were moved aside by the reads: fetched again (unless the background repair
+    # did it first). n2's unread ones were found by hashing (repair's presence check trusts the
+    # unchanged mtime: only hashing finds them); all of them were fetched again.
+    assert found["n1"]["corrupt"] == 0, found["n1"]
+    assert found["n1"]["replaced"] <= 3, found["n1"]
     n2_found = len(rotten_n2 - served)
     assert n2_found >= 2
-    assert (found["n2"]["corrupt"], found["n2"]["replaced"]) == (n2_found, 5), found["n2"]
+    assert found["n2"]["corrupt"] == n2_found, found["n2"]
+    assert n2_found <= found["n2"]["replaced"] <= 5, found["n2"]
     for node in (n3, n4):
         assert (found[node.name]["corrupt"], found[node.name]["replaced"]) == (0, 0)
     for node in nodes:
