@@ -51,6 +51,8 @@ def test_commands_without_a_running_node_say_to_start_one(
         ["put", str(src)],
         ["gc", "--json"],
         ["pin", "shoal:r:x:y", "--name", "kept"],
+        ["check", "a.bin"],
+        ["repair", "--json"],
     ):
         result = run_shoal(command[0], "--data-dir", str(data_dir), *command[1:])
         assert_one_error_line(result, "shoal run")

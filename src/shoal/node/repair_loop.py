@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two saves of the state during a pass.
 SAVE_EVERY = 5.0
+#: Seconds an absence is remembered after its repair delay ran out (and its loss was handled).
+FORGET_ABSENT_AFTER = 24 * 3600.0
 #: Seconds added to a due time, so the delay has surely run out when the file is checked.
 DUE_SLACK = 0.5
 
@@ -325,7 +327,13 @@ class Repairer:
         self._wake.set()
 
     def _watch_peers(self) -> None:
-        """Record peers whose connection went away (not closed idle by us) as absent."""
+        """Record peers whose connection went away (not closed idle by us) as absent; forget
+        absences long past their delay (such a node is lost whether remembered or not)."""
+        now = self._rt.options.clock.time()
+        keep_for = self.delay + FORGET_ABSENT_AFTER
+        for node_id, last in list(self.state.absent.items()):
+            if now - last > keep_for and node_id in self._handled_losses:
+                del self.state.absent[node_id]
         for record in self._rt.manager.records():
             if record.up:
                 if self.state.absent.pop(record.node_id, None) is not None:
