@@ -139,7 +139,7 @@ def test_rotten_blocks_are_read_around_and_replaced_by_shoal_scrub(
     assert status["last"] == found["n2"]
     text = n2.cli("status").ok().stdout
     assert f"pass {found['n2']['pass']} finished" in text
-    assert f"{n2_found} corrupt, 5 replaced" in text
+    assert f"{n2_found} corrupt, {found['n2']['replaced']} replaced" in text
     for node in nodes:
         for i, (cap, data) in enumerate(files.items()):
             assert node.get_bytes(cap, tmp_path / f"after-{node.name}-{i}.bin") == data
