@@ -21,7 +21,14 @@ from tests.integration.conftest import FAST, Cluster
 
 ERASURE = Redundancy.erasure(3, 5)
 # Small chunks: many stripes per file, so shares land on every node.
-OPTIONS = dataclasses.replace(FAST, chunk_size=64 * 1024)
+# Dials are not rate-limited here: seven nodes dialing each other on demand at once would
+# otherwise wait for the global dial budget (10/s) past their connect timeout (seen in CI as
+# "peer could not be reached" right after a put; a known limit of on-demand dialing).
+OPTIONS = dataclasses.replace(
+    FAST,
+    chunk_size=64 * 1024,
+    limits=dataclasses.replace(FAST.limits, dial_rate=1000.0, dial_burst=1000),
+)
 
 
 async def start(cluster: Cluster, count: int) -> list[Node]:
