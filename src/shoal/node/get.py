@@ -58,15 +58,8 @@ async def walk_block_ids(rt: NodeRuntime, cid: bytes) -> AsyncGenerator[bytes, N
     manifest's ID is yielded only after its bytes were read (so deleting it is safe). An
     erasure-coded chunk yields its ``n`` share IDs.
     """
-    walk = BlockWalk(cid)
-    while (step := walk.next()) is not None:
-        if isinstance(step, NeedManifest):
-            walk.feed(await fetch_block(rt, step.block_id, step.open))
-        elif isinstance(step, Stripe):
-            for share_id in step.ids:
-                yield share_id
-        else:
-            yield step.block_id
+    async for block_id, _placement_id, _stripe_n in walk_placements(rt, cid):
+        yield block_id
 
 
 async def walk_placements(

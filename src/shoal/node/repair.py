@@ -264,9 +264,8 @@ async def _survey_children(
 def _merge_reports(report: FileReport, sub: FileReport, *, offset: int) -> None:
     """Add ``sub`` (some blocks of the same file) to ``report``, its copies counted plus
     ``offset``."""
-    for before, after in ((sub.min_copies, sub.min_copies_after),):
-        if before is not None:
-            _count_copies(report, before + offset, (after or 0) + offset)
+    if sub.min_copies is not None:
+        _count_copies(report, sub.min_copies + offset, (sub.min_copies_after or 0) + offset)
     report.waiting += sub.waiting
     report.lost_blocks += sub.lost_blocks
     report.copied += sub.copied
@@ -486,12 +485,7 @@ async def _apply(
                     report.bytes_moved += len(data)
     if not holders and copies_after == 0 and not plan.presumed:
         report.lost_blocks += 1
-    report.min_copies = min(plan.copies, report.min_copies if report.min_copies is not None
-                            else plan.copies)  # fmt: skip
-    if report.min_copies_after is None:
-        report.min_copies_after = copies_after
-    else:
-        report.min_copies_after = min(report.min_copies_after, copies_after)
+    _count_copies(report, plan.copies, copies_after)
     return done
 
 
