@@ -100,7 +100,8 @@ async def test_background_pass_waits_for_an_absent_node(
 ) -> None:
     nodes = await start(cluster, 5, repair_delay=3600.0, repair_interval=1e6)
     n0 = nodes[0]
-    caps = [await n0.store(f"f{i}", random_bytes(2000 + i)) for i in range(4)]
+    # Twelve files: the chance that n0 holds every block (3 of 5 nodes each) is about 1e-5.
+    caps = [await n0.store(f"f{i}", random_bytes(2000 + i)) for i in range(12)]
     blocks = [b for cap in caps for b in await block_ids(n0, cap)]
     # Stop one holder of a block n0 does not hold: that block has two live copies left.
     target = next(b for b in blocks if not n0._rt.blocks.has(b))
