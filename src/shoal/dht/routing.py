@@ -86,6 +86,9 @@ DIAL_ATTEMPTS = 3
 QUERY_ATTEMPTS = 3
 #: Seconds before a FIND_NODE answered ``busy`` is sent again.
 BUSY_BACKOFF = 1.0
+#: Failed dials after which a node found by mDNS is no longer dialed for its own sake (a
+#: lookup may still reach it): an announcement names addresses this node may not reach.
+MDNS_HINT_DIALS = 5
 
 
 class Miss(enum.Enum):
@@ -245,18 +248,27 @@ class KademliaRouting:
         return await self._manager.connect(node_id, timeout=self._connect_timeout)
 
     def wanted_peers(self, known: Sequence[PeerRecord]) -> list[bytes]:
-        """The DialPolicy: while the routing table is empty and fewer than ``alpha``
-        connections are open, the bootstrap peers (or, without any, those remembered from an
-        earlier run), so a node gets into the network; otherwise nobody: lookups dial on
-        demand the nodes the table names.
+        """The DialPolicy: nodes found by mDNS until each is reached once (at most
+        ``MDNS_HINT_DIALS`` failed dials); and while the routing table is empty and fewer
+        than ``alpha`` connections are open, the bootstrap peers (or, without any, those
+        remembered from an earlier run), so a node gets into the network. Nobody else:
+        lookups dial on demand the nodes the table names.
 
         Not "while fewer than ``alpha`` connections are open": at small connection caps that
         made every node whose connection a busy bootstrap node had closed to make room dial
         it again, which closed another one there, for ever (a storm of dials and idle
         closes at the bootstrap node, whose own lookups then found no connection slot)."""
+        # A node announced on the local network is a hint to check once: dialed until a
+        # handshake proves its key (then the table has it), whatever the table holds. Without
+        # this, two LAN nodes that each got one inbound connection first never met the rest.
+        hints = [
+            r.node_id
+            for r in known
+            if r.source is PeerSource.MDNS and not r.verified and r.failures < MDNS_HINT_DIALS
+        ]
         if len(self.table) > 0 or len(self._manager.live_ids()) >= self.options.alpha:
-            return []
-        wanted = [r.node_id for r in known if r.bootstrap]
+            return hints
+        wanted = hints + [r.node_id for r in known if r.bootstrap]
         if not wanted:  # remembered from an earlier run: those reached before first
             ranked = sorted(known, key=lambda r: (not r.verified, r.failures))
             wanted = [r.node_id for r in ranked[: self.options.alpha]]

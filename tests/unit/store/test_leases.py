@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,10 @@ def block(i: int) -> bytes:
 
 
 @pytest.fixture
-def table(tmp_path: Path) -> LeaseTable:
-    return LeaseTable(tmp_path / "shoal.db")
+def table(tmp_path: Path) -> Iterator[LeaseTable]:
+    leases = LeaseTable(tmp_path / "shoal.db")
+    yield leases
+    leases.close()  # an unclosed connection is a ResourceWarning (an error) on Python 3.13
 
 
 def test_grant_only_extends(table: LeaseTable) -> None:
@@ -146,6 +149,7 @@ def test_bounds_refuse_a_flood_and_warn_once_a_minute(
     assert again.rows_of(B) == 51
     assert again.total == 51
     assert again.rows_of(A) == 0
+    again.close()
 
 
 def test_transferred_rows_are_charged_to_the_sender(table: LeaseTable) -> None:
@@ -173,6 +177,7 @@ def test_adopt_once_and_keep_catalog_data(tmp_path: Path) -> None:
     reopened = LeaseTable(path)
     assert reopened.adopted()
     assert reopened.total == 2
+    reopened.close()
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
