@@ -57,6 +57,13 @@ MAX_LEARNT_PER_PEER: Final = 32
 #: Dials per second, all peers together, and the burst allowed above that rate.
 DIAL_RATE: Final = 10.0
 DIAL_BURST: Final = 20
+#: Dials on demand per second (a put, get, lookup, repair or handoff needs a peer that is not
+#: connected) and their burst: a budget of their own, so a busy put never waits behind the
+#: background dial loops (or they behind it), and large enough that the connection cap,
+#: not this rate, is what a put at a small cap meets (about 25 dials per MiB put at 8
+#: connections among 50 nodes).
+DEMAND_DIAL_RATE: Final = 100.0
+DEMAND_DIAL_BURST: Final = 100
 #: Seconds after which a peer that could not be reached all that time is forgotten (24 h).
 FORGET_AFTER: Final = 24 * 3600.0
 

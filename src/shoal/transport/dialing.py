@@ -9,7 +9,9 @@ takes a token from one bucket shared by all loops (``dial_rate`` per second, ``d
 once) and needs a free connection slot. Then it waits while the connection lasts; otherwise it
 sleeps with exponential backoff and jitter. A connection that ends within
 ``STABLE_CONNECTION`` seconds counts as a failed dial, so no peer (nor a second process with
-the same key) can make a loop reconnect in a tight circle.
+the same key) can make a loop reconnect in a tight circle. Dials on demand (``connect``,
+``try_connect``) take their tokens from a bucket of their own (``demand_dial_rate``), so
+neither kind waits behind the other, and may close an idle connection to make room.
 
 A bootstrap address (``--peer``) means "whoever listens there": its loop dials without an
 expected key until it reaches a node, which then becomes an ordinary peer marked ``bootstrap``
@@ -96,6 +98,9 @@ class Dialer:
         self._bootstrap: dict[str, bytes | None] = {}  # address -> node there, once known
         self._bootstrap_loops: dict[str, asyncio.Task[None]] = {}
         self._budget = TokenBucket(limits.dial_rate, limits.dial_burst, clock=clock)
+        self._demand_budget = TokenBucket(
+            limits.demand_dial_rate, limits.demand_dial_burst, clock=clock
+        )
         self._reconcile_scheduled = False
         self._running = False
 
@@ -247,14 +252,23 @@ class Dialer:
     async def _may_dial(self, *, room_within: float | None = None) -> bool:
         """Wait for a dial token; False (and a log line) if no connection slot is free.
 
-        With ``room_within`` (a dial on demand), an idle connection may be closed to make
-        room, and the dial waits up to that many seconds for one to become idle.
+        With ``room_within`` (a dial on demand), the token comes from the budget of dials on
+        demand (``demand_dial_rate``), an idle connection may be closed to make room, and the
+        dial waits up to that many seconds for one to become idle. Background loops take
+        theirs from ``dial_rate``: neither kind waits behind the other.
         """
-        if await self._budget.acquire():
+        if room_within is None:
+            if await self._budget.acquire():
+                self._limit_log.hit(
+                    "dial_rate",
+                    "more than %g dials per second wanted; dials are being delayed",
+                    self._limits.dial_rate,
+                )
+        elif await self._demand_budget.acquire():
             self._limit_log.hit(
-                "dial_rate",
-                "more than %g dials per second wanted; dials are being delayed",
-                self._limits.dial_rate,
+                "demand_dial_rate",
+                "more than %g dials on demand per second wanted; dials are being delayed",
+                self._limits.demand_dial_rate,
             )
         # Checked after the token (the last wait) so no other dial can take the slot between.
         if room_within is not None:

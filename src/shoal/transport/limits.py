@@ -49,8 +49,12 @@ class TransportLimits:
         max_addresses_per_peer: Addresses remembered per peer.
         max_learnt_per_peer: Peers that one peer may tell us about (peer exchange) and that we
             have not reached ourselves yet.
-        dial_rate: Dials per second, all peers together (token bucket).
+        dial_rate: Dials per second of the background dial loops (bootstrap, mDNS, the
+            full mesh), all peers together (token bucket).
         dial_burst: Dials allowed at once above ``dial_rate`` (the bucket's size).
+        demand_dial_rate: Dials on demand per second (a request needs a peer that is not
+            connected: puts, gets, lookups, repair, handoff), a bucket of its own.
+        demand_dial_burst: Dials on demand allowed at once above ``demand_dial_rate``.
         forget_after: Seconds after which a peer that could not be reached during all that
             time is forgotten (and removed from the catalog). Bootstrap peers are kept.
         max_uploads_per_connection: PUT_BLOCK payloads in service per connection.
@@ -78,6 +82,8 @@ class TransportLimits:
     max_learnt_per_peer: int = defaults.MAX_LEARNT_PER_PEER
     dial_rate: float = defaults.DIAL_RATE
     dial_burst: int = defaults.DIAL_BURST
+    demand_dial_rate: float = defaults.DEMAND_DIAL_RATE
+    demand_dial_burst: int = defaults.DEMAND_DIAL_BURST
     forget_after: float = defaults.FORGET_AFTER
     max_uploads_per_connection: int = defaults.MAX_UPLOADS_PER_CONNECTION
     max_downloads_per_connection: int = defaults.MAX_DOWNLOADS_PER_CONNECTION
@@ -95,6 +101,7 @@ class TransportLimits:
             "max_known_peers",
             "max_addresses_per_peer",
             "dial_burst",
+            "demand_dial_burst",
             "max_uploads_per_connection",
             "max_downloads_per_connection",
             "max_queued_requests_per_connection",
@@ -110,6 +117,7 @@ class TransportLimits:
             "handshake_timeout",
             "connect_timeout",
             "dial_rate",
+            "demand_dial_rate",
             "forget_after",
             "stall_timeout",
             "stall_ping_timeout",
