@@ -110,6 +110,22 @@ async def test_put_options_media_type_and_replicas(serve: Serve) -> None:
     assert await api.get(reply.cap) == data
 
 
+async def test_put_erasure_coded(serve: Serve) -> None:
+    """PutHeader.erasure: each chunk becomes N shares on N distinct nodes; any K read it."""
+    first = await serve("a")
+    others = [await serve(name, peers=[first.node.listen_address]) for name in "bc"]
+    await first.node.wait_for_peers(2, timeout=MAX_WAIT)
+    data = data_of(3 * CHUNK + 5)
+    header = pb.PutHeader(name="coded.bin", erasure=pb.Erasure(required=2, total=3))
+    reply = await first.put("coded.bin", data, header=header)
+    assert (reply.replicas, reply.replicas_wanted) == (3, 3)  # 3 shares of every chunk
+    assert reply.cap != await first.node.store("plain.bin", data)  # the scheme is in the cap
+    entry = await first.node.file_entry("coded.bin")
+    assert entry.redundancy == {"kind": "erasure", "k": 2, "n": 3, "replicas": 2}
+    for api in (first, *others):
+        assert await api.get(reply.cap) == data
+
+
 async def test_ranged_gets(api: Api) -> None:
     data = data_of(3 * CHUNK + 1000)
     reply = await api.put("ranged.bin", data)
@@ -234,7 +250,7 @@ async def test_invalid_arguments(api: Api) -> None:
         await api.get("shoal:r:nonsense")
     assert_status(info, grpc.StatusCode.INVALID_ARGUMENT, bad_cap.value)
 
-    # Requests a client got wrong: no header first, erasure coding, too many replicas.
+    # Requests a client got wrong: no header first, bad erasure coding, too many replicas.
     async def chunk_first() -> AsyncIterator[pb.PutRequest]:
         yield pb.PutRequest(chunk=b"bytes before the header")
 
@@ -246,7 +262,13 @@ async def test_invalid_arguments(api: Api) -> None:
     calls: list[Awaitable[object]] = [
         api.stub.Put(chunk_first(), metadata=api.auth),
         api.stub.Put(two_headers(), metadata=api.auth),
-        api.put("x", b"x", header=pb.PutHeader(name="x", erasure=pb.Erasure(required=3, total=5))),
+        api.put("x", b"x", header=pb.PutHeader(name="x", erasure=pb.Erasure(required=5, total=3))),
+        api.put("x", b"x", header=pb.PutHeader(name="x", erasure=pb.Erasure())),
+        api.put(
+            "x",
+            b"x",
+            header=pb.PutHeader(name="x", replicas=2, erasure=pb.Erasure(required=2, total=3)),
+        ),
         api.put("x", b"x", header=pb.PutHeader(name="x", replicas=256)),
         api.put("x", b"x", header=pb.PutHeader(name="x", media_type="not a media type")),
         api.get(""),

@@ -97,7 +97,9 @@ class PutHeader(_message.Message):
     """Copies of each block, 1 to 255; 0: the node's setting. Part of the file's cap."""
     @_builtins.property
     def erasure(self) -> Global___Erasure:
-        """Erasure coding instead of replicas: reserved, not available yet (leave it unset)."""
+        """Erasure coding instead of replicas (zfec, e.g. 3-of-5); unset: replicated. Give this
+        or replicas, not both. Part of the file's cap.
+        """
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from shoal.content.caps import looks_like_cap, parse_cap
+from shoal.content.manifest import Redundancy
 from shoal.errors import ConfigError, ShoalError
 from shoal.ids import encode_id
 from shoal.names import check_media_type, check_name, printable
@@ -159,12 +160,22 @@ def _check_header(request: pb.PutRequest | None) -> pb.PutHeader:
     check_name(header.name)
     if header.media_type:
         check_media_type(header.media_type)
-    if header.HasField("erasure"):
-        raise ConfigError(
-            "erasure coding is not available yet: leave PutHeader.erasure unset "
-            "(files are replicated; PutHeader.replicas sets the copies)"
-        )
+    if header.HasField("erasure") and header.replicas:
+        raise ConfigError("give PutHeader.replicas or PutHeader.erasure, not both")
     return header
+
+
+def _redundancy(header: pb.PutHeader) -> Redundancy | None:
+    """``PutHeader.erasure`` as a ``Redundancy``; None: replicas (or the node's setting)."""
+    if not header.HasField("erasure"):
+        return None
+    k, n = header.erasure.required, header.erasure.total
+    try:
+        return Redundancy.parse_erasure(f"{k}-of-{n}")
+    except ValueError as exc:
+        raise ConfigError(
+            f"PutHeader.erasure {k}-of-{n}: {exc} (required is K, total is N)"
+        ) from exc
 
 
 class StorageService(pb_grpc.StorageServicer):
@@ -206,6 +217,7 @@ class StorageService(pb_grpc.StorageServicer):
                 chunks(),
                 media_type=header.media_type or None,
                 replicas=header.replicas or None,
+                redundancy=_redundancy(header),
             )
             return pb.PutReply(
                 cap=result.cap,
