@@ -77,6 +77,7 @@ from shoal.protocol import (
     Hello,
     Message,
     Ping,
+    Pong,
     RequestReceived,
     ResponseReceived,
     State,
@@ -445,7 +446,8 @@ class PeerConnection:
             slots.release()
 
     async def _call_handler(self, message: Message) -> Message:
-        self._last_used = self._loop.time()
+        if not isinstance(message, Ping):  # liveness checks do not make a connection used
+            self._last_used = self._loop.time()
         try:
             return await self._handler(self, message)
         except asyncio.CancelledError:
@@ -456,7 +458,8 @@ class PeerConnection:
             return error_for(exc)
 
     def _answer(self, request_id: int, response: Message, *, small: bool) -> None:
-        self._last_used = self._loop.time()
+        if not isinstance(response, Pong):
+            self._last_used = self._loop.time()
         if self.closed.is_set() or self._conn.state is not State.ESTABLISHED:
             return
         try:
@@ -489,7 +492,11 @@ class PeerConnection:
                 raise PeerUnavailable(self._closed_text()) from None
             raise
         future: asyncio.Future[Message] = self._loop.create_future()
-        self._last_used = self._loop.time()
+        # A PING checks liveness: it must not keep an idle connection from being closed (nor
+        # reorder the least recently used ones) when the connection limit needs room.
+        counts_as_use = not isinstance(message, Ping)
+        if counts_as_use:
+            self._last_used = self._loop.time()
         if not self._pending:
             self._quiet_since = self._loop.time()  # the stall clock starts with a request
         self._pending[request_id] = future
@@ -513,7 +520,8 @@ class PeerConnection:
                 f"{type(message).NAME} to {self.describe()} got no answer within {timeout:g} s"
             ) from None
         finally:
-            self._last_used = self._loop.time()
+            if counts_as_use:
+                self._last_used = self._loop.time()
             self._pending.pop(request_id, None)
             if not self._pending:
                 self._requests_pending.clear()
