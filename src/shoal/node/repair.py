@@ -19,8 +19,9 @@ How it works (``docs/repair.md``; why: ``docs/decisions/0010-repair.md``):
    copies; it never deletes. A ``ByteBudget`` paces the bytes moved.
 
 Erasure-coded files (``Redundancy.kind`` other than ``replicate``) are dispatched in one place,
-:func:`_survey_children`, to ``node/erasure.py`` (``count_stripe``, ``repair_stripe``; wired at
-merge). Until then their blocks are reported as not checked.
+:func:`_survey_children`, to ``node/erasure.py`` (``count_stripe``, or ``verify_stripe`` with
+``--verify``, and ``repair_stripe``): their manifests are replicated blocks, their chunks
+stripes of shares. Every block of every kind is checked: there is no "unchecked" count.
 """
 
 from __future__ import annotations
@@ -88,18 +89,13 @@ class FileReport:
     bytes_moved: int = 0
     verified: bool = False
     verified_copies: int = 0  # with verify: copies and shares downloaded and found intact
-    unchecked: int = 0  # blocks of a kind this module cannot check (none so far)
     due: float | None = None
     error: str | None = None
     unrepaired: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
-        return (
-            self.error is None
-            and self.unchecked == 0
-            and (self.min_copies_after or 0) >= self.wanted > 0
-        )
+        return self.error is None and (self.min_copies_after or 0) >= self.wanted > 0
 
     @property
     def state(self) -> str:
@@ -129,7 +125,6 @@ class FileReport:
             "bytes_moved": self.bytes_moved,
             "verified": self.verified,
             "verified_copies": self.verified_copies,
-            "unchecked": self.unchecked,
             "due": self.due,
             "error": self.error,
             "unrepaired": list(self.unrepaired),
