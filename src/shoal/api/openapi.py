@@ -187,7 +187,10 @@ _SCHEMAS: dict[str, Any] = {
             "copied": {"type": "integer"},
             "bytes_moved": {"type": "integer"},
             "verified": {"type": "boolean"},
-            "unchecked": {"type": "integer"},
+            "verified_copies": {
+                "type": "integer",
+                "description": "With verify: copies and shares downloaded and found intact.",
+            },
             "due": {"type": ["number", "null"]},
             "error": {"type": ["string", "null"]},
             "unrepaired": {"type": "array", "items": {"type": "string"}},

@@ -94,7 +94,10 @@ def _file_lines(report: dict[str, Any], *, repaired: bool = False) -> list[str]:
     if report.get("lost_blocks"):
         lines.append(f"  {report['lost_blocks']} block(s) have no live copy")
     if report.get("verified"):
-        lines.append("  every copy counted was downloaded and hashed")
+        lines.append(
+            f"  every copy counted was downloaded and hashed: "
+            f"{report.get('verified_copies', 0)} intact"
+        )
     if report.get("error"):
         lines.append(f"  cannot walk the file: {printable(str(report['error']))}")
     lines.extend(f"  not repaired: {printable(str(r))}" for r in report.get("unrepaired", []))

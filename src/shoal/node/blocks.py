@@ -84,12 +84,15 @@ async def put_on(
     hints: PresenceHints | None = None,
     *,
     lease: bool = False,
+    share: bool = False,
 ) -> None:
     """Store one block on one node (this one or a peer); returns once it is durably there.
 
     With ``hints``, a peer may first be asked whether it already holds the block (it answers
     yes only for an intact copy), and then nothing is sent. With ``lease`` (a put), the node
-    gives this one a short pending lease on the block (``docs/leases.md``).
+    gives this one a short pending lease on the block (``docs/leases.md``). With ``share``,
+    the block is an erasure share: the node that writes it marks it so, and its handoff
+    leaves it to stripe repair (``docs/decisions/0012-erasure-share-marks.md``).
     """
     if node_id == rt.node_id:
         if lease:
@@ -98,8 +101,10 @@ async def put_on(
             await grant_pending(rt, rt.node_id, [block_id])
         # An intact copy is found by one stat (the store's stamp); only a missing or damaged
         # one is written. We computed block_id from these bytes: no need to hash them again.
-        if not await rt.io(rt.blocks.has, block_id, verify=True):
-            await rt.io(rt.blocks.put, block_id, data, verify=False)
+        if not await rt.io(rt.blocks.has, block_id, verify=True) and await rt.io(
+            rt.blocks.put, block_id, data, verify=False
+        ):
+            await rt.io(rt.leases.mark_written, block_id, share=share)
         return
     conn = await rt.routing.connect(node_id)
     timeout = rt.options.request_timeout
@@ -112,7 +117,10 @@ async def put_on(
         hints.answer(node_id, present=present)
         if present:
             return
-    await conn.request(PutBlock(block_id=block_id, data=data, lease=lease or None), timeout=timeout)
+    await conn.request(
+        PutBlock(block_id=block_id, data=data, lease=lease or None, share=share or None),
+        timeout=timeout,
+    )
 
 
 async def place_block(

@@ -23,6 +23,11 @@ GET_BLOCK). Each share is hash-checked on the CPU pool as it arrives; only a has
 
 Resource handling: every task is owned by the call that started it and cancelled and awaited
 before that call returns, whether it succeeded, failed or was cancelled.
+
+Share marks: every share a put or a repair sends goes with ``share`` set (PUT_BLOCK), so the
+node that writes it records it as a share and its handoff, which places blocks by their own
+ID, leaves it alone (``docs/decisions/0012-erasure-share-marks.md``): stripes move only
+through repair, to where stripe placement says.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ __all__ = [
     "place_stripe",
     "repair_stripe",
     "seal_and_encode",
+    "shares_nearby",
+    "verify_stripe",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,7 +141,7 @@ async def place_stripe(
     while pending:
         results = await asyncio.gather(
             *(
-                put_on(rt, node, stripe.share_id(i), shares[i], hints, lease=True)
+                put_on(rt, node, stripe.share_id(i), shares[i], hints, lease=True, share=True)
                 for i, node in pending.items()
             ),
             return_exceptions=True,
@@ -446,6 +453,73 @@ async def count_stripe(
     return len(_match(answers))
 
 
+async def _intact_on(rt: NodeRuntime, stripe: Stripe, index: int, node_id: bytes) -> bool:
+    """Whether ``node_id``'s copy of share ``index``, downloaded and hashed, is intact.
+
+    A local copy that fails its hash is moved aside by the store (as any read does); a peer
+    does the same with its own copy before it would send it.
+    """
+    share_id = stripe.share_id(index)
+    try:
+        if node_id == rt.node_id:
+            data = await rt.io(rt.blocks.get, share_id, verify=False)
+            await _open_share(rt, stripe, index, data)
+            return True
+        await _share_from(rt, stripe, index, node_id)
+    except CorruptBlock:
+        if node_id == rt.node_id:
+            with contextlib.suppress(ShoalError):
+                await rt.io(rt.blocks.quarantine, share_id)
+        log.warning(
+            "share %s on %s fails its hash: not counted", short_id(share_id), short_id(node_id)
+        )
+        return False
+    except ShoalError as exc:
+        log.info("share %s on %s not counted: %s", short_id(share_id), short_id(node_id), exc)
+        return False
+    return True
+
+
+async def verify_stripe(rt: NodeRuntime, stripe: Stripe) -> int:
+    """:func:`count_stripe`, with every share counted downloaded and hashed first.
+
+    A share that cannot be downloaded or fails its hash does not count, and the holders are
+    matched to shares again without it (a holder of two shares may still count once). Shares
+    are downloaded one at a time: memory holds one share, never the stripe.
+
+    Returns:
+        0 ..= n: shares verified intact on distinct placement nodes (all of them downloaded
+        and hashed by this call).
+    """
+    placement, answers = await _holdings(rt, stripe)
+    answers = [list(present) for present in answers]
+    checked: set[tuple[int, int]] = set()
+    while True:
+        given = _match(answers)
+        todo = [(pos, index) for pos, index in given.items() if (pos, index) not in checked]
+        if not todo:
+            return len(given)
+        for position, index in todo:
+            checked.add((position, index))
+            if not await _intact_on(rt, stripe, index, placement[position]):
+                answers[position][index] = False
+
+
+async def shares_nearby(rt: NodeRuntime, stripe: Stripe) -> int:
+    """How many distinct shares of ``stripe`` are held (verified presence) by any of the
+    ``FETCH_WIDER`` nodes closest to it, placement or not: whether the stripe can still be
+    read and rebuilt (at least ``k``) when its placement holds fewer (nodes joined, so its
+    holders are no longer the closest)."""
+    nodes = await rt.routing.closest(stripe.stripe_id, FETCH_WIDER)
+    if rt.node_id not in nodes:
+        nodes.append(rt.node_id)
+    answers = await asyncio.gather(*(_has(rt, node, stripe.ids) for node in nodes))
+    held: set[int] = set()
+    for present in answers:
+        held.update(i for i, yes in enumerate(present or []) if yes)
+    return len(held)
+
+
 def _split(share_ids: Sequence[bytes] | bytes) -> list[bytes]:
     if isinstance(share_ids, bytes):
         return [share_ids[i : i + ID_SIZE] for i in range(0, len(share_ids), ID_SIZE)]
@@ -511,7 +585,10 @@ async def repair_stripe(
     moved = sum(len(data) for index, data in shares.items() if index not in local_before)
     rebuilt = await rt.cpu(stripe.rebuild, shares, [index for index, _ in targets])
     results = await asyncio.gather(
-        *(put_on(rt, node, stripe.share_id(i), rebuilt[i], hints) for i, node in targets),
+        *(
+            put_on(rt, node, stripe.share_id(i), rebuilt[i], hints, share=True)
+            for i, node in targets
+        ),
         return_exceptions=True,
     )
     stored = 0

@@ -18,6 +18,12 @@ lease rows this node knows (``transfer_leases``), so a copy lives as long as its
 (an extra copy off the placement ages out when they do). This is also rebalancing: when joins and
 leaves change the closest set of a block, the pass moves (copies) it there.
 
+Erasure shares are not handed over: a share belongs on one of the N nodes closest to its
+stripe's ID, not on the R closest to its own, and copying it R times would undo what erasure
+coding saves. Blocks that a PUT_BLOCK with ``share`` wrote here are marked so in the lease
+table (``LeaseTable.shares_among``); stripe repair (run by manifest holders and owners) moves
+shares when the stripe's placement changes (``docs/decisions/0012-erasure-share-marks.md``).
+
 Throttle: the bytes sent (PUT_BLOCK payloads) are paid from a ``ByteBudget`` of ``rate``
 bytes per second, so a join that makes a node the new home of many blocks, or a pass after a
 leave, never floods the disks and links of the senders (``docs/scrub.md``). HAS_BLOCKS
@@ -60,6 +66,7 @@ class HandoffStats:
     pushed: int = 0  # blocks sent to a node that lacked them
     failed: int = 0  # nodes that could not be asked or sent to during a pass
     bytes: int = 0  # bytes of the blocks pushed
+    shares: int = 0  # erasure shares stored here at the last pass, left to stripe repair
 
 
 class Handoff:
@@ -107,18 +114,22 @@ class Handoff:
         rt = self._rt
         now = rt.options.clock.time()
 
-        def leased_ids() -> list[bytes]:
+        def leased_ids() -> tuple[list[bytes], int]:
             # Only blocks someone still leases move: a block on its way out (no live lease)
             # is not spread again, and the copies carry their leases (docs/leases.md).
+            # Erasure shares do not move here: their placement is their stripe's, and stripe
+            # repair moves them (docs/decisions/0012-erasure-share-marks.md).
             ids = list(rt.blocks.ids())
             live = rt.leases.live_among(ids, now)
-            return [b for b in ids if b in live]
+            shares = rt.leases.shares_among(ids)
+            return [b for b in ids if b in live and b not in shares], len(shares)
 
         try:
-            block_ids = await rt.io(leased_ids)
+            block_ids, shares = await rt.io(leased_ids)
         except ShoalError as exc:
             log.warning("handoff skipped: cannot list the stored blocks: %s", exc)
             return self.stats
+        self.stats.shares = shares
         wanted: dict[bytes, list[bytes]] = {}
         for block_id in block_ids:
             for node_id in await rt.routing.closest(block_id, rt.options.replicas):

@@ -19,8 +19,9 @@ How it works (``docs/repair.md``; why: ``docs/decisions/0010-repair.md``):
    copies; it never deletes. A ``ByteBudget`` paces the bytes moved.
 
 Erasure-coded files (``Redundancy.kind`` other than ``replicate``) are dispatched in one place,
-:func:`_survey_children`, to ``node/erasure.py`` (``count_stripe``, ``repair_stripe``; wired at
-merge). Until then their blocks are reported as not checked.
+:func:`_survey_children`, to ``node/erasure.py`` (``count_stripe``, or ``verify_stripe`` with
+``--verify``, and ``repair_stripe``): their manifests are replicated blocks, their chunks
+stripes of shares. Every block of every kind is checked: there is no "unchecked" count.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from shoal.content.walk import BlockRef, OpenedManifest, Stripe
 from shoal.errors import CorruptBlock, NotFound, ShoalError
 from shoal.ids import encode_id, sha256, short_id
 from shoal.node.blocks import fetch_block, put_on
-from shoal.node.erasure import count_stripe, repair_stripe
+from shoal.node.erasure import count_stripe, repair_stripe, shares_nearby, verify_stripe
 from shoal.node.repair_plan import (
     BlockPlan,
     ByteBudget,
@@ -71,9 +72,10 @@ class FileReport:
     """What a check (and repair) of one file found and did.
 
     ``min_copies`` is the fewest live copies of any block on its placement before repair,
-    ``min_copies_after`` after it (equal for a check). ``waiting``: blocks whose missing copies
-    are presumed held by nodes unreachable for less than the repair delay; ``due`` is when the
-    first of those delays runs out (Unix time).
+    ``min_copies_after`` after it (equal for a check). With ``verified`` every copy (and
+    share) counted was downloaded and hashed first; ``verified_copies`` says how many passed.
+    ``waiting``: blocks whose missing copies are presumed held by nodes unreachable for less
+    than the repair delay; ``due`` is when the first of those delays runs out (Unix time).
     """
 
     cid: bytes
@@ -86,18 +88,14 @@ class FileReport:
     copied: int = 0
     bytes_moved: int = 0
     verified: bool = False
-    unchecked: int = 0  # blocks of a kind this module cannot check (none so far)
+    verified_copies: int = 0  # with verify: copies and shares downloaded and found intact
     due: float | None = None
     error: str | None = None
     unrepaired: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
-        return (
-            self.error is None
-            and self.unchecked == 0
-            and (self.min_copies_after or 0) >= self.wanted > 0
-        )
+        return self.error is None and (self.min_copies_after or 0) >= self.wanted > 0
 
     @property
     def state(self) -> str:
@@ -126,7 +124,7 @@ class FileReport:
             "copied": self.copied,
             "bytes_moved": self.bytes_moved,
             "verified": self.verified,
-            "unchecked": self.unchecked,
+            "verified_copies": self.verified_copies,
             "due": self.due,
             "error": self.error,
             "unrepaired": list(self.unrepaired),
@@ -270,6 +268,7 @@ def _merge_reports(report: FileReport, sub: FileReport, *, offset: int) -> None:
     report.lost_blocks += sub.lost_blocks
     report.copied += sub.copied
     report.bytes_moved += sub.bytes_moved
+    report.verified_copies += sub.verified_copies
     if sub.due is not None:
         report.due = sub.due if report.due is None else min(report.due, sub.due)
     report.unrepaired.extend(sub.unrepaired)
@@ -295,9 +294,20 @@ async def _survey_stripe(
     Hysteresis as for copies: in the background, a stripe that still has more than ``k``
     shares waits while some node is unreachable for less than the repair delay (it may hold
     a share: counting shares asks only the reachable nodes); at ``k`` it is rebuilt at once.
+    Below ``k`` on its placement a stripe may still have ``k`` shares on nodes just outside
+    it (nodes joined closer to it): those are looked for before it counts as lost, and repair
+    rebuilds from them (this is how shares rebalance: the handoff leaves them alone).
+
+    With ``ctx.verify`` every share counted is downloaded and hashed (one at a time), and one
+    that fails does not count; ``report.verified_copies`` counts those that passed.
     """
-    count = await count_stripe(rt, stripe.share_ids, k=stripe.k, n=stripe.n)
+    if ctx.verify:
+        count = await verify_stripe(rt, stripe)
+        report.verified_copies += count
+    else:
+        count = await count_stripe(rt, stripe.share_ids, k=stripe.k, n=stripe.n)
     after = count
+    findable = count >= stripe.k or await shares_nearby(rt, stripe) >= stripe.k
     if count < stripe.n:
         now = rt.options.clock.time()
         recent = [t for t in ctx.known.values() if now - t < ctx.delay]
@@ -305,7 +315,7 @@ async def _survey_stripe(
             report.waiting += 1
             due = min(recent) + ctx.delay
             report.due = due if report.due is None else min(report.due, due)
-        elif ctx.repair and count >= stripe.k:
+        elif ctx.repair and findable:
             await _pace(rt, ctx, stripe.share_size * stripe.k)
             try:
                 stored, moved = await repair_stripe(
@@ -317,7 +327,7 @@ async def _survey_stripe(
                 after += stored
                 report.copied += stored
                 report.bytes_moved += moved
-    if after < stripe.k:
+    if after < stripe.k and not findable:
         report.lost_blocks += 1
         report.note(
             f"stripe {short_id(stripe.stripe_id)}: {after} share(s) left, {stripe.k} needed"
@@ -428,6 +438,7 @@ async def _survey_replicated(
                 ctx.on_absent(node_id, last)
         if ctx.verify:
             ranked = await _verified(rt, block_id, ranked)
+            report.verified_copies += sum(p is Presence.HOLDS for _, p in ranked)
         plan = plan_block(ranked, replicas, wait_for_absent=ctx.wait_for_absent)
         for target in await _apply(rt, block_id, ranked, plan, ctx, report, now):
             copies.setdefault(target, []).append(block_id)

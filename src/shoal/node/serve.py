@@ -116,7 +116,10 @@ class RequestHandler:
                 # Leased first, then stored: GC deletes only what has no live lease, and a
                 # put rewrites a block deleted meanwhile (docs/leases.md).
                 await grant_pending(rt, peer.peer_id, [message.block_id])
-            await rt.io(rt.blocks.put, message.block_id, message.data, verify=True)
+            if await rt.io(rt.blocks.put, message.block_id, message.data, verify=True):
+                # Only the PUT that wrote the block says what it is: a sender can mark as a
+                # share only a block it stored here first (docs/decisions/0012-...).
+                await rt.io(rt.leases.mark_written, message.block_id, share=bool(message.share))
             return PutBlockOk(block_id=message.block_id)
         if isinstance(message, GetBlock):
             data = await rt.io(rt.blocks.get, message.block_id)

@@ -302,6 +302,7 @@ class PutBlock(Message):
     HEADER: ClassVar[tuple[Field, ...]] = (
         Field("block_id", _ID),
         Field("lease", Bool(), optional=True),
+        Field("share", Bool(), optional=True),
     )
     PAYLOAD: ClassVar[Payload | None] = RawPayload("data")
     RESPONSE: ClassVar[type[Message] | None] = PutBlockOk
@@ -310,6 +311,9 @@ class PutBlock(Message):
     #: True: a put sends it, and the sender gets a short pending lease on the block (handoff
     #: and repair copies carry transferred leases instead; ``docs/leases.md``).
     lease: bool | None = None
+    #: True: the block is an erasure-coded share (a put's or a stripe repair's); a receiver
+    #: that writes it marks it so, and its handoff leaves it alone (``docs/erasure.md``).
+    share: bool | None = None
 
 
 @MESSAGES.register

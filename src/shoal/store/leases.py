@@ -16,11 +16,20 @@ itself, or the node that transferred someone's lease to us); at most ``max_per_g
 per such node and ``max_total`` rows in all. A grant past a bound records what fits and
 reports the rest as refused, with one WARNING a minute at most.
 
+Erasure shares: ``shares(block_id)`` marks the local blocks that were written here as an
+erasure-coded share (PUT_BLOCK with ``share``; ``docs/decisions/0012-erasure-share-marks.md``).
+A share's placement is its stripe's, not its own ID's, so the handoff skips marked blocks and
+leaves shares to stripe repair. The mark is set or cleared each time a PUT writes the block
+here (:meth:`LeaseTable.mark_written`), dropped with the block's other rows when GC deletes it
+(:meth:`LeaseTable.forget`), and bounded by ``max_total`` rows (past it a share is simply not
+marked: handled as a replicated block, which costs space, never data).
+
 Tables (their own version in ``lease_meta``, migrated in one transaction each; the catalog's
 ``user_version`` is not ours):
 
 - ``leases(block_id, owner, root, expires, granted_by)``, primary key (block, owner, root);
 - ``unleased(block_id, since)``: blocks GC saw with no lease row, and since when;
+- ``shares(block_id)``: blocks written here as erasure shares (schema 2);
 - ``lease_meta(key, value)``: ``schema`` and ``adopted`` (the upgrade lease was given).
 
 Synchronous and thread-safe (one lock around one connection, like the ``Catalog``); callers
@@ -66,6 +75,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             since REAL NOT NULL
         ) WITHOUT ROWID""",
     ),
+    ("CREATE TABLE IF NOT EXISTS shares (block_id BLOB PRIMARY KEY) WITHOUT ROWID",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _BUSY_TIMEOUT_S = 5.0
@@ -164,6 +174,7 @@ class LeaseTable:
         self._conn: sqlite3.Connection | None = conn
 
     def _recount(self, conn: sqlite3.Connection) -> None:
+        self._shares = int(conn.execute("SELECT count(*) FROM shares").fetchone()[0])
         self._per_grantor: dict[bytes, int] = {
             bytes(g): int(n)
             for g, n in conn.execute("SELECT granted_by, count(*) FROM leases GROUP BY granted_by")
@@ -443,7 +454,8 @@ class LeaseTable:
         return [b for b in block_ids if gc_due(states[b], now, grace)]
 
     def forget(self, block_ids: Sequence[bytes]) -> int:
-        """Drop every row about ``block_ids`` (deleted blocks); return the lease rows dropped."""
+        """Drop every row about ``block_ids`` (deleted blocks: leases, ``unleased`` entries,
+        share marks); return the lease rows dropped."""
         counts: dict[bytes, int] = {}
         with self._transaction("forgetting blocks") as conn:
             for part in _chunks(block_ids):
@@ -456,6 +468,9 @@ class LeaseTable:
                     counts[bytes(grantor)] = counts.get(bytes(grantor), 0) + int(n)
                 conn.execute(f"DELETE FROM leases WHERE block_id IN ({marks})", tuple(part))
                 conn.execute(f"DELETE FROM unleased WHERE block_id IN ({marks})", tuple(part))
+                self._shares -= conn.execute(
+                    f"DELETE FROM shares WHERE block_id IN ({marks})", tuple(part)
+                ).rowcount
             return self._uncount(list(counts.items()))
 
     def prune(self, now: float, grace: float) -> int:
@@ -489,6 +504,49 @@ class LeaseTable:
                     tuple(part),
                 )
         return len(gone)
+
+    # -- erasure shares ------------------------------------------------------------------------
+
+    @property
+    def share_marks(self) -> int:
+        """Blocks marked as erasure shares."""
+        return self._shares
+
+    def mark_written(self, block_id: bytes, *, share: bool) -> bool:
+        """Record how a PUT just wrote ``block_id`` here: as an erasure share or not.
+
+        Call only when the PUT wrote the block (it was not held intact before), so a sender
+        can mark only a block it was the first to store here. At ``max_total`` marks a share
+        is left unmarked (the handoff then copies it like a replicated block: space, not data).
+
+        Returns:
+            Whether the block is marked as a share now.
+        """
+        with self._transaction("marking a share") as conn:
+            if not share:
+                self._shares -= conn.execute(
+                    "DELETE FROM shares WHERE block_id = ?", (block_id,)
+                ).rowcount
+                return False
+            if conn.execute("SELECT 1 FROM shares WHERE block_id = ?", (block_id,)).fetchone():
+                return True
+            if self._shares >= self.max_total:
+                return False
+            conn.execute("INSERT INTO shares (block_id) VALUES (?)", (block_id,))
+            self._shares += 1
+            return True
+
+    def shares_among(self, block_ids: Sequence[bytes]) -> set[bytes]:
+        """Those of ``block_ids`` marked as erasure shares."""
+        out: set[bytes] = set()
+        with self._transaction("reading share marks") as conn:
+            for part in _chunks(block_ids):
+                rows = conn.execute(
+                    f"SELECT block_id FROM shares WHERE block_id IN ({','.join('?' * len(part))})",
+                    tuple(part),
+                )
+                out.update(bytes(r[0]) for r in rows)
+        return out
 
     # -- the upgrade ---------------------------------------------------------------------------
 

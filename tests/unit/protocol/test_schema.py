@@ -85,7 +85,7 @@ def test_limits_are_derived_from_each_schema() -> None:
     # PEERS could exceed 64 KiB on paper: the connection's header limit bounds it.
     assert limits["PEERS"] == HeaderLimits(4_216_084, 1020, 32, 256, 2, 514)
     assert limits["GET_BLOCK"] == HeaderLimits(55, 8, 32, 0, 1, 1)
-    assert limits["PUT_BLOCK"] == HeaderLimits(66, 8, 32, 0, 2, 1)
+    assert limits["PUT_BLOCK"] == HeaderLimits(77, 8, 32, 0, 3, 1)
     assert limits["PUT_BLOCK_OK"] == limits["BLOCK_DATA"] == limits["GET_BLOCK"]
     assert limits["LEASE"] == HeaderLimits(119, 7, 32, 0, 3, 1)
     assert limits["LEASED"] == HeaderLimits(4_115, 4, 0, 4096, 1, 2)
