@@ -25,7 +25,9 @@ here."""
 def test_a_second_run_on_a_data_dir_in_use_fails_at_once_and_harms_nothing(
     shoal_net: ShoalNet, random_file: Callable[[str, int], tuple[Path, bytes]], tmp_path: Path
 ) -> None:
-    n1 = shoal_net.start("n1")
+    # No background repair: it would copy the file below to n2 as soon as n2 is up (it has
+    # one copy of three), and then n2's get would prove nothing about the network.
+    n1 = shoal_net.start("n1", args=["--no-background-repair"])
     # A file only n1 holds (it is alone), for n2 to fetch from it at the end.
     src, data = random_file("before.bin", 3 * 1024 * 1024 + 1)
     cap = n1.cli("put", str(src)).ok().last_line

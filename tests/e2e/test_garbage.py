@@ -112,7 +112,9 @@ def api_address(node: ShoalNode) -> str:
 def test_garbage_on_the_ports_does_not_take_the_node_down(
     shoal_net: ShoalNet, random_file: Callable[[str, int], tuple[Path, bytes]], tmp_path: Path
 ) -> None:
-    n1 = shoal_net.start("n1")
+    # No background repair: it would copy the file below to n2 as soon as n2 is up (it has
+    # one copy of three), and then n2's get would prove nothing about the network.
+    n1 = shoal_net.start("n1", args=["--no-background-repair"])
     # A file only n1 holds (it is alone: one copy, and the CLI warns so), for n2 to fetch after
     # the garbage: the bytes can then only come from n1 over the network.
     src_before, data_before = random_file("before-garbage.bin", 3 * 1024 * 1024 + 7)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -243,3 +244,25 @@ async def test_http_api_and_client_check_and_repair(tmp_path: Path) -> None:
     assert (every["files"], every["copied"], every["healthy"]) == (1, 0, 1)
     assert status["files_healthy"] == 1
     assert status["files_unchecked"] == 0
+
+
+async def test_background_repair_off_leaves_repair_to_the_command(
+    cluster: Cluster, random_bytes: Callable[[int], bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--no-background-repair``: no repair loop runs (not even the first look after a
+    start), and a pass asked for still restores what a lost holder had."""
+    caplog.set_level(logging.INFO, logger="shoal.node.repair_loop")
+    nodes = await start(cluster, 4, background_repair=False, repair_delay=0.0)
+    assert all(len(n._rt.repair._tasks) == 0 for n in nodes)
+    assert "background repair is off" in caplog.text
+    n0 = nodes[0]
+    cap = await n0.store("kept", random_bytes(200_000))
+    blocks = await block_ids(n0, cap)
+    gone = next(n for n in nodes[1:] if any(n._rt.blocks.has(b) for b in blocks))
+    await cluster.stop(gone)
+    live = cluster.nodes
+    assert await min_copies(live, [cap]) < 3
+    assert all(n._rt.repair.stats.passes == 0 for n in live)
+    report = await n0.repair(cap)
+    assert sum(f.copied for f in report.files) > 0
+    assert await min_copies(live, [cap]) == 3

@@ -286,6 +286,13 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     f"{defaults.REPAIR_DELAY:.0f}; a block down to its last copy is copied at once).",
 )
 @click.option(
+    "--no-background-repair",
+    "no_background_repair",
+    is_flag=True,
+    help="Do not check and repair files by itself; `shoal repair` still runs a pass when "
+    "asked (for a node whose disk or link must stay quiet, and for tests).",
+)
+@click.option(
     "--repair-rate",
     default=None,
     metavar="SIZE",
@@ -355,6 +362,7 @@ def run(
     no_mdns: bool,
     repair_delay: float | None,
     repair_rate: str | None,
+    no_background_repair: bool,
     gc_grace: float | None,
     pending_lease: float | None,
     scrub_interval: float | None,
@@ -412,6 +420,7 @@ def run(
                 "scrub_rate": parse_rate(scrub_rate, what="--scrub-rate"),
                 "handoff_interval": handoff_interval,
                 "handoff_rate": parse_rate(handoff_rate, what="--handoff-rate"),
+                "background_repair": False if no_background_repair else None,
             }.items()
             if value is not None
         },

@@ -106,6 +106,7 @@ class Repairer:
         settle: Seconds after a change (a node went away, a restart mid-pass) before a pass.
         watch: Seconds between two looks at the peer book.
         held_roots: The roots held here under a live lease, given the Unix time (None: none).
+        background: Repair by itself (False: only the passes asked for, ``shoal repair``).
     """
 
     def __init__(
@@ -118,8 +119,10 @@ class Repairer:
         settle: float,
         watch: float = 5.0,
         held_roots: HeldRoots | None = None,
+        background: bool = True,
     ) -> None:
         self._rt = rt
+        self.background = background
         self.delay = delay
         self.interval = interval
         self.settle = settle
@@ -146,6 +149,9 @@ class Repairer:
         now = self._rt.options.clock.time()
         if self.state.cursor is not None or self.state.last_pass is None:
             self._early_pass_at = now + self.settle  # resume, or a first look soon
+        if not self.background:
+            log.info("background repair is off; `shoal repair` runs a pass when asked")
+            return
         self._tasks.spawn(self._loop(), name="repair")
 
     async def aclose(self) -> None:

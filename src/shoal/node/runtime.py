@@ -112,6 +112,8 @@ class RuntimeOptions:
     repair_interval: float = defaults.REPAIR_INTERVAL
     repair_rate: float = defaults.REPAIR_RATE
     repair_settle: float = defaults.REPAIR_SETTLE
+    #: Repair in the background (False: only when asked, ``shoal repair``).
+    background_repair: bool = True
     #: The roots this node holds for others, given the Unix time (the lease table's
     #: ``roots_held``); None: none besides the catalog's.
     repair_held_roots: Callable[[float], Iterable[bytes]] | None = None
@@ -219,6 +221,7 @@ class NodeRuntime:
             interval=options.repair_interval,
             rate=options.repair_rate or None,
             settle=options.repair_settle,
+            background=options.background_repair,
             held_roots=options.repair_held_roots or self.leases.roots_held,
         )
         if self.dht is not None:

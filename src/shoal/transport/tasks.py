@@ -35,6 +35,10 @@ class TaskSet:
         task.add_done_callback(self._done)
         return task
 
+    def __len__(self) -> int:
+        """Tasks still running."""
+        return len(self._tasks)
+
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if task.cancelled():
