@@ -1,0 +1,256 @@
+"""Time to restore full redundancy after losing a node, as ratios to the machine's own limits.
+
+Run alone with ``.venv/bin/python bench/restore.py [--size 1GiB]``; ``make bench`` runs it after
+``bench/bench.py``. Two runs, each on real ``shoal run`` processes on 127.0.0.1:
+
+- replicated, R=3 on five nodes: files totalling ``--size`` are put through the first node;
+- erasure-coded, 3-of-5 on six nodes: the same, with ``--erasure 3-of-5``.
+
+Then the node (not the first) holding the most bytes is killed with SIGKILL, and the clock runs
+until every file's health check (``GET /v1/health/{cap}`` on the first node: only live nodes
+count) reports ``min_copies`` >= R (or N shares). The nodes run with a short ``--repair-delay``
+and an unthrottled ``--repair-rate`` (0) so the copying itself is timed; the time at the
+default rate is printed as a prediction from the bytes each node's repair moved. At the end
+every file is read back through another surviving node and compared by SHA-256: a restore
+that made garbage fails the run.
+
+The limits come from ``bench.py`` (same functions, same run): the disk storing 1 MiB blocks as
+Shoal does, and one TLS 1.3 connection over loopback. Timings live here only, never in test
+asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from bench import MiB, NodeProcess, limit_disk, limit_tls_loopback, make_file, nodes
+
+from shoal.content import parse_cap
+from shoal.defaults import REPAIR_RATE
+from shoal.units import format_size, parse_size
+
+POLL = 0.5
+"""Seconds between two rounds of health checks."""
+FILES = 8
+"""How many files the size is split into."""
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One redundancy scheme to measure."""
+
+    label: str
+    nodes: int
+    put_args: dict[str, object]
+    wanted: int  # min_copies of a healthy file: R, or N shares
+
+
+SCHEMES = {
+    "replicated": Scheme("R=3, 5 nodes", 5, {"replicas": 3}, 3),
+    "erasure": Scheme("3-of-5 erasure, 6 nodes", 6, {"erasure": "3-of-5"}, 5),
+}
+
+
+@dataclass(frozen=True)
+class Restore:
+    """What one restore measured."""
+
+    held: int  # bytes of blocks in the lost node's store
+    seconds: float  # from the kill to every file healthy
+    waited: float  # from the kill to the first poll that saw a repaired copy on a disk
+    moved_total: int  # repair_bytes (copies sent to other nodes), all survivors together
+    moved_max: int  # repair_bytes of the busiest survivor
+
+
+def digest(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(4 * MiB):
+            h.update(chunk)
+    return h.digest()
+
+
+def stored_bytes(node: NodeProcess) -> int:
+    """Bytes of the block files in a node's store (``blocks/<2>/<2>/<id>``)."""
+    return sum(p.stat().st_size for p in (node.data_dir / "blocks").glob("??/??/*") if p.is_file())
+
+
+def repair_bytes(node: NodeProcess) -> int:
+    return int(node.client.status().get("repair_bytes", 0))
+
+
+def wait_healthy(
+    checker: NodeProcess, caps: list[str], wanted: int, timeout: float, landed: Callable[[], int]
+) -> float:
+    """Poll every file's health through ``checker`` until each has ``min_copies >= wanted``;
+    return the time (``perf_counter``) of the first round that saw ``landed()`` above 0 (the
+    first repaired copy was on a survivor's disk), or of the end if none did.
+
+    The first round must find some file short of ``wanted``: else the kill took nothing away
+    and there was nothing to time.
+    """
+    pending = {str(parse_cap(cap).verify_cap) for cap in caps}  # type: ignore[union-attr]
+    first_round = True
+    began: float | None = None
+    deadline = time.monotonic() + timeout
+    last: dict[str, object] = {}
+    while True:
+        if began is None and landed() > 0:
+            began = time.perf_counter()
+        for verify_cap in sorted(pending):
+            last = checker.client.check(verify_cap)
+            if last["wanted"] != wanted:
+                raise SystemExit(f"restore: a file wants {last['wanted']} copies, not {wanted}")
+            if int(last["min_copies"]) >= wanted:
+                pending.discard(verify_cap)
+        if first_round and not pending:
+            raise SystemExit("restore: every file was healthy right after the kill")
+        first_round = False
+        if not pending:
+            return time.perf_counter() if began is None else began
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"restore: {len(pending)} of {len(caps)} files still short of {wanted} copies "
+                f"after {timeout:.0f} s; last report: {last}"
+            )
+        time.sleep(POLL)
+
+
+def measure(
+    root: Path, sources: list[Path], scheme: Scheme, delay: float, rate: str, timeout: float
+) -> Restore:
+    """Put ``sources`` through the first node, kill the fullest other one, time the restore,
+    and read every file back through a survivor."""
+    extra = ("--repair-delay", str(delay), "--repair-rate", rate, "--replicas", "3")
+    with nodes(root, scheme.nodes, extra) as cluster:
+        first = cluster[0]
+        caps = [
+            first.client.put(src, src.name, **scheme.put_args)["cap"]  # type: ignore[arg-type]
+            for src in sources
+        ]
+        victim = max(cluster[1:], key=stored_bytes)
+        held = stored_bytes(victim)
+        survivors = [n for n in cluster if n is not victim]
+        before = [repair_bytes(n) for n in survivors]
+        stored = sum(stored_bytes(n) for n in survivors)
+
+        def landed() -> int:
+            return sum(stored_bytes(n) for n in survivors) - stored
+
+        victim.kill9()
+        start = time.perf_counter()
+        began = wait_healthy(first, caps, scheme.wanted, timeout, landed)
+        seconds = time.perf_counter() - start
+        moved = [repair_bytes(n) - b for n, b in zip(survivors, before, strict=True)]
+        reader = survivors[-1]
+        for src, cap in zip(sources, caps, strict=True):
+            out = root / "readback.bin"
+            reader.client.get(cap, out)
+            if digest(out) != digest(src):
+                raise SystemExit(f"restore: {src.name} read back through a survivor differs")
+            out.unlink()
+    return Restore(held, seconds, began - start, sum(moved), max(moved))
+
+
+def report(scheme: Scheme, r: Restore, delay: float, rate: str, disk: float, tls: float) -> None:
+    held_mib = r.held / MiB
+    copying = max(r.seconds - r.waited, POLL)  # polls are POLL apart: no finer than that
+    restored = held_mib / copying
+    overall = held_mib / r.seconds
+    print(f"\n{scheme.label}: {FILES} files put through n1, the fullest other node killed (-9)")
+    print(f"  the lost node held                         {format_size(r.held):>10}")
+    print(f"  seconds from kill -9 to full redundancy    {r.seconds:10.1f}")
+    print(
+        f"    of which before the first copy landed    {r.waited:10.1f}  (--repair-delay {delay:g} s "
+        "from when the node was last heard from, then the loop's 5 s watch)"
+    )
+    print(
+        f"  MiB/s restored while copying               {restored:10.1f}  "
+        f"{restored / disk:6.1%} of disk, {restored / tls:6.1%} of TLS loopback"
+    )
+    print(
+        f"  MiB/s restored, kill to healthy            {overall:10.1f}  "
+        f"{overall / disk:6.1%} of disk, {overall / tls:6.1%} of TLS loopback"
+    )
+    print(
+        f"  repair_bytes (copies sent to other nodes): {format_size(r.moved_total)} in all, "
+        f"{format_size(r.moved_max)} on the busiest node "
+        f"(--repair-rate {rate}{' = no limit' if parse_size(rate) == 0 else ''})"
+    )
+    predicted = r.waited + r.held / REPAIR_RATE
+    print(
+        f"  PREDICTION, not measured: at the default --repair-rate {format_size(REPAIR_RATE)}/s, "
+        f"about {predicted:.0f} s (the wait + the lost bytes / rate, as if one node's budget "
+        "carried each byte once)"
+    )
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit, so the ``finally`` blocks stop every node."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="1GiB", help="bytes in all files (default 1GiB)")
+    parser.add_argument("--repair-delay", type=float, default=5.0, help="seconds (default 5)")
+    parser.add_argument(
+        "--repair-rate", default="0", help="background repair's rate (default 0: no limit)"
+    )
+    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per restore")
+    parser.add_argument(
+        "--only", choices=sorted(SCHEMES), default=None, help="one scheme only (default both)"
+    )
+    parser.add_argument("--dir", type=Path, default=None, help="where to put data (default tmp)")
+    args = parser.parse_args(argv)
+    size = parse_size(args.size)
+    piece = max(size // FILES, 1)
+    base = args.dir or Path(tempfile.gettempdir())
+    with sigterm_as_exit():
+        root = Path(tempfile.mkdtemp(prefix="shoal-restore-", dir=base))
+        try:
+            sources = []
+            for i in range(FILES):
+                sources.append(root / f"restore-{i}.bin")
+                make_file(sources[-1], piece)
+            probe = min(max(size, 64 * MiB), 256 * MiB)
+            _, disk = limit_disk(root, probe)
+            tls = limit_tls_loopback(root, probe)
+            print(f"restore after losing a node: {format_size(piece * FILES)} in {FILES} files")
+            print(f"limit  disk, 1 MiB blocks stored as Shoal does  {disk:8.0f} MiB/s")
+            print(f"limit  TLS 1.3 over 127.0.0.1, one connection   {tls:8.0f} MiB/s", flush=True)
+            for key in [args.only] if args.only else list(SCHEMES):
+                scheme = SCHEMES[key]
+                result = measure(
+                    root / key, sources, scheme, args.repair_delay, args.repair_rate, args.timeout
+                )
+                report(scheme, result, args.repair_delay, args.repair_rate, disk, tls)
+                shutil.rmtree(root / key)
+                sys.stdout.flush()
+            print("\nevery file read back bit for bit (SHA-256) through a surviving node")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
