@@ -172,8 +172,9 @@ def report(scheme: Scheme, r: Restore, delay: float, rate: str, disk: float, tls
     print(f"  the lost node held                         {format_size(r.held):>10}")
     print(f"  seconds from kill -9 to full redundancy    {r.seconds:10.1f}")
     print(
-        f"    of which before the first copy landed    {r.waited:10.1f}  (--repair-delay {delay:g} s "
-        "from when the node was last heard from, then the loop's 5 s watch)"
+        f"    of which before the first copy landed    {r.waited:10.1f}  "
+        f"(--repair-delay {delay:g} s from when the node was last heard from, then the loop's "
+        "5 s watch)"
     )
     print(
         f"  MiB/s restored while copying               {restored:10.1f}  "
