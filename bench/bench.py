@@ -2,7 +2,8 @@
 
 Run with ``make bench``. Measured in one run:
 - limits: one thread doing SHA-256 + AES-256-GCM over the same bytes (the issue's reference),
-  and the disk (one file written and fsynced; 1 MiB files fsynced from 8 threads);
+  the disk (one file written and fsynced; 1 MiB files fsynced from 8 threads), and one TLS 1.3
+  connection over 127.0.0.1 (``limit_tls_loopback``; ``bench/restore.py`` reuses these);
 - single node: ``shoal run`` in a subprocess, put and get through its HTTP API (what the CLI
   does) and through its gRPC API (``--grpc``, a grpcio client streaming 1 MiB messages), and
   the in-process Python API;
@@ -14,6 +15,9 @@ Run with ``make bench``. Measured in one run:
 - what placement by lookup costs in 50 in-process nodes at 8 connections each: lookups,
   FIND_NODE messages and dials per GiB stored and read (``bench/dht_placement.py``);
 - the DHT simulation (``make sim``) at 100, 1,000 and 10,000 nodes (``--no-sim`` skips both).
+
+``make bench`` then runs ``bench/restore.py``: the time to restore full redundancy after a node
+is lost.
 
 Timings live here only, never in test asserts.
 """

@@ -69,6 +69,7 @@ class Restore:
     held: int  # bytes of blocks in the lost node's store
     seconds: float  # from the kill to every file healthy
     waited: float  # from the kill to the first poll that saw a repaired copy on a disk
+    restored: int  # bytes of new copies of the lost node's blocks on the survivors
     moved_total: int  # repair_bytes (copies sent to other nodes), all survivors together
     moved_max: int  # repair_bytes of the busiest survivor
 
@@ -81,9 +82,15 @@ def digest(path: Path) -> bytes:
     return h.digest()
 
 
+def stored_blocks(node: NodeProcess) -> dict[str, int]:
+    """Block ID -> size of the block files in a node's store (``blocks/<2>/<2>/<id>``)."""
+    return {
+        p.name: p.stat().st_size for p in (node.data_dir / "blocks").glob("??/??/*") if p.is_file()
+    }
+
+
 def stored_bytes(node: NodeProcess) -> int:
-    """Bytes of the block files in a node's store (``blocks/<2>/<2>/<id>``)."""
-    return sum(p.stat().st_size for p in (node.data_dir / "blocks").glob("??/??/*") if p.is_file())
+    return sum(stored_blocks(node).values())
 
 
 def repair_bytes(node: NodeProcess) -> int:
@@ -140,19 +147,28 @@ def measure(
             for src in sources
         ]
         victim = max(cluster[1:], key=stored_bytes)
-        held = stored_bytes(victim)
+        lost = stored_blocks(victim)  # a rebuilt share has the ID of the one lost, as a copy
+        held = sum(lost.values())
         survivors = [n for n in cluster if n is not victim]
         before = [repair_bytes(n) for n in survivors]
-        stored = sum(stored_bytes(n) for n in survivors)
+        had = [set(stored_blocks(n)) for n in survivors]
 
         def landed() -> int:
-            return sum(stored_bytes(n) for n in survivors) - stored
+            """Bytes of new copies of the lost node's blocks on the survivors (not other
+            growth, such as a share the put could not place that repair adds)."""
+            return sum(
+                lost[b]
+                for n, old in zip(survivors, had, strict=True)
+                for b in set(stored_blocks(n)) - old
+                if b in lost
+            )
 
         victim.kill9()
         start = time.perf_counter()
         began = wait_healthy(first, caps, scheme.wanted, timeout, landed)
         seconds = time.perf_counter() - start
         moved = [repair_bytes(n) - b for n, b in zip(survivors, before, strict=True)]
+        restored = landed()
         reader = survivors[-1]
         for src, cap in zip(sources, caps, strict=True):
             out = root / "readback.bin"
@@ -160,7 +176,7 @@ def measure(
             if digest(out) != digest(src):
                 raise SystemExit(f"restore: {src.name} read back through a survivor differs")
             out.unlink()
-    return Restore(held, seconds, began - start, sum(moved), max(moved))
+    return Restore(held, seconds, began - start, restored, sum(moved), max(moved))
 
 
 def report(scheme: Scheme, r: Restore, delay: float, rate: str, disk: float, tls: float) -> None:
@@ -170,6 +186,7 @@ def report(scheme: Scheme, r: Restore, delay: float, rate: str, disk: float, tls
     overall = held_mib / r.seconds
     print(f"\n{scheme.label}: {FILES} files put through n1, the fullest other node killed (-9)")
     print(f"  the lost node held                         {format_size(r.held):>10}")
+    print(f"  new copies of its blocks on the survivors  {format_size(r.restored):>10}")
     print(f"  seconds from kill -9 to full redundancy    {r.seconds:10.1f}")
     print(
         f"    of which before the first copy landed    {r.waited:10.1f}  "
