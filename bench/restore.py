@@ -114,7 +114,7 @@ def wait_healthy(
     last: dict[str, object] = {}
     while True:
         if began is None and landed() > 0:
-            began = time.perf_counter()
+            began = time.perf_counter()  # after the scan: a scan of a large store takes a while
         for verify_cap in sorted(pending):
             last = checker.client.check(verify_cap)
             if last["wanted"] != wanted:
@@ -190,8 +190,7 @@ def report(scheme: Scheme, r: Restore, delay: float, rate: str, disk: float, tls
     print(f"  seconds from kill -9 to full redundancy    {r.seconds:10.1f}")
     print(
         f"    of which before the first copy landed    {r.waited:10.1f}  "
-        f"(--repair-delay {delay:g} s from when the node was last heard from, then the loop's "
-        "5 s watch)"
+        f"(--repair-delay {delay:g} s, counted from when the node was last heard from)"
     )
     print(
         f"  MiB/s restored while copying               {restored:10.1f}  "
