@@ -205,11 +205,12 @@ def report(scheme: Scheme, r: Restore, delay: float, rate: str, disk: float, tls
         f"{format_size(r.moved_max)} on the busiest node "
         f"(--repair-rate {rate}{' = no limit' if parse_size(rate) == 0 else ''})"
     )
-    predicted = r.waited + r.held / REPAIR_RATE
+    # Each node has its own budget: the busiest one must still send what it sent here, and the
+    # throttle books its reads from peers too, so this is a lower bound.
+    predicted = r.waited + max(r.seconds - r.waited, r.moved_max / REPAIR_RATE)
     print(
-        f"  PREDICTION, not measured: at the default --repair-rate {format_size(REPAIR_RATE)}/s, "
-        f"about {predicted:.0f} s (the wait + the lost bytes / rate, as if one node's budget "
-        "carried each byte once)"
+        f"  PREDICTION, not measured: at the default --repair-rate {format_size(REPAIR_RATE)}/s "
+        f"per node, at least {predicted:.0f} s (the wait + the busiest node's repair_bytes / rate)"
     )
 
 
