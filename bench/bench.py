@@ -454,10 +454,10 @@ def main() -> None:
         figures.update(disk_one_file=one_file, disk_many_files=many_files)
         print(f"disk   one file written + fsync                 {one_file:8.0f} MiB/s")
         print(f"disk   1 MiB blocks stored as Shoal does, 8 threads {many_files:8.0f} MiB/s")
+        print("       (write, fsync, rename, dir fsync; three nodes here share this one disk)")
         tls = limit_tls_loopback(root, args.size * MiB)
         figures["tls_loopback"] = tls
         print(f"TLS 1.3 over 127.0.0.1, one connection          {tls:8.0f} MiB/s")
-        print("       (write, fsync, rename, dir fsync; three nodes here share this one disk)")
         put, stream, to_file = asyncio.run(in_process(root, src, args.size * MiB))
         row("single node, Python API: put", put, "api_put")
         row("single node, Python API: get (stream)", stream, "api_get_stream")
