@@ -242,7 +242,7 @@ def report(scheme: Scheme, r: Restore, delay: float, rate: str, disk: float, tls
         f"{restored / disk:6.1%} of disk, {restored / tls:6.1%} of TLS loopback"
     )
     print(
-        f"  MiB/s restored, kill to healthy            {overall:10.1f}  "
+        f"  MiB/s restored, kill to full redundancy    {overall:10.1f}  "
         f"{overall / disk:6.1%} of disk, {overall / tls:6.1%} of TLS loopback"
     )
     print(
