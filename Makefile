@@ -42,8 +42,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
+# Then the time to restore full redundancy after losing a node that held part of 1 GiB
+# (bench/restore.py; RESTORE_ARGS="--size 128MiB" to shrink it).
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/restore.py $(RESTORE_ARGS)
 
 # The DHT simulation (docs/simulation.md); bench.py runs it too. SIM_ARGS="--nodes 100 --json".
 sim: $(STAMP)

@@ -2,7 +2,8 @@
 
 Run with ``make bench``. Measured in one run:
 - limits: one thread doing SHA-256 + AES-256-GCM over the same bytes (the issue's reference),
-  and the disk (one file written and fsynced; 1 MiB files fsynced from 8 threads);
+  the disk (one file written and fsynced; 1 MiB files fsynced from 8 threads), and one TLS 1.3
+  connection over 127.0.0.1 (``limit_tls_loopback``; ``bench/restore.py`` reuses these);
 - single node: ``shoal run`` in a subprocess, put and get through its HTTP API (what the CLI
   does) and through its gRPC API (``--grpc``, a grpcio client streaming 1 MiB messages), and
   the in-process Python API;
@@ -15,6 +16,9 @@ Run with ``make bench``. Measured in one run:
   FIND_NODE messages and dials per GiB stored and read (``bench/dht_placement.py``);
 - the DHT simulation (``make sim``) at 100, 1,000 and 10,000 nodes (``--no-sim`` skips both).
 
+``make bench`` then runs ``bench/restore.py``: the time to restore full redundancy after a node
+is lost.
+
 Timings live here only, never in test asserts.
 """
 
@@ -26,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +44,8 @@ import dht_placement  # bench/dht_placement.py, beside this script
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shoal import Client, Node
+from shoal.transport.identity import Identity
+from shoal.transport.tls import client_context, server_context
 
 MiB = 1 << 20
 SHOAL = [sys.executable, "-m", "shoal.cli.main"]
@@ -120,6 +127,50 @@ def limit_disk(directory: Path, size: int) -> tuple[float, float]:
     return one_file, many_files
 
 
+def limit_tls_loopback(directory: Path, size: int) -> float:
+    """MiB/s of one TLS 1.3 connection over 127.0.0.1, with Shoal's TLS contexts and a node
+    certificate: a sender thread and a receiver thread in this process, 1 MiB writes. The
+    clock stops when the receiver has every byte (it answers one byte)."""
+    cert, key, _ = Identity.generate().write_tls_files(_fresh_dir(directory / "tls-probe"))
+    buf = os.urandom(MiB)
+    total = (size // MiB) * MiB
+
+    def receive(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(60)
+        with server_context(cert, key).wrap_socket(conn, server_side=True) as tls:
+            sink = bytearray(MiB)
+            got = 0
+            while got < total:
+                n = tls.recv_into(sink)
+                if not n:
+                    raise RuntimeError("TLS probe: the sender closed early")
+                got += n
+            tls.sendall(b"k")
+
+    with socket.create_server(("127.0.0.1", 0)) as listener, ThreadPoolExecutor(1) as pool:
+        listener.settimeout(60)
+        receiver = pool.submit(receive, listener)
+        with (
+            socket.create_connection(listener.getsockname(), timeout=60) as raw,
+            client_context().wrap_socket(raw) as tls,
+        ):
+            start = time.perf_counter()
+            for _ in range(total // MiB):
+                tls.sendall(buf)
+            if tls.recv(1) != b"k":
+                raise RuntimeError("TLS probe: no answer from the receiver")
+            elapsed = time.perf_counter() - start
+        receiver.result(timeout=60)
+    shutil.rmtree(directory / "tls-probe")
+    return total / MiB / elapsed
+
+
+def _fresh_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
 def init_node(data_dir: Path, invite: str | None) -> None:
     """``shoal init`` (a new closed network) or ``shoal init --join INVITE``."""
     args = [*SHOAL, "init", "--data-dir", str(data_dir)]
@@ -147,13 +198,18 @@ class NodeProcess:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         with data_dir.with_suffix(".log").open("wb") as log:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + 30
-        while not (data_dir / "api.json").exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node on {data_dir} did not start; see its .log")
-            time.sleep(0.05)
-        self.client = Client.from_data_dir(data_dir)
-        self.listen = self.client.status()["listen"]
+        try:
+            deadline = time.monotonic() + 30
+            while not (data_dir / "api.json").exists():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"node on {data_dir} did not start; see its .log")
+                time.sleep(0.05)
+            self.client = Client.from_data_dir(data_dir)
+            self.listen = self.client.status()["listen"]
+        except BaseException:  # Ctrl-C too: never leave a half-started node running
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def peak_rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -162,9 +218,19 @@ class NodeProcess:
         return float("nan")
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 30 s."""
         self.client.close()
         self.proc.terminate()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill9(self) -> None:
+        """SIGKILL: the node gets no chance to say goodbye."""
+        self.proc.kill()
+        self.proc.wait()
 
 
 @contextmanager
@@ -177,7 +243,7 @@ def nodes(root: Path, count: int, extra: tuple[str, ...] = ()) -> Iterator[list[
         invite = invite_of(first.data_dir)
         for i in range(2, count + 1):
             init_node(root / f"n{i}", invite)
-            started.append(NodeProcess(root / f"n{i}", "127.0.0.1:0", [first.listen]))
+            started.append(NodeProcess(root / f"n{i}", "127.0.0.1:0", [first.listen], extra))
         deadline = time.monotonic() + 30
         while any(sum(p["state"] == "up" for p in n.client.peers()) < count - 1 for n in started):
             if time.monotonic() > deadline:
@@ -185,6 +251,8 @@ def nodes(root: Path, count: int, extra: tuple[str, ...] = ()) -> Iterator[list[
             time.sleep(0.1)
         yield started
     finally:
+        for node in started:
+            node.proc.terminate()  # all at once: a slow one does not keep the rest waiting
         for node in started:
             node.stop()
 
@@ -387,6 +455,9 @@ def main() -> None:
         print(f"disk   one file written + fsync                 {one_file:8.0f} MiB/s")
         print(f"disk   1 MiB blocks stored as Shoal does, 8 threads {many_files:8.0f} MiB/s")
         print("       (write, fsync, rename, dir fsync; three nodes here share this one disk)")
+        tls = limit_tls_loopback(root, args.size * MiB)
+        figures["tls_loopback"] = tls
+        print(f"TLS 1.3 over 127.0.0.1, one connection          {tls:8.0f} MiB/s")
         put, stream, to_file = asyncio.run(in_process(root, src, args.size * MiB))
         row("single node, Python API: put", put, "api_put")
         row("single node, Python API: get (stream)", stream, "api_get_stream")
