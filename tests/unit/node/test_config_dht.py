@@ -176,6 +176,8 @@ async def test_bad_dht_arguments_stop_the_start(
 
 async def test_a_bad_dht_setting_in_config_stops_the_start(tmp_path: Path) -> None:
     write_config(tmp_path / "n", "[dht]\nalpha = 0\n")
-    with pytest.raises(ConfigError, match="config.toml: dht.alpha must be an integer, 1 or more"):
+    with pytest.raises(
+        ConfigError, match=r"config\.toml: dht\.alpha must be an integer, 1 or more"
+    ):
         async with Node.start(tmp_path / "n", listen="127.0.0.1:0"):
             pass
