@@ -41,6 +41,7 @@ from shoal.names import check_name, printable
 from shoal.node.datadir import load_data_dir, parse_erasure
 from shoal.node.network import Invite, parse_invite
 from shoal.node.service import init_data_dir
+from shoal.protocol.messages import MAX_NODES
 from shoal.transport.limits import limits_with
 from shoal.transport.manager import parse_address
 from shoal.units import parse_size
@@ -254,6 +255,24 @@ def invite(data_dir: Path, addresses: tuple[str, ...]) -> None:
     help=f"Most open node-to-node connections (default {defaults.MAX_CONNECTIONS}).",
 )
 @click.option(
+    "--dht-k",
+    "dht_k",
+    type=click.IntRange(min=1, max=MAX_NODES),
+    default=None,
+    metavar="N",
+    help="The DHT's k: routing-table bucket size, nodes per lookup answer and lookup width "
+    f"(1 to {MAX_NODES}; default: config.toml's dht.k, else {defaults.DHT_K}).",
+)
+@click.option(
+    "--dht-alpha",
+    "dht_alpha",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="The DHT's alpha: FIND_NODE queries a lookup keeps in flight (default: config.toml's "
+    f"dht.alpha, else {defaults.DHT_ALPHA}).",
+)
+@click.option(
     "--limit",
     "limit_settings",
     multiple=True,
@@ -357,6 +376,8 @@ def run(
     max_storage: str | None,
     reserved_space: str | None,
     max_connections: int | None,
+    dht_k: int | None,
+    dht_alpha: int | None,
     limit_settings: tuple[str, ...],
     grpc_address: str | None,
     no_mdns: bool,
@@ -422,6 +443,11 @@ def run(
                 "handoff_rate": parse_rate(handoff_rate, what="--handoff-rate"),
                 "background_repair": False if no_background_repair else None,
             }.items()
+            if value is not None
+        },
+        dht={
+            name: value
+            for name, value in {"k": dht_k, "alpha": dht_alpha}.items()
             if value is not None
         },
     )

@@ -98,6 +98,8 @@ class NodeSettings:
     repair_rate: int | None = None
     #: ``RuntimeOptions`` fields a flag set (timers and rates: ``--scrub-rate``, ...).
     options: Mapping[str, object] = field(default_factory=dict)
+    #: DHT settings a flag set (``--dht-k``, ``--dht-alpha``), over config.toml's ``[dht]``.
+    dht: Mapping[str, int | float] = field(default_factory=dict)
 
 
 async def run_node(data_dir: Path, settings: NodeSettings) -> None:
@@ -126,6 +128,7 @@ async def run_node(data_dir: Path, settings: NodeSettings) -> None:
                     **settings.options,  # type: ignore[arg-type]
                 ),
                 gc_grace=settings.gc_grace,
+                dht=settings.dht,
             ) as node,
             serve_api(node, data_dir) as api,
             _serve_grpc(node, settings.grpc, api.token, data_dir) as grpc_address,

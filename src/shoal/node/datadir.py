@@ -8,7 +8,8 @@ Layout (see docs/content-format.md)::
       convergence.key   32-byte convergence secret as hex, mode 0600 (share it to dedupe as a group)
       network.key       32-byte network secret as hex, mode 0600: the node is in that closed
                         network (absent: the open network; see shoal.node.network)
-      config.toml       listen address, bootstrap peers, replicas, network name, storage limits
+      config.toml       listen address, bootstrap peers, replicas, network name, storage limits,
+                        transport limits ([limits]), DHT settings ([dht]; docs/configuration.md)
       shoal.db          SQLite catalog (WAL): names, pins, peers
       blocks/           one file per block: blocks/<2>/<2>/<block id>; tmp/, corrupt/
       node.lock         held (flock) by the running node; holds its pid (see docs/storage.md)
@@ -17,18 +18,22 @@ Layout (see docs/content-format.md)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from shoal import defaults
 from shoal.content.manifest import Redundancy
+from shoal.dht.routing import DhtOptions
 from shoal.errors import ConfigError
 from shoal.node.network import Invite, NetworkMembership
+from shoal.protocol.messages import MAX_NODES
 from shoal.store.files import write_file_atomic
 from shoal.transport.identity import Identity
 from shoal.transport.limits import limits_with
@@ -73,6 +78,9 @@ class NodeConfig:
     #: Transport limits changed from their defaults (the ``[limits]`` table; names as in
     #: ``shoal.transport.TransportLimits``).
     limits: dict[str, int | float] = field(default_factory=dict)
+    #: DHT settings changed from their defaults (the ``[dht]`` table; names as in
+    #: :data:`DHT_SETTINGS`, checked by :func:`check_dht_settings`).
+    dht: dict[str, int | float] = field(default_factory=dict)
 
     def to_toml(self) -> str:
         peers = ", ".join(f'"{p}"' for p in self.peers)
@@ -100,6 +108,8 @@ class NodeConfig:
             text += f"gc_grace = {self.gc_grace!r}\n"
         if self.limits:
             text += "\n[limits]\n" + "".join(f"{k} = {v!r}\n" for k, v in self.limits.items())
+        if self.dht:
+            text += "\n[dht]\n" + "".join(f"{k} = {v!r}\n" for k, v in self.dht.items())
         return text
 
     @classmethod
@@ -145,6 +155,9 @@ class NodeConfig:
         if not isinstance(limits, dict):
             raise ConfigError(f"{source}: [limits] must be a table")
         checked = limits_with(limits, source=f"{source} [limits]")
+        dht = data.get("dht", {})
+        if not isinstance(dht, dict):
+            raise ConfigError(f"{source}: [dht] must be a table")
         return cls(
             listen=listen,
             peers=list(peers),
@@ -158,7 +171,91 @@ class NodeConfig:
             repair_delay=float(repair_delay),
             gc_grace=None if gc_grace is None else float(gc_grace),
             limits={name: getattr(checked, name) for name in limits},
+            dht=check_dht_settings(dht, source=str(source)),
         )
+
+
+@dataclass(frozen=True)
+class DhtSetting:
+    """One key of config.toml's ``[dht]`` table: a :class:`DhtOptions` field a user may set."""
+
+    integer: bool
+    #: The least value allowed, and whether the value must be above it (not equal).
+    least: float
+    above: bool = False
+    #: The greatest value allowed (None: no bound).
+    most: float | None = None
+    #: What a number counts, for error messages ("seconds").
+    unit: str = ""
+
+    def describe(self) -> str:
+        """What the setting must be, for error messages ("an integer from 1 to 24")."""
+        kind = "an integer" if self.integer else "a number"
+        if self.unit:
+            kind += f" of {self.unit}"
+        if self.most is not None:
+            return f"{kind} from {self.least:g} to {self.most:g}"
+        if self.above:
+            return f"{kind} above {self.least:g}"
+        return f"{kind}, {self.least:g} or more"
+
+
+#: The keys of config.toml's ``[dht]`` table (``docs/configuration.md``, ``docs/dht.md``).
+DHT_SETTINGS: Final[dict[str, DhtSetting]] = {
+    "k": DhtSetting(integer=True, least=1, most=MAX_NODES),
+    "alpha": DhtSetting(integer=True, least=1),
+    "refresh_interval": DhtSetting(integer=False, least=0, above=True, unit="seconds"),
+    "query_timeout": DhtSetting(integer=False, least=0, above=True, unit="seconds"),
+    "lookup_timeout": DhtSetting(integer=False, least=0, above=True, unit="seconds"),
+    "cache_ttl": DhtSetting(integer=False, least=0, unit="seconds"),
+    "max_per_subnet": DhtSetting(integer=True, least=1),
+    "find_node_rate": DhtSetting(integer=False, least=0, above=True, unit="requests per second"),
+    "find_node_burst": DhtSetting(integer=True, least=1),
+}
+
+
+def check_dht_settings(settings: dict[str, Any], *, source: str) -> dict[str, int | float]:
+    """DHT settings by name (config.toml's ``[dht]`` table), checked.
+
+    Args:
+        settings: the table; every name must be a key of :data:`DHT_SETTINGS`.
+        source: where the table is (the config file), named by error messages.
+
+    Returns:
+        The settings, integers as ``int`` and the others as ``float``.
+
+    Raises:
+        ConfigError: An unknown name, or a value of the wrong type (a boolean is not an
+            integer) or out of range; the message names ``source``, the key and what it must be.
+    """
+    checked: dict[str, int | float] = {}
+    for name, value in settings.items():
+        setting = DHT_SETTINGS.get(name)
+        if setting is None:
+            raise ConfigError(
+                f"{source}: unknown key {name[:40]!r} in [dht]; known keys: "
+                f"{', '.join(DHT_SETTINGS)}"
+            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (setting.integer and not isinstance(value, int))
+            or not math.isfinite(value)
+            or value < setting.least
+            or (setting.above and value <= setting.least)
+            or (setting.most is not None and value > setting.most)
+        ):
+            raise ConfigError(f"{source}: dht.{name} must be {setting.describe()}")
+        checked[name] = value if setting.integer else float(value)
+    return checked
+
+
+def dht_options_with(settings: dict[str, int | float], *, base: DhtOptions) -> DhtOptions:
+    """``base`` with the settings (checked by :func:`check_dht_settings`) changed."""
+    try:
+        return dataclasses.replace(base, **settings)  # type: ignore[arg-type]
+    except ValueError as exc:  # DhtOptions' own checks, which the table above mirrors
+        raise ConfigError(f"DHT settings: {exc}") from None
 
 
 _SIZE_UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))

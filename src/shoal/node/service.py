@@ -34,7 +34,7 @@ from shoal.errors import ConfigError, InvalidCapability, NotFound, StorageError
 from shoal.ids import encode_id
 from shoal.names import check_media_type, check_name
 from shoal.node.activity import ActivityFeed, Transfer, TransferKind
-from shoal.node.datadir import NodeConfig, parse_erasure
+from shoal.node.datadir import NodeConfig, check_dht_settings, dht_options_with, parse_erasure
 from shoal.node.datadir import init_data_dir as _init_data_dir
 from shoal.node.folders import (
     FolderItem,
@@ -266,6 +266,7 @@ class Node:
         limits: Mapping[str, object] | None = None,
         options: RuntimeOptions | None = None,
         gc_grace: float | None = None,
+        dht: Mapping[str, int | float] | None = None,
     ) -> AsyncIterator[Node]:
         """Start a node on ``data_dir`` (initialized on first use).
 
@@ -296,6 +297,9 @@ class Node:
             options: low-level tunables (timeouts, chunk size, window), mainly for tests.
             gc_grace: seconds a block with no live lease is kept before garbage collection
                 frees it (default from config.toml's node.gc_grace, else ``options``', 24 h).
+            dht: DHT settings to change, by config.toml key (``k``, ``alpha``, ... as in
+                ``shoal.node.datadir.DHT_SETTINGS``), over config.toml's ``[dht]``, which
+                is over ``options.dht``.
 
         Raises:
             AddressInUse: ``listen`` is taken.
@@ -324,6 +328,10 @@ class Node:
             network=network or base.network or data.network.name,
             network_secret=(
                 None if network else base.network_secret if base.network else data.network.secret
+            ),
+            dht=dht_options_with(
+                {**config.dht, **check_dht_settings(dict(dht or {}), source="Node.start(dht=)")},
+                base=base.dht,
             ),
         )
         grace = gc_grace if gc_grace is not None else config.gc_grace
@@ -825,6 +833,8 @@ class Node:
             bytes=size,
             files=len(files),
             routing_table=len(self._rt.dht.table) if self._rt.dht is not None else 0,
+            dht_k=self._rt.dht.options.k if self._rt.dht is not None else 0,
+            dht_alpha=self._rt.dht.options.alpha if self._rt.dht is not None else 0,
             connections=len(self._rt.manager.live_ids()),
             max_connections=self._rt.manager.limits.max_connections,
             lookups=self._rt.dht.stats.lookups if self._rt.dht is not None else 0,

@@ -187,6 +187,10 @@ class NodeStatus:
     files: int
     #: Nodes in the DHT routing table, open connections and their limit.
     routing_table: int = 0
+    #: The DHT's effective k (bucket and answer size) and alpha (lookup parallelism); 0 when
+    #: the node runs no DHT (mesh routing).
+    dht_k: int = 0
+    dht_alpha: int = 0
     connections: int = 0
     max_connections: int = 0
     #: DHT lookups run and FIND_NODE messages sent since start (placement's cost).
@@ -222,6 +226,8 @@ class NodeStatus:
             "bytes": self.bytes,
             "files": self.files,
             "routing_table": self.routing_table,
+            "dht_k": self.dht_k,
+            "dht_alpha": self.dht_alpha,
             "connections": self.connections,
             "max_connections": self.max_connections,
             "lookups": self.lookups,
