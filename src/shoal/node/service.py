@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import mimetypes
 import os
 import time
@@ -90,6 +91,16 @@ def _check_options(opts: RuntimeOptions) -> None:
         raise ConfigError("the transfer window must be at least 1")
     if opts.gc_grace < 0 or opts.pending_lease < 0:
         raise ConfigError("the GC grace period and the pending lease must be 0 seconds or more")
+    holders = opts.erasure[1] if opts.erasure is not None else opts.replicas
+    if opts.routing == "dht" and opts.dht.k + 1 < holders:
+        # Not refused: a small k is a fair choice for a test or a tiny network.
+        logging.getLogger("shoal.node").warning(
+            "dht.k = %d: a lookup finds at most %d nodes, fewer than the %d holders each new "
+            "file wants; files will be under-placed (raise dht.k or lower the redundancy)",
+            opts.dht.k,
+            opts.dht.k + 1,
+            holders,
+        )
 
 
 def _erasure_option(

@@ -185,3 +185,16 @@ async def test_a_bad_dht_setting_in_config_stops_the_start(tmp_path: Path) -> No
     ):
         async with Node.start(tmp_path / "n", listen="127.0.0.1:0"):
             pass
+
+
+async def test_a_k_too_small_for_the_redundancy_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """dht.k = 2 finds at most 3 nodes: R = 5 would be under-placed; the node still starts."""
+    async with Node.start(tmp_path / "n", listen="127.0.0.1:0", dht={"k": 2}, replicas=5) as node:
+        assert (await node.status()).dht_k == 2
+    assert "files will be under-placed" in caplog.text
+    caplog.clear()
+    async with Node.start(tmp_path / "n", listen="127.0.0.1:0", dht={"k": 4}, replicas=5):
+        pass
+    assert "under-placed" not in caplog.text
