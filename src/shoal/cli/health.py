@@ -11,7 +11,6 @@ input (a malformed cap, bad usage).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
+from shoal.cli.options import data_dir_option, json_option, print_json
 from shoal.client.http import Client
 from shoal.content.caps import looks_like_cap, parse_cap
 from shoal.errors import InvalidCapability
@@ -31,22 +31,6 @@ __all__ = ["check", "repair"]
 
 EXIT_UNHEALTHY = 1
 EXIT_BAD_INPUT = 2
-
-
-def _data_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--data-dir",
-        "data_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="SHOAL_DATA_DIR",
-        show_envvar=True,
-        required=True,
-        help="The node's data directory.",
-    )(f)
-
-
-def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
 def _check_ref(name_or_cap: str) -> None:
@@ -105,8 +89,8 @@ def _file_lines(report: dict[str, Any], *, repaired: bool = False) -> list[str]:
 
 
 @click.command()
-@_data_dir_option
-@_json_option
+@data_dir_option()
+@json_option
 @click.option("--verify", is_flag=True, help="Also download and hash every copy counted.")
 @click.argument("name_or_cap", metavar="NAME|CAP")
 def check(data_dir: Path, as_json: bool, verify: bool, name_or_cap: str) -> None:
@@ -122,7 +106,7 @@ def check(data_dir: Path, as_json: bool, verify: bool, name_or_cap: str) -> None
     ):
         report = client.check(name_or_cap, verify=verify, progress=bar)
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        print_json(report)
     else:
         click.echo("\n".join(_file_lines(report)))
     if not report.get("healthy"):
@@ -130,8 +114,8 @@ def check(data_dir: Path, as_json: bool, verify: bool, name_or_cap: str) -> None
 
 
 @click.command()
-@_data_dir_option
-@_json_option
+@data_dir_option()
+@json_option
 @click.argument("name_or_cap", metavar="[NAME|CAP]", required=False)
 def repair(data_dir: Path, as_json: bool, name_or_cap: str | None) -> None:
     """Run one repair pass now, over one file or every file the node keeps or holds.
@@ -149,7 +133,7 @@ def repair(data_dir: Path, as_json: bool, name_or_cap: str | None) -> None:
     ):
         result = client.repair(name_or_cap, progress=bar)
     if as_json:
-        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        print_json(result)
     if "reports" not in result:  # one file
         if not as_json:
             click.echo("\n".join(_file_lines(result, repaired=True)))

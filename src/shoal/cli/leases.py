@@ -6,42 +6,19 @@ which releases this node's leases network-wide (``docs/leases.md``).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
+from shoal.cli.options import data_dir_option, print_json
 from shoal.cli.output import format_size
 from shoal.client.http import Client
 
 __all__ = ["gc", "pin"]
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _data_dir_option() -> Callable[[F], F]:
-    # The same option as every other command's (cli.main.data_dir_option; not imported:
-    # main imports this module).
-    return click.option(
-        "--data-dir",
-        "data_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="SHOAL_DATA_DIR",
-        show_envvar=True,
-        required=True,
-        help="The node's data directory.",
-    )
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
-
-
 @click.command()
-@_data_dir_option()
+@data_dir_option()
 @click.argument("cap")
 @click.option("--name", required=True, help="The name to keep the file under in the catalog.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -51,7 +28,7 @@ def pin(data_dir: Path, cap: str, name: str, as_json: bool) -> None:
     with Client.from_data_dir(data_dir) as client:
         result = client.pin(cap, name)
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     click.echo(
         f"pinned {name} ({format_size(result.get('size'))}, {result.get('blocks', 0)} blocks, "
@@ -60,7 +37,7 @@ def pin(data_dir: Path, cap: str, name: str, as_json: bool) -> None:
 
 
 @click.command()
-@_data_dir_option()
+@data_dir_option()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def gc(data_dir: Path, as_json: bool) -> None:
     """Run one garbage-collection pass now: free the local blocks that no live lease holds
@@ -68,7 +45,7 @@ def gc(data_dir: Path, as_json: bool) -> None:
     with Client.from_data_dir(data_dir) as client:
         result = client.gc()
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     click.echo(f"freed {result.get('blocks', 0)} blocks, {format_size(result.get('bytes', 0))}")
     if result.get("skipped"):

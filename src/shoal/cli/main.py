@@ -14,10 +14,8 @@ import logging
 import os
 import stat
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -28,7 +26,14 @@ from shoal.cli.health import check as check_command
 from shoal.cli.health import repair as repair_command
 from shoal.cli.leases import gc as gc_command
 from shoal.cli.leases import pin as pin_command
-from shoal.cli.output import format_age, format_size, format_table, transfer_progress
+from shoal.cli.options import data_dir_option, json_option, print_json
+from shoal.cli.output import (
+    format_age,
+    format_size,
+    format_table,
+    format_time,
+    transfer_progress,
+)
 from shoal.cli.run import NodeSettings, configure_logging, refuse_if_running, run_node
 from shoal.cli.scrub import format_scrub, parse_rate
 from shoal.cli.scrub import scrub as scrub_command
@@ -48,7 +53,6 @@ from shoal.units import parse_size
 
 __all__ = ["cli", "main"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -78,37 +82,6 @@ class ShoalGroup(click.Group):
 def _one_line(exc: ShoalError) -> str:
     """The error's message on one line, safe to print (control characters escaped)."""
     return printable(" ".join(str(exc).split())) or type(exc).__name__
-
-
-def data_dir_option(*, required: bool = True) -> Callable[[F], F]:
-    """The ``--data-dir`` option every command shares (also ``SHOAL_DATA_DIR``)."""
-    return click.option(
-        "--data-dir",
-        "data_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="SHOAL_DATA_DIR",
-        show_envvar=True,
-        required=required,
-        help="The node's data directory.",
-    )
-
-
-def json_option(f: F) -> F:
-    """The ``--json`` flag: machine-readable output on stdout."""
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
-def _format_time(seconds: object) -> str:
-    if not isinstance(seconds, int | float):
-        return "-"
-    try:
-        return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
-    except (OverflowError, OSError, ValueError):
-        return "-"
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
 @click.group(cls=ShoalGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -725,13 +698,13 @@ def ls(data_dir: Path, as_json: bool, folder: str | None) -> None:
         with Client.from_data_dir(data_dir) as client:
             listing = client.list_folder(folder)
         if as_json:
-            _print_json(listing)
+            print_json(listing)
             return
         rows = [
             [
                 "dir" if e["type"] == "dir" else "file",
                 format_size(e.get("size")),
-                _format_time(e.get("mtime")),
+                format_time(e.get("mtime")),
                 printable(str(e["name"])) + ("/" if e["type"] == "dir" else ""),
                 str(e["cap"]),
             ]
@@ -742,7 +715,7 @@ def ls(data_dir: Path, as_json: bool, folder: str | None) -> None:
     with Client.from_data_dir(data_dir) as client:
         files = client.list_files()
     if as_json:
-        _print_json(files)
+        print_json(files)
         return
     rows = [[printable(str(f["name"])), format_size(f.get("size")), f["cap"]] for f in files]
     click.echo(format_table(["NAME", "SIZE", "CAP"], rows))
@@ -770,7 +743,7 @@ def peers(data_dir: Path, as_json: bool) -> None:
     with Client.from_data_dir(data_dir) as client:
         found = client.peers()
     if as_json:
-        _print_json(found)
+        print_json(found)
         return
     rows = [
         [
@@ -796,7 +769,7 @@ def status(data_dir: Path, as_json: bool) -> None:
     with Client.from_data_dir(data_dir) as client:
         info = client.status()
     if as_json:
-        _print_json(info)
+        print_json(info)
         return
     for key, value in info.items():
         if key in ("bytes", "bytes_for_others", "repair_bytes") and isinstance(value, int):

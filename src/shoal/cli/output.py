@@ -35,6 +35,7 @@ __all__ = [
     "format_size",
     "format_speed",
     "format_table",
+    "format_time",
     "transfer_progress",
 ]
 
@@ -51,6 +52,16 @@ def format_age(timestamp: float | None, now: float | None = None) -> str:
     if age < 86400:
         return f"{age / 3600:.0f}h ago"
     return f"{age / 86400:.0f}d ago"
+
+
+def format_time(seconds: object) -> str:
+    """A Unix time as local ``YYYY-MM-DD HH:MM``; ``-`` if it is none or out of range."""
+    if not isinstance(seconds, int | float):
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return "-"
 
 
 def format_speed(bytes_per_second: float | None) -> str:

@@ -14,7 +14,8 @@ from typing import Any, Final
 
 import click
 
-from shoal.cli.output import format_size
+from shoal.cli.options import data_dir_option, json_option, print_json
+from shoal.cli.output import format_size, format_time
 from shoal.client.http import Client
 from shoal.errors import ShoalError
 from shoal.units import parse_size
@@ -34,18 +35,9 @@ def parse_rate(text: str | None, *, what: str) -> float | None:
     return float(rate)
 
 
-def _when(seconds: object) -> str:
-    if not isinstance(seconds, int | float):
-        return "-"
-    try:
-        return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
-    except (OverflowError, OSError, ValueError):
-        return "-"
-
-
 def _report_line(last: dict[str, Any]) -> str:
     return (
-        f"pass {last.get('pass')} finished {_when(last.get('finished'))}: "
+        f"pass {last.get('pass')} finished {format_time(last.get('finished'))}: "
         f"{last.get('checked')} block(s) checked ({format_size(last.get('bytes'))}), "
         f"{last.get('corrupt')} corrupt, {last.get('replaced')} replaced"
         + (f", {last['unreplaced']} not yet" if last.get("unreplaced") else "")
@@ -64,23 +56,15 @@ def format_scrub(value: object) -> str:
             f"{value.get('replaced')} replaced"
         )
     else:
-        parts.append(f"next pass {_when(value.get('next_pass'))}")
+        parts.append(f"next pass {format_time(value.get('next_pass'))}")
     last = value.get("last")
     parts.append(_report_line(last) if isinstance(last, dict) else "no pass finished yet")
     return "; ".join(parts)
 
 
 @click.command()
-@click.option(
-    "--data-dir",
-    "data_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SHOAL_DATA_DIR",
-    show_envvar=True,
-    required=True,
-    help="The node's data directory.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@data_dir_option()
+@json_option
 @click.option("--no-wait", is_flag=True, help="Start the pass and return at once.")
 def scrub(data_dir: Path, as_json: bool, no_wait: bool) -> None:
     """Re-hash every block this node stores now; fetch corrupt ones again from holders.
@@ -113,7 +97,7 @@ def scrub(data_dir: Path, as_json: bool, no_wait: bool) -> None:
     if not isinstance(last, dict):
         raise ShoalError("node API sent a malformed scrub status")
     if as_json:
-        click.echo(json.dumps(last, indent=2, sort_keys=True))
+        print_json(last)
         return
     if last_shown >= 0:
         click.echo("", err=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import httpx
 
+from shoal.cli.options import data_dir_option
 from shoal.client.api_info import API_FILE_NAME, read_api_info
 from shoal.errors import ConfigError, ShoalError
 
@@ -60,15 +61,7 @@ def login_link(data_dir: Path) -> str:
 
 
 @click.command(name="ui")
-@click.option(
-    "--data-dir",
-    "data_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SHOAL_DATA_DIR",
-    show_envvar=True,
-    required=True,
-    help="The node's data directory.",
-)
+@data_dir_option()
 @click.option("--open", "open_browser", is_flag=True, help="Also open the link in a browser.")
 def ui(data_dir: Path, open_browser: bool) -> None:
     """Print a sign-in link to the running node's web UI (it works once, for ten minutes)."""
