@@ -3,38 +3,14 @@ real sockets, real files): a share rotted below the file system's notice is not 
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 from shoal import Node
-from shoal.content import Redundancy, parse_cap
-from tests.integration.conftest import FAST, Cluster
-from tests.integration.test_share_handoff import holders, stripes_of
-
-ERASURE = Redundancy.erasure(3, 5)
-OPTIONS = dataclasses.replace(
-    FAST,
-    chunk_size=64 * 1024,
-    handoff_interval=1e6,
-    handoff_settle=1e6,
-    repair_interval=1e6,
-    repair_settle=1e6,
-    limits=dataclasses.replace(FAST.limits, dial_rate=1000.0, dial_burst=1000),
-)
-
-
-def rot(path: Path) -> None:
-    """Flip one byte of ``path``, keeping its mtime (and so the store's stamp): bit rot that a
-    presence check (one ``stat``) cannot see."""
-    st = os.stat(path)
-    with open(path, "r+b") as f:
-        f.seek(9)
-        byte = f.read(1)
-        f.seek(9)
-        f.write(bytes([byte[0] ^ 0x20]))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+from shoal.content import parse_cap
+from tests.integration.conftest import Cluster
+from tests.integration.test_erasure import holders, stripes_of
+from tests.integration.test_share_handoff import ERASURE, OPTIONS
+from tests.unit.node.test_scrub import rot
 
 
 async def test_verify_downloads_every_share_and_counts_a_rotten_one_out(

@@ -12,17 +12,17 @@ import dataclasses
 from collections.abc import Callable
 
 from shoal import Node
-from shoal.content import BlockWalk, NeedManifest, Redundancy, Stripe, parse_cap
+from shoal.content import Redundancy, Stripe, parse_cap
 from shoal.ids import sha256
-from shoal.node.blocks import fetch_block
 from shoal.node.get import walk_block_ids
 from shoal.node.repair_plan import rank_by_distance
 from shoal.protocol import PutBlock, PutBlockOk
 from tests.integration.conftest import FAST, Cluster
+from tests.integration.test_erasure import holders, stripes_of
 
 ERASURE = Redundancy.erasure(3, 5)
 # Small chunks: many stripes and blocks. No background handoff or repair: the test runs each
-# pass itself. Dials are not rate-limited (several nodes dial each other on demand at once).
+# pass itself.
 OPTIONS = dataclasses.replace(
     FAST,
     chunk_size=64 * 1024,
@@ -30,7 +30,6 @@ OPTIONS = dataclasses.replace(
     handoff_settle=1e6,
     repair_interval=1e6,
     repair_settle=1e6,
-    limits=dataclasses.replace(FAST.limits, dial_rate=1000.0, dial_burst=1000),
 )
 
 
@@ -39,21 +38,6 @@ async def add_nodes(cluster: Cluster, names: list[str], peer: str | None) -> lis
         await cluster.add(name, peers=[peer] if peer else [], options=OPTIONS, replicas=3)
         for name in names
     ]
-
-
-async def stripes_of(node: Node, cap: str) -> list[Stripe]:
-    walk = BlockWalk(parse_cap(cap).cid)
-    found: list[Stripe] = []
-    while (step := walk.next()) is not None:
-        if isinstance(step, NeedManifest):
-            walk.feed(await fetch_block(node._rt, step.block_id, step.open))
-        elif isinstance(step, Stripe):
-            found.append(step)
-    return found
-
-
-def holders(nodes: list[Node], block_id: bytes) -> list[Node]:
-    return [n for n in nodes if n._rt.blocks.has(block_id, verify=True)]
 
 
 def share_copies(nodes: list[Node], stripes: list[Stripe]) -> int:
