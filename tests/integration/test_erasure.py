@@ -25,8 +25,11 @@ ERASURE = Redundancy.erasure(3, 5)
 OPTIONS = dataclasses.replace(FAST, chunk_size=64 * 1024)
 
 
-async def start(cluster: Cluster, count: int) -> list[Node]:
-    first = await cluster.add("n0", options=OPTIONS)
+async def start(
+    cluster: Cluster, count: int, *, default: tuple[int, int] | None = None
+) -> list[Node]:
+    """``count`` nodes that all see each other; n0's default scheme is ``default`` (k, n)."""
+    first = await cluster.add("n0", options=dataclasses.replace(OPTIONS, erasure=default))
     nodes = [first]
     for i in range(1, count):
         nodes.append(await cluster.add(f"n{i}", peers=[first.listen_address], options=OPTIONS))
@@ -160,12 +163,7 @@ async def test_a_put_that_cannot_place_k_shares_fails_and_leaves_no_name(
 async def test_the_http_api_and_client_choose_the_scheme_per_file(
     cluster: Cluster, tmp_path: Path, random_bytes: Callable[[int], bytes]
 ) -> None:
-    first = await cluster.add("n0", options=dataclasses.replace(OPTIONS, erasure=(3, 5)))
-    others = [
-        await cluster.add(f"n{i}", peers=[first.listen_address], options=OPTIONS)
-        for i in range(1, 5)
-    ]
-    await first.wait_for_peers(4, timeout=20)
+    first, *others = await start(cluster, 5, default=(3, 5))
     source = tmp_path / "source.bin"
     data = random_bytes(150_000)
     source.write_bytes(data)
@@ -210,12 +208,7 @@ async def test_the_http_api_and_client_choose_the_scheme_per_file(
 async def test_a_node_whose_default_is_erasure_codes_folders_too(
     cluster: Cluster, tmp_path: Path, random_bytes: Callable[[int], bytes]
 ) -> None:
-    first = await cluster.add("n0", options=dataclasses.replace(OPTIONS, erasure=(2, 4)))
-    others = [
-        await cluster.add(f"n{i}", peers=[first.listen_address], options=OPTIONS)
-        for i in range(1, 4)
-    ]
-    await first.wait_for_peers(3, timeout=20)
+    first, *others = await start(cluster, 4, default=(2, 4))
     folder = tmp_path / "folder"
     (folder / "sub").mkdir(parents=True)
     (folder / "a.bin").write_bytes(random_bytes(100_000))
